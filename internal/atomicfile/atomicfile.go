@@ -1,0 +1,104 @@
+// Package atomicfile owns how nixcell replaces a file on disk: the new
+// content is written to a temporary file in the same directory, synced and
+// renamed over the old one, so a reader (or the next command after a crash or
+// a kill) sees either the old content or the new content, never a torn write.
+// State is never rewritten in place.
+package atomicfile
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// WriteFile replaces path with data, atomically. The file ends up with
+// exactly perm (not perm minus the umask), because state files must not
+// become world-readable by accident of the caller's environment.
+//
+// On any error the temporary file is removed; the old content of path, if
+// any, is left untouched unless the error came after the rename (only the
+// directory sync can fail then, and the new content is in place).
+func WriteFile(path string, data []byte, perm os.FileMode) error {
+	if err := writeFile(path, data, perm); err != nil {
+		return fmt.Errorf("writing %s atomically: %w", path, err)
+	}
+	return nil
+}
+
+func writeFile(path string, data []byte, perm os.FileMode) (err error) {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	// Same directory, so the rename stays within one file system and is
+	// atomic; the leading dot keeps leftovers of a killed process out of
+	// ordinary listings.
+	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+
+	if err := f.Chmod(perm); err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	// Without the sync a crash after the rename can leave a zero-length
+	// file under the new name on some file systems.
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	// The rename lives in the directory; until the directory is synced a
+	// crash can bring back the old name.
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// WriteJSON replaces path with v encoded as indented JSON and a trailing
+// newline, atomically (see WriteFile). Indented, because state files are
+// read by administrators as well as by nixcell.
+func WriteJSON(path string, v any, perm os.FileMode) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding %s: %w", path, err)
+	}
+	data = append(data, '\n')
+	return WriteFile(path, data, perm)
+}
+
+// ReadJSON decodes the JSON document in path into v. A missing file gives an
+// error matching errors.Is(err, fs.ErrNotExist), so callers can treat it as
+// empty state.
+func ReadJSON(path string, v any) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err // *fs.PathError already names path
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("decoding %s: %w", path, err)
+	}
+	return nil
+}

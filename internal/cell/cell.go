@@ -1,0 +1,405 @@
+// Package cell owns the container operations users ask for (create, start,
+// stop, exec, destroy, ...): it composes the configuration (spec), the
+// system build (nix), the ID ranges (idmap), the records and locks (state)
+// and the running processes (runtime) into steps that either finish or are
+// undone. Every operation that changes a container holds its lock.
+package cell
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nixcell/nixcell/internal/idmap"
+	"github.com/nixcell/nixcell/internal/lifecycle"
+	"github.com/nixcell/nixcell/internal/nix"
+	"github.com/nixcell/nixcell/internal/runtime"
+	"github.com/nixcell/nixcell/internal/spec"
+	"github.com/nixcell/nixcell/internal/state"
+)
+
+// DefaultStopTimeout is how long stop waits for a clean shutdown before it
+// kills, as nixos-container's systemd unit does.
+const DefaultStopTimeout = 90 * time.Second
+
+// Manager performs operations on the containers of one state directory.
+type Manager struct {
+	Store state.Store
+	IDs   *idmap.Allocator
+	// Log receives progress and warnings for people (stderr in the CLI).
+	Log io.Writer
+	// NixLog receives Nix's build output as it runs.
+	NixLog io.Writer
+}
+
+// Open returns a Manager for the state directory root, creating it.
+func Open(root string) (*Manager, error) {
+	st, err := state.New(root)
+	if err != nil {
+		return nil, err
+	}
+	if err := st.Init(); err != nil {
+		return nil, err
+	}
+	return &Manager{
+		Store:  st,
+		IDs:    idmap.New(idmap.Config{StatePath: st.IDMapPath(), LockPath: st.GlobalLockPath()}),
+		Log:    io.Discard,
+		NixLog: io.Discard,
+	}, nil
+}
+
+func (m *Manager) warnf(format string, args ...any) {
+	fmt.Fprintf(m.Log, "warning: "+format+"\n", args...)
+}
+
+// Info is what list and state report of a container. Fields are only ever
+// added, so scripts can rely on the JSON.
+type Info struct {
+	Name       string          `json:"name"`
+	State      lifecycle.State `json:"state"`
+	Generation int             `json:"generation"`
+	System     string          `json:"system,omitempty"`
+	Pid        int             `json:"pid,omitempty"`
+	StartedAt  time.Time       `json:"startedAt,omitzero"`
+	Autostart  bool            `json:"autostart"`
+	Privileged bool            `json:"privileged"`
+	// IDs is the host range the container's user IDs map to.
+	IDs       *idmap.Range `json:"ids,omitempty"`
+	IPv4      string       `json:"ipv4"`
+	IPv6      string       `json:"ipv6"`
+	CreatedAt time.Time    `json:"createdAt"`
+}
+
+// Inspect reports the state of the named container.
+func (m *Manager) Inspect(name string) (Info, error) {
+	if err := spec.ValidateName(name); err != nil {
+		return Info{}, err
+	}
+	rec, err := m.Store.Load(name)
+	if err != nil {
+		return Info{}, err
+	}
+	st, status, err := m.stateOf(rec)
+	if err != nil {
+		return Info{}, err
+	}
+	info := Info{
+		Name: name, State: st, Pid: status.Pid, StartedAt: status.StartedAt,
+		Autostart: rec.Spec.Autostart, Privileged: rec.Spec.Privileged, CreatedAt: rec.CreatedAt,
+	}
+	info.Generation, info.System, err = nix.Profile{Name: name}.Current()
+	if err != nil {
+		return Info{}, err
+	}
+	if r, ok, err := m.IDs.Lookup(name); err != nil {
+		return Info{}, err
+	} else if ok {
+		info.IDs = &r
+	}
+	return info, nil
+}
+
+// List reports every container, sorted by name.
+func (m *Manager) List() ([]Info, error) {
+	names, err := m.Store.Names()
+	if err != nil {
+		return nil, err
+	}
+	infos := []Info{}
+	for _, n := range names {
+		info, err := m.Inspect(n)
+		if errors.Is(err, state.ErrNotFound) {
+			continue // a directory left by an interrupted create
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", n, err)
+		}
+		infos = append(infos, info)
+	}
+	return infos, nil
+}
+
+// Exists tells whether a container of that name exists.
+func (m *Manager) Exists(name string) (bool, error) {
+	if err := spec.ValidateName(name); err != nil {
+		return false, err
+	}
+	_, err := m.Store.Load(name)
+	if errors.Is(err, state.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// stateOf derives the lifecycle state from the record and the runtime.
+func (m *Manager) stateOf(rec *state.Container) (lifecycle.State, runtime.Status, error) {
+	if rec.Phase != state.Created {
+		return lifecycle.Creating, runtime.Status{}, nil
+	}
+	status, err := runtime.Inspect(m.Store.RuntimeRoot(), rec.Name)
+	if err != nil {
+		return "", status, err
+	}
+	if status.Running {
+		return lifecycle.Running, status, nil
+	}
+	return lifecycle.Stopped, status, nil
+}
+
+// locked loads the container under its lock and checks that op is allowed.
+// The caller must call unlock.
+func (m *Manager) locked(ctx context.Context, name string, op lifecycle.Op) (rec *state.Container, st lifecycle.State, unlock func(), err error) {
+	if err := spec.ValidateName(name); err != nil {
+		return nil, "", nil, err
+	}
+	lock, err := m.Store.Lock(ctx, name)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	unlock = func() { _ = lock.Unlock() }
+	rec, err = m.Store.Load(name)
+	if err == nil {
+		st, _, err = m.stateOf(rec)
+	}
+	if err == nil {
+		err = lifecycle.Check(st, op)
+	}
+	if err != nil {
+		unlock()
+		return nil, "", nil, err
+	}
+	return rec, st, unlock, nil
+}
+
+// runtimeContainer is what the runtime needs to boot rec.
+func (m *Manager) runtimeContainer(rec *state.Container) (*runtime.Container, error) {
+	c := &runtime.Container{
+		Name:       rec.Name,
+		StateRoot:  m.Store.RuntimeRoot(),
+		RootFS:     m.Store.RootFS(rec.Name),
+		CgroupPath: m.Store.CgroupPath(rec.Name),
+		ProfileDir: nix.Profile{Name: rec.Name}.Dir(),
+		GCRootsDir: nix.Profile{Name: rec.Name}.GCRootsDir(),
+		Init:       "/nix/var/nix/profiles/system/init",
+		ConsoleLog: m.Store.ConsoleLog(rec.Name),
+	}
+	gen, _, err := nix.Profile{Name: rec.Name}.Current()
+	if err != nil {
+		return nil, err
+	}
+	if gen == 0 {
+		return nil, fmt.Errorf("its profile %s has no generation; run update to build one", nix.Profile{Name: rec.Name}.System())
+	}
+	if !rec.Spec.Privileged {
+		r, ok, err := m.IDs.Lookup(rec.Name)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, fmt.Errorf("it holds no ID range; destroy and create it again")
+		}
+		c.IDs = runtime.IDRange{Start: r.Start, Size: r.Size}
+	}
+	return c, nil
+}
+
+// Start boots the container detached.
+func (m *Manager) Start(ctx context.Context, name string) error {
+	rec, _, unlock, err := m.locked(ctx, name, lifecycle.Start)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return m.startLocked(rec)
+}
+
+// startLocked boots rec. Preconditions: the container's lock is held and it
+// is not running.
+func (m *Manager) startLocked(rec *state.Container) error {
+	c, err := m.runtimeContainer(rec)
+	if err != nil {
+		return err
+	}
+	if err := runtime.Cleanup(m.Store.RuntimeRoot(), rec.Name); err != nil {
+		return err
+	}
+	return c.Start()
+}
+
+// Run boots the container in the foreground and returns its init's exit
+// status. A signal on stop shuts it down as stop would. The lock is held
+// only while it starts, so stop and exec work on it from elsewhere.
+func (m *Manager) Run(ctx context.Context, name string, stdio runtime.Stdio, stop <-chan os.Signal, timeout time.Duration) (int, error) {
+	rec, _, unlock, err := m.locked(ctx, name, lifecycle.Start)
+	if err != nil {
+		return 0, err
+	}
+	c, err := m.runtimeContainer(rec)
+	if err == nil {
+		err = runtime.Cleanup(m.Store.RuntimeRoot(), rec.Name)
+	}
+	if err != nil {
+		unlock()
+		return 0, err
+	}
+	return c.Run(stdio, stop, timeout, unlock)
+}
+
+// Stop shuts the container down cleanly, killing it after timeout.
+func (m *Manager) Stop(ctx context.Context, name string, timeout time.Duration) (runtime.StopResult, error) {
+	_, _, unlock, err := m.locked(ctx, name, lifecycle.Stop)
+	if err != nil {
+		return runtime.StopResult{}, err
+	}
+	defer unlock()
+	return runtime.Stop(m.Store.RuntimeRoot(), name, timeout)
+}
+
+// Terminate kills the container at once.
+func (m *Manager) Terminate(ctx context.Context, name string) error {
+	_, _, unlock, err := m.locked(ctx, name, lifecycle.Terminate)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return runtime.Kill(m.Store.RuntimeRoot(), name)
+}
+
+// Restart stops the container if it runs, then starts it.
+func (m *Manager) Restart(ctx context.Context, name string, timeout time.Duration) error {
+	rec, st, unlock, err := m.locked(ctx, name, lifecycle.Restart)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if st == lifecycle.Running {
+		if _, err := runtime.Stop(m.Store.RuntimeRoot(), name, timeout); err != nil {
+			return err
+		}
+	}
+	return m.startLocked(rec)
+}
+
+// Exec runs a process in the running container and returns its exit
+// status. It takes no lock: a long exec must not block stop.
+func (m *Manager) Exec(name string, e runtime.Exec) (int, error) {
+	if err := spec.ValidateName(name); err != nil {
+		return 0, err
+	}
+	rec, err := m.Store.Load(name)
+	if err != nil {
+		return 0, err
+	}
+	st, _, err := m.stateOf(rec)
+	if err != nil {
+		return 0, err
+	}
+	op := lifecycle.Exec
+	if e.TTY {
+		op = lifecycle.Login
+	}
+	if err := lifecycle.Check(st, op); err != nil {
+		return 0, err
+	}
+	code, err := e.Run(m.Store.RuntimeRoot(), name)
+	if errors.Is(err, runtime.ErrNotRunning) {
+		return 0, &lifecycle.TransitionError{State: lifecycle.Stopped, Op: op}
+	}
+	return code, err
+}
+
+// Destroy removes everything of the container: it stops it if it runs (a
+// clean stop, killed after timeout), then removes its runtime state, root,
+// record, profile, GC roots and ID range, and last its lock file. It also
+// finishes off a container whose create was interrupted.
+func (m *Manager) Destroy(ctx context.Context, name string, timeout time.Duration) error {
+	if err := spec.ValidateName(name); err != nil {
+		return err
+	}
+	lock, err := m.Store.Lock(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+	rec, err := m.Store.Load(name)
+	if err != nil && !(errors.Is(err, state.ErrNotFound) && dirExists(m.Store.Dir(name))) {
+		return err
+	}
+	if rec != nil && rec.Phase == state.Created {
+		st, _, err := m.stateOf(rec)
+		if err != nil {
+			return err
+		}
+		if st == lifecycle.Running {
+			if _, err := runtime.Stop(m.Store.RuntimeRoot(), name, timeout); err != nil {
+				return err
+			}
+		}
+	}
+	if err := m.removeAll(ctx, name); err != nil {
+		return err
+	}
+	return lock.Remove()
+}
+
+// removeAll deletes every trace of the container but its lock. Each step is
+// idempotent, so a destroy killed midway can be run again.
+func (m *Manager) removeAll(ctx context.Context, name string) error {
+	if err := runtime.Cleanup(m.Store.RuntimeRoot(), name); err != nil {
+		return err
+	}
+	if err := m.Store.Remove(name); err != nil {
+		return err
+	}
+	if err := (nix.Profile{Name: name}).Remove(); err != nil {
+		return err
+	}
+	// Cleanup must finish even after the user interrupted the command.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	return m.IDs.Release(ctx, name)
+}
+
+func dirExists(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.IsDir()
+}
+
+// absConfigPath resolves a configuration path given on the command line.
+func absConfigPath(path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return "", fmt.Errorf("configuration file %s: %w", path, errors.Unwrap(err))
+	}
+	if fi.IsDir() {
+		if _, err := os.Stat(filepath.Join(abs, "default.nix")); err != nil {
+			return "", fmt.Errorf("configuration %s is a directory without default.nix", path)
+		}
+	}
+	return abs, nil
+}
+
+// notYetEffective lists the settings this version reads but does not apply.
+var effective = map[string]bool{"privileged": true}
+
+func (m *Manager) warnIneffective(s spec.Spec) {
+	var ignored []string
+	for _, a := range s.SetAttributes() {
+		if !effective[a] {
+			ignored = append(ignored, a)
+		}
+	}
+	if len(ignored) > 0 {
+		m.warnf("these settings are stored but have no effect yet in this version of nixcell: %s", strings.Join(ignored, ", "))
+	}
+}

@@ -1,0 +1,189 @@
+package cell
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/nixcell/nixcell/internal/atomicfile"
+	"github.com/nixcell/nixcell/internal/nix"
+	"github.com/nixcell/nixcell/internal/spec"
+	"github.com/nixcell/nixcell/internal/state"
+)
+
+// CreateRequest says how to make a new container. Exactly one of
+// ConfigFile, Expr and SystemPath is set.
+type CreateRequest struct {
+	Name string
+	// ConfigFile is a configuration in either of nixcloud-container's
+	// forms (a NixOS module, or an attribute set with `configuration`).
+	ConfigFile string
+	// Expr is an inline configuration, as the content of such a file.
+	Expr string
+	// SystemPath is a prebuilt NixOS system in the store.
+	SystemPath string
+	// NixArgs are extra arguments for Nix, kept for later updates.
+	NixArgs []string
+	// Privileged runs the container without a user namespace.
+	Privileged bool
+}
+
+// ErrBadRequest is the class of requests that are wrong before anything is
+// looked at.
+var ErrBadRequest = errors.New("bad request")
+
+func (r CreateRequest) validate() error {
+	n := 0
+	for _, s := range []string{r.ConfigFile, r.Expr, r.SystemPath} {
+		if s != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		return fmt.Errorf("%w: give exactly one of a configuration file, -c EXPR or --system PATH", ErrBadRequest)
+	}
+	return spec.ValidateName(r.Name)
+}
+
+// undo collects the inverse of each finished step, run in reverse order when
+// a later step fails.
+type undo []func()
+
+func (u *undo) add(f func()) { *u = append(*u, f) }
+func (u *undo) run() {
+	for i := len(*u) - 1; i >= 0; i-- {
+		(*u)[i]()
+	}
+}
+
+// Create builds the container's first generation and records it. It either
+// finishes or leaves nothing behind; if it is killed, the record stays in
+// the Creating phase and the next create or destroy of the name cleans up.
+func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) {
+	if err := req.validate(); err != nil {
+		return err
+	}
+	var err error
+	if req.ConfigFile != "" {
+		if req.ConfigFile, err = absConfigPath(req.ConfigFile); err != nil {
+			return err
+		}
+	}
+	if req.SystemPath != "" {
+		if err := nix.CheckSystem(req.SystemPath); err != nil {
+			return err
+		}
+	}
+	lock, err := m.Store.Lock(ctx, req.Name)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+
+	profile := nix.Profile{Name: req.Name}
+	rec, err := m.Store.Load(req.Name)
+	switch {
+	case err == nil && rec.Phase == state.Created:
+		return fmt.Errorf("%w: %q (destroy it first, or update it)", state.ErrExists, req.Name)
+	case err == nil || dirExists(m.Store.Dir(req.Name)):
+		fmt.Fprintf(m.Log, "cleaning up an interrupted create of %s\n", req.Name)
+		if err := m.removeAll(ctx, req.Name); err != nil {
+			return fmt.Errorf("cleaning up an interrupted create: %w", err)
+		}
+	case !errors.Is(err, state.ErrNotFound):
+		return err
+	default:
+		// A profile nixcell does not know of belongs to someone else, such
+		// as a nixos-container container of the same name.
+		if _, err := os.Lstat(profile.Dir()); err == nil {
+			return fmt.Errorf("%w: a Nix profile already exists at %s (another tool's container of that name?); choose another name or remove it", state.ErrExists, profile.Dir())
+		}
+	}
+
+	rec = &state.Container{
+		Name: req.Name, Phase: state.Creating, CreatedAt: time.Now().UTC().Truncate(time.Second),
+		Source: state.Source{ConfigFile: req.ConfigFile, SystemPath: req.SystemPath, NixArgs: req.NixArgs},
+	}
+	if err := m.Store.Save(rec); err != nil {
+		return err
+	}
+	var u undo
+	defer func() {
+		if retErr != nil {
+			u.run()
+			_ = lock.Remove()
+		}
+	}()
+	u.add(func() {
+		if err := m.removeAll(ctx, req.Name); err != nil {
+			m.warnf("cleaning up after the failed create: %v", err)
+		}
+	})
+
+	if req.Expr != "" {
+		path := m.Store.InlineConfig(req.Name)
+		if err := atomicfile.WriteFile(path, []byte(req.Expr+"\n"), 0o644); err != nil {
+			return err
+		}
+		rec.Source.ConfigFile, rec.Source.Inline = path, true
+	}
+	if rec.Source.ConfigFile != "" {
+		if rec.Spec, err = m.settings(ctx, rec); err != nil {
+			return err
+		}
+	}
+	rec.Spec.Privileged = rec.Spec.Privileged || req.Privileged
+	m.warnIneffective(rec.Spec)
+	if rec.Spec.Privileged {
+		m.warnf("%s is privileged: its root is the host's root", req.Name)
+	} else if _, err := m.IDs.Allocate(ctx, req.Name); err != nil {
+		return fmt.Errorf("allocating an ID range: %w", err)
+	}
+
+	system := rec.Source.SystemPath
+	if system == "" {
+		if system, err = m.build(ctx, rec); err != nil {
+			return err
+		}
+	}
+	if _, err := profile.Set(ctx, system); err != nil {
+		return fmt.Errorf("setting profile %s: %w", profile.System(), err)
+	}
+	_ = os.Remove(m.Store.BuildLink(req.Name))
+	rec.Phase = state.Created
+	return m.Store.Save(rec)
+}
+
+func (m *Manager) invocation(rec *state.Container) nix.Invocation {
+	return nix.Invocation{
+		Name: rec.Name, ConfigFile: rec.Source.ConfigFile, Args: rec.Source.NixArgs, Log: m.NixLog,
+	}
+}
+
+// settings evaluates and parses the host-side part of the configuration.
+func (m *Manager) settings(ctx context.Context, rec *state.Container) (spec.Spec, error) {
+	raw, err := m.invocation(rec).Settings(ctx)
+	if err != nil {
+		return spec.Spec{}, fmt.Errorf("evaluating %s: %w", rec.Source.ConfigFile, err)
+	}
+	s, err := spec.Parse(raw)
+	if err != nil {
+		return s, fmt.Errorf("%s: %w", rec.Source.ConfigFile, err)
+	}
+	return s, nil
+}
+
+// build builds the container's system; the result stays rooted by the
+// build link until the caller has put it in the profile.
+func (m *Manager) build(ctx context.Context, rec *state.Container) (string, error) {
+	fmt.Fprintf(m.Log, "building the system of %s\n", rec.Name)
+	start := time.Now()
+	path, err := m.invocation(rec).Build(ctx, m.Store.BuildLink(rec.Name))
+	if err != nil {
+		return "", fmt.Errorf("building %s: %w", rec.Source.ConfigFile, err)
+	}
+	fmt.Fprintf(m.Log, "built %s in %.1fs\n", path, time.Since(start).Seconds())
+	return path, nil
+}

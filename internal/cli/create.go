@@ -1,0 +1,70 @@
+package cli
+
+import (
+	"errors"
+
+	"github.com/spf13/cobra"
+
+	"github.com/nixcell/nixcell/internal/cell"
+)
+
+type createCmd struct {
+	*app
+	expr       string
+	system     string
+	nixArgs    string
+	privileged bool
+}
+
+func (a *app) createCommand() *cobra.Command {
+	c := &createCmd{app: a}
+	cmd := &cobra.Command{
+		Use:   "create NAME [CONFIG.nix] [-c EXPR | --system PATH] [-n NIX-ARGS]",
+		Short: "Build a new container's NixOS system (generation 1)",
+		Long: `Create builds the container's NixOS system with nix-build, as nixos-container
+does (<nixpkgs/nixos> with the configuration plus a container base module), and
+makes it generation 1 of /nix/var/nix/profiles/per-container/NAME/system.
+
+The configuration is one of:
+  CONFIG.nix     a NixOS module ({ pkgs, name, ip, ... }: { ... }) or
+                 nixcloud-container's attribute set { configuration = MODULE;
+                 autostart; network; bindMounts; limits; ephemeral; ... }
+  -c EXPR        the same, inline
+  --system PATH  a NixOS system already built in the store
+
+Nix's output streams to stderr while it builds. If anything fails, nothing of
+the container is left.`,
+		Example: `  nixcell create web ./web.nix -n "-I nixpkgs=/src/nixpkgs"
+  nixcell create db -c '{ services.postgresql.enable = true; }'
+  nixcell create app --system /nix/store/...-nixos-system-app`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			return nameArg(1)(cmd, args)
+		},
+		RunE: c.run,
+	}
+	f := cmd.Flags()
+	f.StringVarP(&c.expr, "config", "c", "", "inline configuration expression")
+	f.StringVar(&c.system, "system", "", "prebuilt NixOS system store path")
+	f.StringVarP(&c.nixArgs, "nix-args", "n", "", `extra Nix arguments, e.g. "-I nixpkgs=/src/nixpkgs"`)
+	f.BoolVar(&c.privileged, "privileged", false, "no user namespace: container root is host root (not recommended)")
+	return cmd
+}
+
+func (c *createCmd) run(cmd *cobra.Command, args []string) error {
+	req := cell.CreateRequest{Name: args[0], Expr: c.expr, SystemPath: c.system, Privileged: c.privileged}
+	if len(args) > 1 {
+		req.ConfigFile = args[1]
+	}
+	if c.expr == "" && c.system == "" && req.ConfigFile == "" {
+		return usageError{errors.New("give a configuration: CONFIG.nix, -c EXPR or --system PATH")}
+	}
+	var err error
+	if req.NixArgs, err = splitArgs(c.nixArgs); err != nil {
+		return usageError{err}
+	}
+	m, err := c.manager()
+	if err != nil {
+		return err
+	}
+	return m.Create(cmd.Context(), req)
+}

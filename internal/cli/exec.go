@@ -1,0 +1,101 @@
+package cli
+
+import (
+	"os"
+	"os/signal"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/nixcell/nixcell/internal/runtime"
+)
+
+func stdio() runtime.Stdio {
+	return runtime.Stdio{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
+}
+
+// notifyStop delivers the signals with which a service manager or a user
+// asks a foreground container to shut down.
+func notifyStop() <-chan os.Signal {
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, os.Interrupt, unix.SIGTERM)
+	return ch
+}
+
+type execCmd struct {
+	*app
+	tty bool
+	env []string
+	cwd string
+}
+
+func (a *app) execCommand() *cobra.Command {
+	c := &execCmd{app: a}
+	cmd := &cobra.Command{
+		Use:     "exec NAME [-t] [-e VAR=VALUE] -- COMMAND [ARG...]",
+		Aliases: []string{"run-command"},
+		Short:   "Run a command in the running container",
+		Long: `Exec runs COMMAND as root in the running container, in all its namespaces,
+with stdin, stdout and stderr passed through and its exit status returned. It
+gets no terminal unless -t is given. The command cannot gain privileges
+(no_new_privs).`,
+		Example: `  nixcell exec web -- systemctl status
+  nixcell exec -t web -- bash -l`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if err := nameArg(len(args))(cmd, args); err != nil {
+				return err
+			}
+			if len(command(args)) == 0 {
+				return usageError{errUsage("missing COMMAND after NAME --")}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.exec(args[0], runtime.Exec{Args: command(args), Env: c.env, Cwd: c.cwd, TTY: c.tty})
+		},
+	}
+	f := cmd.Flags()
+	f.SetInterspersed(false)
+	f.BoolVarP(&c.tty, "tty", "t", false, "give the command a terminal")
+	f.StringArrayVarP(&c.env, "env", "e", nil, "set an environment variable (repeatable)")
+	f.StringVarP(&c.cwd, "workdir", "w", "", "working directory inside (default /)")
+	return cmd
+}
+
+func (a *app) exec(name string, e runtime.Exec) error {
+	m, err := a.manager()
+	if err != nil {
+		return &exitError{code: exitRuntime, err: err}
+	}
+	e.Stdio = stdio()
+	code, err := m.Exec(name, e)
+	if err != nil {
+		return &exitError{code: exitRuntime, err: err}
+	}
+	return exitStatus(code)
+}
+
+func (a *app) loginCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:     "login NAME",
+		Aliases: []string{"root-login"},
+		Short:   "Open a root login shell in the running container",
+		Long: `Login opens root's login shell (sh -l from the container's system) on a new
+terminal in the container. Window size changes follow, Ctrl-C goes to the
+container, and the shell's exit status is returned.`,
+		Args: nameArg(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.exec(args[0], runtime.Exec{Args: []string{"sh", "-l"}, Cwd: "/root", TTY: true})
+		},
+	}
+}
+
+// command is what follows NAME, without the "--" that separates it (flag
+// parsing stops at NAME, so the separator is still there).
+func command(args []string) []string {
+	rest := args[1:]
+	if len(rest) > 0 && rest[0] == "--" {
+		rest = rest[1:]
+	}
+	return rest
+}

@@ -1,0 +1,230 @@
+// Package cli owns nixcell's command line: one file per command, each of
+// which parses its flags, calls package cell and prints the result. Results
+// go to stdout, progress and warnings to stderr; --json output only ever
+// gains fields.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/nixcell/nixcell/internal/cell"
+	"github.com/nixcell/nixcell/internal/spec"
+	"github.com/nixcell/nixcell/internal/state"
+)
+
+// Exit statuses of nixcell's own outcomes. exec, login and run return the
+// container process's status instead, and exitRuntime when nixcell itself
+// failed.
+const (
+	exitOK      = 0
+	exitFailed  = 1
+	exitUsage   = 2
+	exitStopped = 3 // state: the container exists and is not running
+	exitCreate  = 4 // state: the container's creation did not finish
+	exitRuntime = 125
+)
+
+const exitCodesHelp = `Exit status:
+  0    success; for exists: the container exists; for state: it is running
+  1    failure (the message says what failed and what to do); for exists: no such container
+  2    bad command line
+  3    state: the container is stopped
+  4    state: the container's creation did not finish (create it again or destroy it)
+  125  exec, login, run: nixcell could not run the process (else the process's own status)`
+
+// app holds what every command shares.
+type app struct {
+	stateDir string
+	quiet    bool
+	stdout   io.Writer
+	stderr   io.Writer
+}
+
+// exitError carries a specific exit status out of a command.
+type exitError struct {
+	code int
+	err  error // nil: nothing to print
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+func (e *exitError) Unwrap() error { return e.err }
+
+// Main runs the command line and returns the exit status.
+func Main(args []string) int {
+	a := &app{stdout: os.Stdout, stderr: os.Stderr}
+	root := a.command()
+	root.SetArgs(args)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, unix.SIGTERM)
+	defer stop()
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return exitOK
+	}
+	var ee *exitError
+	code := exitFailed
+	if errors.As(err, &ee) {
+		code = ee.code
+		if ee.err == nil {
+			return code
+		}
+		err = ee.err
+	}
+	if isUsage(err) {
+		fmt.Fprintf(a.stderr, "nixcell: %v\nRun '%s --help' for usage.\n", err, cmd.CommandPath())
+		return exitUsage
+	}
+	fmt.Fprintf(a.stderr, "nixcell: %s%v\n", subject(cmd), hint(err))
+	return code
+}
+
+// usageError marks a wrong command line.
+type usageError struct{ error }
+
+func isUsage(err error) bool {
+	var u usageError
+	return errors.As(err, &u)
+}
+
+// subject is the "create web: " part of an error message.
+func subject(cmd *cobra.Command) string {
+	if cmd == nil || !cmd.HasParent() {
+		return ""
+	}
+	s := cmd.Name()
+	for _, a := range cmd.Flags().Args() {
+		if spec.ValidateName(a) == nil {
+			return s + " " + a + ": "
+		}
+		break
+	}
+	return s + ": "
+}
+
+func (a *app) command() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "nixcell",
+		Short: "Run NixOS system containers, unprivileged, with the host's Nix store",
+		Long: `nixcell runs NixOS system containers. Each container has its own NixOS
+system, built by Nix into a profile of generations, its own user ID range (its
+root is not the host's root), the host's /nix/store shared read-only, and no
+host process once started.
+
+State lives in /var/lib/nixcell (--state-dir, NIXCELL_STATE_DIR).
+
+` + exitCodesHelp,
+		SilenceErrors:     true,
+		SilenceUsage:      true,
+		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if os.Geteuid() != 0 {
+				return errors.New("nixcell must run as root: it manages namespaces, cgroups and Nix profiles")
+			}
+			return nil
+		},
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	defaultDir := os.Getenv("NIXCELL_STATE_DIR")
+	if defaultDir == "" {
+		defaultDir = state.DefaultRoot
+	}
+	root.PersistentFlags().StringVar(&a.stateDir, "state-dir", defaultDir, "state directory (env NIXCELL_STATE_DIR)")
+	root.PersistentFlags().BoolVarP(&a.quiet, "quiet", "q", false, "print no progress, only results and errors")
+	root.AddCommand(
+		a.createCommand(), a.startCommand(), a.runCommand(), a.stopCommand(), a.terminateCommand(),
+		a.restartCommand(), a.destroyCommand(), a.loginCommand(), a.execCommand(), a.listCommand(),
+		a.stateCommand(), a.existsCommand(),
+	)
+	return root
+}
+
+// manager opens the state directory.
+func (a *app) manager() (*cell.Manager, error) {
+	m, err := cell.Open(a.stateDir)
+	if err != nil {
+		return nil, err
+	}
+	if !a.quiet {
+		m.Log = a.stderr
+		m.NixLog = a.stderr
+	}
+	return m, nil
+}
+
+// args checks the number of positional arguments and that the first is a
+// valid container name.
+func nameArg(extra int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return usageError{errors.New("missing container name")}
+		}
+		if len(args) > 1+extra {
+			return usageError{fmt.Errorf("unexpected argument %q", args[1+extra])}
+		}
+		return spec.ValidateName(args[0])
+	}
+}
+
+// hint adds what the user can do about common errors that do not say it.
+func hint(err error) error {
+	if errors.Is(err, state.ErrNotFound) {
+		return fmt.Errorf("%w (nixcell list shows the containers)", err)
+	}
+	return err
+}
+
+// splitArgs splits NIX ARGS as a shell would split words: whitespace
+// separates, single and double quotes group, a backslash escapes.
+func splitArgs(s string) ([]string, error) {
+	var (
+		args  []string
+		cur   strings.Builder
+		in    bool
+		quote rune
+	)
+	rs := []rune(s)
+	for i := 0; i < len(rs); i++ {
+		r := rs[i]
+		switch {
+		case quote != 0 && r == quote:
+			quote = 0
+		case quote == '\'':
+			cur.WriteRune(r)
+		case r == '\\' && i+1 < len(rs):
+			i++
+			cur.WriteRune(rs[i])
+			in = true
+		case quote == 0 && (r == '\'' || r == '"'):
+			quote, in = r, true
+		case quote == 0 && (r == ' ' || r == '\t' || r == '\n'):
+			if in {
+				args = append(args, cur.String())
+				cur.Reset()
+				in = false
+			}
+		default:
+			cur.WriteRune(r)
+			in = true
+		}
+	}
+	if quote != 0 {
+		return nil, fmt.Errorf("unterminated %c quote in %q", quote, s)
+	}
+	if in {
+		args = append(args, cur.String())
+	}
+	return args, nil
+}

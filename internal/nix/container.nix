@@ -1,0 +1,23 @@
+# The expression nixcell evaluates for every container build. It accepts both
+# of nixcloud-container's configuration forms: a NixOS module, or an attribute
+# set whose `configuration` is the module and whose other attributes are
+# host-side settings. The system is built as nixos-container builds it:
+# <nixpkgs/nixos> with the user's module plus a container base module, and the
+# modules get the extra arguments `name` and `ip`.
+{ name, ip ? "", configFile, part ? "system" }:
+let
+  raw = import (/. + configFile);
+  wrapped = builtins.isAttrs raw && raw ? configuration;
+  userModule = if wrapped then raw.configuration else raw;
+  base = { lib, ... }: {
+    boot.isContainer = true;
+    networking.hostName = lib.mkDefault name;
+    # The host configures the container's interfaces before its init runs.
+    networking.useDHCP = false;
+    _module.args = { inherit name ip; };
+  };
+in
+if part == "settings" then
+  (if wrapped then builtins.removeAttrs raw [ "configuration" ] else { })
+else
+  (import <nixpkgs/nixos> { configuration = { imports = [ userModule base ]; }; }).system

@@ -1,0 +1,115 @@
+// Package nix owns every call to Nix: evaluating a container's configuration,
+// building its NixOS system, and the per-container Nix profiles that hold its
+// generations (the paths nixos-container uses, so nix-env and the garbage
+// collector see them). It runs the real nix-build, nix-instantiate and
+// nix-env; their progress and errors stream to the caller's writer as Nix
+// prints them.
+package nix
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+//go:embed container.nix
+var containerExpr string
+
+// ErrNix is the class of failures of a Nix command; Nix's own message has
+// already been streamed to the caller's writer.
+var ErrNix = errors.New("nix failed")
+
+// Invocation is what every evaluation and build of one container shares.
+type Invocation struct {
+	Name string // container name, the module argument `name`
+	IP   string // container IPv4 address, the module argument `ip` ("" if none)
+	// ConfigFile is the absolute path of the configuration file.
+	ConfigFile string
+	// Args are extra arguments for Nix, such as "-I nixpkgs=/src/nixpkgs".
+	Args []string
+	// Log receives Nix's progress and error output.
+	Log io.Writer
+}
+
+func (inv Invocation) exprArgs(part string) []string {
+	args := []string{"-E", containerExpr,
+		"--argstr", "name", inv.Name,
+		"--argstr", "ip", inv.IP,
+		"--argstr", "configFile", inv.ConfigFile,
+		"--argstr", "part", part,
+	}
+	return append(args, inv.Args...)
+}
+
+// Settings evaluates the host-side attributes of the configuration (the
+// attribute set form without `configuration`) and returns them as JSON; a
+// bare NixOS module yields "{}".
+func (inv Invocation) Settings(ctx context.Context) ([]byte, error) {
+	args := append([]string{"--eval", "--strict", "--json"}, inv.exprArgs("settings")...)
+	return run(ctx, inv.Log, "nix-instantiate", args...)
+}
+
+// Build builds the container's system. outLink is a symlink nix-build
+// creates to the result: it roots the build against the garbage collector
+// until the profile holds it; the caller removes it afterwards.
+func (inv Invocation) Build(ctx context.Context, outLink string) (string, error) {
+	args := append([]string{"-o", outLink}, inv.exprArgs("system")...)
+	out, err := run(ctx, inv.Log, "nix-build", args...)
+	if err != nil {
+		return "", err
+	}
+	path := strings.TrimSpace(string(out))
+	if i := strings.LastIndexByte(path, '\n'); i >= 0 {
+		path = path[i+1:]
+	}
+	if err := CheckSystem(path); err != nil {
+		return "", err
+	}
+	return path, nil
+}
+
+// CheckSystem tells whether path looks like a built NixOS system: a path in
+// the Nix store with an executable init.
+func CheckSystem(path string) error {
+	if !strings.HasPrefix(path, StoreDir+"/") {
+		return fmt.Errorf("%q is not a path in %s", path, StoreDir)
+	}
+	fi, err := os.Stat(filepath.Join(path, "init"))
+	if err != nil {
+		return fmt.Errorf("%s is not a NixOS system: %w", path, err)
+	}
+	if fi.Mode()&0o111 == 0 {
+		return fmt.Errorf("%s is not a NixOS system: its init is not executable", path)
+	}
+	return nil
+}
+
+// StoreDir is the Nix store shared with every container.
+const StoreDir = "/nix/store"
+
+func run(ctx context.Context, log io.Writer, name string, args ...string) ([]byte, error) {
+	if _, err := exec.LookPath(name); err != nil {
+		return nil, fmt.Errorf("%s is not installed (install Nix, e.g. Debian's nix-bin): %w", name, err)
+	}
+	cmd := exec.CommandContext(ctx, name, args...)
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	if log == nil {
+		log = io.Discard
+	}
+	cmd.Stderr = log
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%s interrupted: %w", name, ctx.Err())
+		}
+		return nil, fmt.Errorf("%w: %s: %v (Nix's output is above)", ErrNix, name, err)
+	}
+	return stdout.Bytes(), nil
+}

@@ -1,0 +1,155 @@
+package runtime
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/utils"
+	"golang.org/x/sys/unix"
+	"golang.org/x/term"
+)
+
+// Exec describes a process to run in a running container.
+type Exec struct {
+	Args []string
+	Env  []string // added to the default environment
+	Cwd  string   // default "/root" for a terminal, "/" otherwise
+	// TTY gives the process a new pseudo-terminal in the container, which
+	// Stdio.Stdin and Stdout are connected to (put in raw mode when they are
+	// terminals, resized with them).
+	TTY   bool
+	Stdio Stdio
+}
+
+// Run runs e in the container and returns its exit status (128+N when
+// killed by signal N).
+func (e Exec) Run(stateRoot, name string) (int, error) {
+	lc, err := libcontainer.Load(stateRoot, name)
+	if errors.Is(err, libcontainer.ErrNotExist) {
+		return 0, ErrNotRunning
+	}
+	if err != nil {
+		return 0, fmt.Errorf("loading runtime state: %w", err)
+	}
+	if st, err := lc.Status(); err != nil || st != libcontainer.Running {
+		return 0, ErrNotRunning
+	}
+	env := []string{"PATH=" + DefaultPath, "HOME=/root", "USER=root", "LOGNAME=root", "container=nixcell"}
+	if t := os.Getenv("TERM"); e.TTY && t != "" {
+		env = append(env, "TERM="+t)
+	}
+	noNewPrivs := true
+	p := &libcontainer.Process{
+		Args:            e.Args,
+		Env:             append(env, e.Env...),
+		Cwd:             e.Cwd,
+		NoNewPrivileges: &noNewPrivs,
+	}
+	if p.Cwd == "" {
+		p.Cwd = "/"
+	}
+	if !e.TTY {
+		p.Stdin, p.Stdout, p.Stderr = e.Stdio.Stdin, e.Stdio.Stdout, e.Stdio.Stderr
+		if err := lc.Run(p); err != nil {
+			return 0, fmt.Errorf("starting %q: %w", e.Args[0], err)
+		}
+		stop := forwardSignals(p, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2)
+		defer stop()
+		ps, _ := p.Wait()
+		return exitCode(ps), nil
+	}
+	return e.runTTY(lc, p)
+}
+
+// runTTY receives the master side of the container's new terminal over a
+// socket pair (libcontainer creates the terminal inside, so it belongs to
+// the container's devpts) and connects it to the caller's terminal.
+func (e Exec) runTTY(lc *libcontainer.Container, p *libcontainer.Process) (int, error) {
+	parent, child, err := utils.NewSockPair("console")
+	if err != nil {
+		return 0, err
+	}
+	defer parent.Close()
+	p.ConsoleSocket = child
+	in, out := e.Stdio.Stdin, e.Stdio.Stdout
+	if in != nil && term.IsTerminal(int(in.Fd())) {
+		if ws, err := unix.IoctlGetWinsize(int(in.Fd()), unix.TIOCGWINSZ); err == nil {
+			p.ConsoleWidth, p.ConsoleHeight = ws.Col, ws.Row
+		}
+	}
+	err = lc.Run(p)
+	child.Close()
+	if err != nil {
+		return 0, fmt.Errorf("starting %q: %w", e.Args[0], err)
+	}
+	master, err := utils.RecvFile(parent)
+	if err != nil {
+		_ = p.Signal(unix.SIGKILL)
+		_, _ = p.Wait()
+		return 0, fmt.Errorf("receiving the terminal: %w", err)
+	}
+	defer master.Close()
+
+	if in != nil && term.IsTerminal(int(in.Fd())) {
+		old, err := term.MakeRaw(int(in.Fd()))
+		if err == nil {
+			defer term.Restore(int(in.Fd()), old)
+		}
+		winch := make(chan os.Signal, 1)
+		signal.Notify(winch, unix.SIGWINCH)
+		defer signal.Stop(winch)
+		go func() {
+			for range winch {
+				if ws, err := unix.IoctlGetWinsize(int(in.Fd()), unix.TIOCGWINSZ); err == nil {
+					_ = unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, ws)
+				}
+			}
+		}()
+	}
+	stop := forwardSignals(p, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT)
+	defer stop()
+	if in != nil {
+		go func() { _, _ = io.Copy(master, in) }()
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if out != nil {
+			_, _ = io.Copy(out, master) // ends with EIO once the last writer closes
+		} else {
+			_, _ = io.Copy(io.Discard, master)
+		}
+	}()
+	ps, _ := p.Wait()
+	// Output still buffered in the terminal drains quickly; a process left
+	// behind that keeps the terminal open must not keep us here.
+	drained := make(chan struct{})
+	go func() { wg.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(500 * time.Millisecond):
+	}
+	return exitCode(ps), nil
+}
+
+// forwardSignals relays signals sent to nixcell to the process. SIGINT is
+// not among them: a terminal sends it to the whole foreground process group,
+// which the process is part of.
+func forwardSignals(p *libcontainer.Process, sigs ...os.Signal) (stop func()) {
+	ch := make(chan os.Signal, 4)
+	signal.Notify(ch, sigs...)
+	signal.Ignore(unix.SIGINT)
+	go func() {
+		for s := range ch {
+			_ = p.Signal(s)
+		}
+	}()
+	return func() { signal.Stop(ch); close(ch) }
+}

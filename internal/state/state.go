@@ -1,0 +1,229 @@
+// Package state owns nixcell's on-disk state: the directory layout under the
+// state directory, the container records, and the locks that serialize
+// changes to them. Records are written atomically (write, fsync, rename);
+// a change to a container holds that container's lock, and global
+// allocations hold the global lock.
+//
+// Layout:
+//
+//	STATE/containers/NAME/container.json   the record (Container)
+//	STATE/containers/NAME/configuration.nix an inline (-c) configuration
+//	STATE/containers/NAME/console.log      the init's output, /dev/console inside
+//	STATE/containers/NAME/root/            the container's root, owned by its ID range
+//	STATE/idmap.json                       ID ranges held by containers
+//	STATE/locks/NAME.lock, global.lock     flock(2) locks
+//	RUN/containers/NAME/                   libcontainer's state of a running container
+package state
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/nixcell/nixcell/internal/atomicfile"
+	"github.com/nixcell/nixcell/internal/lockfile"
+	"github.com/nixcell/nixcell/internal/spec"
+)
+
+// Default directories; NIXCELL_STATE_DIR or --state-dir replace DefaultRoot
+// so that several isolated instances (tests) can run on one host.
+const (
+	DefaultRoot = "/var/lib/nixcell"
+	DefaultRun  = "/run/nixcell"
+)
+
+// ErrNotFound means no container of that name exists.
+var ErrNotFound = errors.New("no such container")
+
+// ErrExists means a container of that name exists already.
+var ErrExists = errors.New("container already exists")
+
+// Phase is how far a container's creation got.
+type Phase string
+
+const (
+	// Creating is written before anything else of a new container: one
+	// found in this phase was interrupted, and create or destroy may undo
+	// whatever exists of it.
+	Creating Phase = "creating"
+	// Created containers are complete.
+	Created Phase = "created"
+)
+
+// Container is a container's record. It changes only under the
+// container's lock.
+type Container struct {
+	Name      string    `json:"name"`
+	Phase     Phase     `json:"phase"`
+	CreatedAt time.Time `json:"createdAt"`
+	// Source says where the current generation's system came from; update
+	// without a new source rebuilds from it.
+	Source Source `json:"source"`
+	// Spec is the host-side configuration.
+	Spec spec.Spec `json:"spec"`
+}
+
+// Source is where a container's system comes from.
+type Source struct {
+	// ConfigFile is the absolute path of the configuration (for an inline
+	// expression, the copy in the container's directory). Empty for a
+	// prebuilt system.
+	ConfigFile string `json:"configFile,omitempty"`
+	// Inline is true when ConfigFile holds an expression given with -c.
+	Inline bool `json:"inline,omitempty"`
+	// SystemPath is a prebuilt system's store path.
+	SystemPath string `json:"systemPath,omitempty"`
+	// NixArgs are passed to every Nix call for this container.
+	NixArgs []string `json:"nixArgs,omitempty"`
+}
+
+// Store is one nixcell instance's state.
+type Store struct {
+	Root string // persistent state, e.g. /var/lib/nixcell
+	Run  string // state that must not survive a reboot, e.g. /run/nixcell
+	// CgroupParent is the cgroup under which this instance's containers
+	// live, e.g. /nixcell.
+	CgroupParent string
+}
+
+// New returns the store rooted at root. The default root uses the default
+// run directory and cgroup; any other gets its own, derived from its path,
+// so instances never share running containers.
+func New(root string) (Store, error) {
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return Store{}, err
+	}
+	if abs == DefaultRoot {
+		return Store{Root: abs, Run: DefaultRun, CgroupParent: "/nixcell"}, nil
+	}
+	sum := sha256.Sum256([]byte(abs))
+	id := hex.EncodeToString(sum[:4])
+	return Store{Root: abs, Run: DefaultRun + "-" + id, CgroupParent: "/nixcell-" + id}, nil
+}
+
+// Init creates the directories and checks that container users can reach
+// their roots below Root: their user IDs are not the host's root, so every
+// directory above a root must be searchable by others.
+func (s Store) Init() error {
+	for _, d := range []struct {
+		path string
+		mode os.FileMode
+	}{{s.Root, 0o711}, {s.containersDir(), 0o711}, {s.locksDir(), 0o700}, {s.Run, 0o711}} {
+		if err := os.MkdirAll(d.path, d.mode); err != nil {
+			return fmt.Errorf("creating state directory: %w", err)
+		}
+	}
+	for dir := s.containersDir(); ; dir = filepath.Dir(dir) {
+		fi, err := os.Stat(dir)
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("state directory %s: %s has mode %04o, so container users cannot reach their root file systems below it; run chmod o+x %s",
+				s.Root, dir, fi.Mode().Perm(), dir)
+		}
+		if dir == "/" {
+			return nil
+		}
+	}
+}
+
+func (s Store) containersDir() string { return filepath.Join(s.Root, "containers") }
+func (s Store) locksDir() string      { return filepath.Join(s.Root, "locks") }
+
+// Dir is the container's state directory.
+func (s Store) Dir(name string) string { return filepath.Join(s.containersDir(), name) }
+
+// RootFS is the container's root file system.
+func (s Store) RootFS(name string) string { return filepath.Join(s.Dir(name), "root") }
+
+// ConsoleLog is the file the container's init writes to.
+func (s Store) ConsoleLog(name string) string { return filepath.Join(s.Dir(name), "console.log") }
+
+// InlineConfig is where an inline (-c) configuration is kept.
+func (s Store) InlineConfig(name string) string {
+	return filepath.Join(s.Dir(name), "configuration.nix")
+}
+
+// BuildLink is the temporary GC root of a system being built.
+func (s Store) BuildLink(name string) string { return filepath.Join(s.Dir(name), "build-result") }
+
+// RuntimeRoot is libcontainer's state root.
+func (s Store) RuntimeRoot() string { return filepath.Join(s.Run, "containers") }
+
+// CgroupPath is the container's absolute cgroup path.
+func (s Store) CgroupPath(name string) string { return s.CgroupParent + "/" + name }
+
+// IDMapPath is the ID range allocation file.
+func (s Store) IDMapPath() string { return filepath.Join(s.Root, "idmap.json") }
+
+// GlobalLockPath is the lock of instance-wide allocations.
+func (s Store) GlobalLockPath() string { return filepath.Join(s.locksDir(), "global.lock") }
+
+// Lock takes the container's lock, waiting until ctx ends. Every change to
+// a container holds it, including create and destroy.
+func (s Store) Lock(ctx context.Context, name string) (*lockfile.Handle, error) {
+	h, err := lockfile.Lock(ctx, filepath.Join(s.locksDir(), name+".lock"))
+	if err != nil {
+		return nil, fmt.Errorf("locking container %q: %w", name, err)
+	}
+	return h, nil
+}
+
+// Load reads the container's record.
+func (s Store) Load(name string) (*Container, error) {
+	var c Container
+	err := atomicfile.ReadJSON(filepath.Join(s.Dir(name), "container.json"), &c)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %q", ErrNotFound, name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading record of %q: %w", name, err)
+	}
+	return &c, nil
+}
+
+// Save writes the container's record atomically, creating its directory.
+// The caller holds the container's lock.
+func (s Store) Save(c *Container) error {
+	if err := os.MkdirAll(s.Dir(c.Name), 0o711); err != nil {
+		return err
+	}
+	return atomicfile.WriteJSON(filepath.Join(s.Dir(c.Name), "container.json"), c, 0o600)
+}
+
+// Remove deletes the container's state directory, root included. The
+// caller holds the container's lock and has stopped it.
+func (s Store) Remove(name string) error {
+	if err := os.RemoveAll(s.Dir(name)); err != nil {
+		return fmt.Errorf("removing state of %q: %w", name, err)
+	}
+	return nil
+}
+
+// Names lists the containers that have a state directory, sorted.
+func (s Store) Names() ([]string, error) {
+	entries, err := os.ReadDir(s.containersDir())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, e := range entries {
+		if e.IsDir() && spec.ValidateName(e.Name()) == nil {
+			names = append(names, e.Name())
+		}
+	}
+	sort.Strings(names)
+	return names, nil
+}
