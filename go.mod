@@ -3,6 +3,7 @@ module github.com/nixcell/nixcell
 go 1.26.8
 
 require (
+	github.com/creack/pty v1.1.24
 	github.com/opencontainers/cgroups v0.1.0
 	github.com/opencontainers/runc v1.5.2
 	github.com/spf13/cobra v1.10.2

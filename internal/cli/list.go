@@ -124,4 +124,3 @@ func (a *app) existsCommand() *cobra.Command {
 		},
 	}
 }
-

@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 //go:embed container.nix
@@ -99,6 +100,9 @@ func run(ctx context.Context, log io.Writer, name string, args ...string) ([]byt
 		return nil, fmt.Errorf("%s is not installed (install Nix, e.g. Debian's nix-bin): %w", name, err)
 	}
 	cmd := exec.CommandContext(ctx, name, args...)
+	// A nixcell killed mid-build must not leave Nix running on: it would
+	// later create links in a state directory that has been cleaned up.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var stdout bytes.Buffer
 	cmd.Stdout = &stdout
 	if log == nil {

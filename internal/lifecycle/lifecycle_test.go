@@ -1,0 +1,43 @@
+package lifecycle
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestCheck(t *testing.T) {
+	all := []Op{Start, Stop, Terminate, Restart, Exec, Login, Destroy, Update}
+	allowed := map[State][]Op{
+		Creating: {Destroy},
+		Stopped:  {Start, Restart, Destroy, Update},
+		Running:  {Stop, Terminate, Restart, Exec, Login, Destroy, Update},
+	}
+	for st, ok := range allowed {
+		okSet := map[Op]bool{}
+		for _, op := range ok {
+			okSet[op] = true
+		}
+		for _, op := range all {
+			err := Check(st, op)
+			if okSet[op] != (err == nil) {
+				t.Errorf("Check(%s, %s) = %v, want allowed=%v", st, op, err, okSet[op])
+			}
+			var te *TransitionError
+			if err != nil && !errors.As(err, &te) {
+				t.Errorf("Check(%s, %s) = %T, want *TransitionError", st, op, err)
+			}
+		}
+	}
+	if err := Check(Running, Start); !errors.Is(err, ErrAlreadyRunning) {
+		t.Errorf("start while running: %v, want ErrAlreadyRunning", err)
+	}
+	if err := Check(Stopped, Exec); !errors.Is(err, ErrNotRunning) || err.Error() != "it is not running (start it first)" {
+		t.Errorf("exec while stopped: %v", err)
+	}
+	if err := Check(Creating, Start); !errors.Is(err, ErrIncomplete) {
+		t.Errorf("start while creating: %v, want ErrIncomplete", err)
+	}
+	if err := Check("bogus", Start); err == nil {
+		t.Error("unknown state allowed start")
+	}
+}

@@ -1,0 +1,139 @@
+package spec
+
+import (
+	"errors"
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestValidateName(t *testing.T) {
+	good := []string{"a", "web", "web-1", "a1b2", strings.Repeat("a", MaxNameLen)}
+	for _, n := range good {
+		if err := ValidateName(n); err != nil {
+			t.Errorf("ValidateName(%q) = %v, want nil", n, err)
+		}
+	}
+	bad := map[string]string{
+		"":                                "empty",
+		strings.Repeat("a", MaxNameLen+1): "longer than",
+		"Web":                             "lower-case letter",
+		"1web":                            "lower-case letter",
+		"-web":                            "lower-case letter",
+		"web-":                            "must not end",
+		"we_b":                            "is not allowed",
+		"../etc":                          "lower-case letter",
+		"a/../b":                          "is not allowed",
+		"a.b":                             "is not allowed",
+		"a b":                             "is not allowed",
+		"wéb":                             "is not allowed",
+	}
+	for n, want := range bad {
+		err := ValidateName(n)
+		if !errors.Is(err, ErrInvalidName) || !strings.Contains(err.Error(), want) {
+			t.Errorf("ValidateName(%q) = %v, want ErrInvalidName containing %q", n, err, want)
+		}
+	}
+}
+
+func TestParseFull(t *testing.T) {
+	s, err := Parse([]byte(`{
+		"autostart": true,
+		"network": {"bridge": "br0", "ip": "10.101.0.5", "ip6": "fd00::5/64", "enableNat": true,
+			"forwardPorts": [{"protocol": "udp", "hostPort": 53}, {"hostPort": 8080, "containerPort": 80, "hostAddress": "127.0.0.1"}]},
+		"bindMounts": {"/data": {"hostPath": "/srv/data", "isReadOnly": false}, "/etc/ro": {}},
+		"limits": {"memory": "512M", "cpus": 1.5, "pids": 2000},
+		"ephemeral": true,
+		"store": "closure",
+		"allowedDevices": [{"node": "/dev/net/tun", "modifier": "rw"}]
+	}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Spec{
+		Autostart: true,
+		Network: Network{
+			Bridge: "br0", IP: netip.MustParsePrefix("10.101.0.5/32"), IP6: netip.MustParsePrefix("fd00::5/64"), EnableNat: true,
+			ForwardPorts: []PortForward{
+				{Protocol: "udp", HostPort: 53, ContainerPort: 53},
+				{Protocol: "tcp", HostPort: 8080, ContainerPort: 80, HostAddress: netip.MustParseAddr("127.0.0.1")},
+			},
+		},
+		BindMounts: []BindMount{
+			{Destination: "/data", HostPath: "/srv/data", IsReadOnly: false},
+			{Destination: "/etc/ro", HostPath: "/etc/ro", IsReadOnly: true},
+		},
+		Limits:         Limits{MemoryBytes: 512 << 20, CPUs: 1.5, Pids: 2000},
+		Ephemeral:      true,
+		Store:          "closure",
+		AllowedDevices: []Device{{Node: "/dev/net/tun", Modifier: "rw"}},
+	}
+	if !reflect.DeepEqual(s, want) {
+		t.Errorf("Parse:\n got %+v\nwant %+v", s, want)
+	}
+	wantSet := []string{"autostart", "network.bridge", "network.ip", "network.ip6", "network.enableNat",
+		"network.forwardPorts", "bindMounts", "limits.memory", "limits.cpus", "limits.pids", "ephemeral", "store", "allowedDevices"}
+	if got := s.SetAttributes(); !reflect.DeepEqual(got, wantSet) {
+		t.Errorf("SetAttributes = %v, want %v", got, wantSet)
+	}
+}
+
+func TestParseEmptyAndNull(t *testing.T) {
+	for _, in := range []string{`{}`, `{"autostart": null, "network": {"ip": null}}`} {
+		s, err := Parse([]byte(in))
+		if err != nil {
+			t.Fatalf("Parse(%s): %v", in, err)
+		}
+		if got := s.SetAttributes(); len(got) != 0 {
+			t.Errorf("Parse(%s) sets %v", in, got)
+		}
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	cases := map[string]string{
+		`[]`:                                                   "must be an attribute set",
+		`{"autostrat": true}`:                                  "autostrat: unknown attribute",
+		`{"autostart": "yes"}`:                                 "autostart: must be true or false",
+		`{"network": {"ip": "10.1.2"}}`:                        `network.ip: "10.1.2" is not an IP address`,
+		`{"network": {"ip": "fd00::1"}}`:                       "is not an IPv4 address",
+		`{"network": {"ip6": "10.0.0.1"}}`:                     "is not an IPv6 address",
+		`{"network": {"bridge": "a/b"}}`:                       "not a valid interface name",
+		`{"network": {"forwardPorts": [{}]}}`:                  "hostPort: is required",
+		`{"network": {"forwardPorts": [{"hostPort": 70000}]}}`: "port number from 1 to 65535",
+		`{"network": {"forwardPorts": [{"hostPort": 80, "protocol": "sctp"}]}}`:                    `"tcp" or "udp"`,
+		`{"network": {"forwardPorts": [{"hostPort": 80}, {"hostPort": 80, "containerPort": 81}]}}`: "forwarded twice",
+		`{"network": {"hostNetwork": true, "enableNat": true}}`:                                    "cannot be combined",
+		`{"network": {"hostAddress": "10.0.0.1"}}`:                                                 "must be set together",
+		`{"bindMounts": {"data": {}}}`:                                                             "absolute, clean path",
+		`{"bindMounts": {"/data": {"hostPath": "/a/../b"}}}`:                                       "absolute, clean path",
+		`{"bindMounts": {"/data": {"hostpath": "/a"}}}`:                                            "unknown attribute",
+		`{"limits": {"memory": "lots"}}`:                                                           `"lots" is not a size`,
+		`{"limits": {"cpus": 0}}`:                                                                  "positive number of CPUs",
+		`{"limits": {"pids": 1.5}}`:                                                                "positive whole number",
+		`{"store": "some"}`:                                                                        `"full" or "closure"`,
+		`{"allowedDevices": [{"node": "/etc/x", "modifier": "r"}]}`:                                "path under /dev",
+		`{"allowedDevices": [{"node": "/dev/x", "modifier": "rwx"}]}`:                              "made of r, w and m",
+	}
+	for in, want := range cases {
+		_, err := Parse([]byte(in))
+		if !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), want) {
+			t.Errorf("Parse(%s) = %v, want ErrInvalidSpec containing %q", in, err, want)
+		}
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	cases := map[string]uint64{"4096": 4096, "512M": 512 << 20, "2G": 2 << 30, "1.5GiB": 3 << 29, "64k": 64 << 10, "1T": 1 << 40}
+	for in, want := range cases {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "M", "-1M", "0", "12X", "1e400"} {
+		if _, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q) succeeded, want error", in)
+		}
+	}
+}
