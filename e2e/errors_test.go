@@ -18,10 +18,12 @@ func (in *instance) snapshot() string {
 	in.t.Helper()
 	list := in.must("list", "--json")
 	ids, _ := os.ReadFile(in.store.IDMapPath())
-	entries, _ := os.ReadDir(filepath.Join(in.dir, "containers"))
 	var dirs []string
-	for _, e := range entries {
-		dirs = append(dirs, e.Name())
+	for _, sub := range []string{"containers", "locks"} {
+		entries, _ := os.ReadDir(filepath.Join(in.dir, sub))
+		for _, e := range entries {
+			dirs = append(dirs, sub+"/"+e.Name())
+		}
 	}
 	return list + string(ids) + strings.Join(dirs, ",")
 }
@@ -47,7 +49,7 @@ func TestBadInput(t *testing.T) {
 		{"name too long", []string{"create", strings.Repeat("a", 64), "-c", "{}"}, 1, "longer than 63 characters"},
 		{"upper case", []string{"start", "Web"}, 1, `invalid container name "Web": must start with a lower-case letter`},
 		{"path trick", []string{"destroy", "../etc"}, 1, `invalid container name "../etc"`},
-		{"slash", []string{"state", "a/b"}, 1, `"/" is not allowed`},
+		{"slash", []string{"state", "a/b"}, 1, `'/' is not allowed`},
 		{"dot dot inside", []string{"exists", "a..b"}, 1, `'.' is not allowed`},
 		{"unknown container", []string{"start", fresh}, 1, "start " + fresh + ": no such container"},
 		{"unknown container exec", []string{"exec", fresh, "--", "true"}, 125, "no such container"},

@@ -243,3 +243,14 @@ func (in *instance) readRoot(name, path string) string {
 	data, _ := os.ReadFile(filepath.Join(in.store.RootFS(name), path))
 	return string(data)
 }
+
+// waitHTTP waits until the container's web server answers want on its
+// loopback: services start after the init does.
+func (in *instance) waitHTTP(name, want string) {
+	in.t.Helper()
+	var last result
+	waitFor(in.t, 20*time.Second, "httpd in "+name+" to answer", func() bool {
+		last = in.run("exec", name, "--", "wget", "-qO-", "http://127.0.0.1/")
+		return last.code == 0 && last.stdout == want
+	})
+}

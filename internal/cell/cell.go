@@ -17,6 +17,7 @@ import (
 
 	"github.com/nixcell/nixcell/internal/idmap"
 	"github.com/nixcell/nixcell/internal/lifecycle"
+	"github.com/nixcell/nixcell/internal/lockfile"
 	"github.com/nixcell/nixcell/internal/nix"
 	"github.com/nixcell/nixcell/internal/runtime"
 	"github.com/nixcell/nixcell/internal/spec"
@@ -155,10 +156,7 @@ func (m *Manager) stateOf(rec *state.Container) (lifecycle.State, runtime.Status
 // locked loads the container under its lock and checks that op is allowed.
 // The caller must call unlock.
 func (m *Manager) locked(ctx context.Context, name string, op lifecycle.Op) (rec *state.Container, st lifecycle.State, unlock func(), err error) {
-	if err := spec.ValidateName(name); err != nil {
-		return nil, "", nil, err
-	}
-	lock, err := m.Store.Lock(ctx, name)
+	lock, err := m.lock(ctx, name)
 	if err != nil {
 		return nil, "", nil, err
 	}
@@ -171,10 +169,28 @@ func (m *Manager) locked(ctx context.Context, name string, op lifecycle.Op) (rec
 		err = lifecycle.Check(st, op)
 	}
 	if err != nil {
-		unlock()
+		m.unlockMissing(lock, name)
 		return nil, "", nil, err
 	}
 	return rec, st, unlock, nil
+}
+
+// lock validates the name and takes the container's lock.
+func (m *Manager) lock(ctx context.Context, name string) (*lockfile.Handle, error) {
+	if err := spec.ValidateName(name); err != nil {
+		return nil, err
+	}
+	return m.Store.Lock(ctx, name)
+}
+
+// unlockMissing releases a lock, deleting its file when the container does
+// not exist, so asking for an unknown container leaves nothing behind.
+func (m *Manager) unlockMissing(lock *lockfile.Handle, name string) {
+	if !dirExists(m.Store.Dir(name)) {
+		_ = lock.Remove()
+		return
+	}
+	_ = lock.Unlock()
 }
 
 // runtimeContainer is what the runtime needs to boot rec.
@@ -319,16 +335,14 @@ func (m *Manager) Exec(name string, e runtime.Exec) (int, error) {
 // record, profile, GC roots and ID range, and last its lock file. It also
 // finishes off a container whose create was interrupted.
 func (m *Manager) Destroy(ctx context.Context, name string, timeout time.Duration) error {
-	if err := spec.ValidateName(name); err != nil {
-		return err
-	}
-	lock, err := m.Store.Lock(ctx, name)
+	lock, err := m.lock(ctx, name)
 	if err != nil {
 		return err
 	}
 	defer lock.Unlock()
 	rec, err := m.Store.Load(name)
 	if err != nil && !(errors.Is(err, state.ErrNotFound) && dirExists(m.Store.Dir(name))) {
+		m.unlockMissing(lock, name)
 		return err
 	}
 	if rec != nil && rec.Phase == state.Created {
