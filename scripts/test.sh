@@ -15,5 +15,8 @@ echo "== go vet"
 go vet -tags seccomp ./...
 echo "== unit tests (race detector)"
 go test -tags seccomp -race -count=1 $(go list ./... | grep -v /e2e)
+echo "== stand-in nixpkgs (fixtures/nixpkgs/tests)"
+bash fixtures/nixpkgs/tests/eval.sh
+bash fixtures/nixpkgs/tests/boot-smoke.sh
 echo "== end-to-end tests (root, real namespaces, real Nix)"
 go test -tags seccomp -count=1 -timeout 40m ./e2e/ "$@"

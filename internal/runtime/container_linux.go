@@ -132,6 +132,9 @@ func (c *Container) Run(stdio Stdio, stop <-chan os.Signal, timeout time.Duratio
 // create makes the libcontainer container and starts its init, which then
 // waits for Exec. stdio nil means detached: output goes to the console log.
 func (c *Container) create(stdio *Stdio) (*libcontainer.Container, *libcontainer.Process, error) {
+	if err := c.checkHost(); err != nil {
+		return nil, nil, err
+	}
 	if err := c.prepareRoot(); err != nil {
 		return nil, nil, err
 	}

@@ -1,0 +1,85 @@
+package runtime
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// UnsupportedFeatureError says that the host lacks something a container
+// needs, and what would provide it.
+type UnsupportedFeatureError struct {
+	Feature string // what is missing
+	Need    string // what would provide it
+}
+
+func (e *UnsupportedFeatureError) Error() string {
+	return fmt.Sprintf("%s: %s", e.Feature, e.Need)
+}
+
+// idmapFileSystems are the file systems whose idmapped mounts the kernel
+// supports, with the release that added each (statfs magic numbers).
+var idmapFileSystems = map[int64]struct {
+	name  string
+	since [2]int
+}{
+	unix.EXT4_SUPER_MAGIC:      {"ext4", [2]int{5, 12}},
+	unix.XFS_SUPER_MAGIC:       {"xfs", [2]int{5, 12}},
+	unix.MSDOS_SUPER_MAGIC:     {"vfat", [2]int{5, 12}},
+	unix.BTRFS_SUPER_MAGIC:     {"btrfs", [2]int{5, 15}},
+	unix.F2FS_SUPER_MAGIC:      {"f2fs", [2]int{5, 18}},
+	unix.OVERLAYFS_SUPER_MAGIC: {"overlayfs", [2]int{5, 19}},
+	unix.EROFS_SUPER_MAGIC_V1:  {"erofs", [2]int{5, 19}},
+	unix.TMPFS_MAGIC:           {"tmpfs", [2]int{6, 3}},
+	0x2fc12fc1:                 {"zfs", [2]int{6, 0}}, // with OpenZFS >= 2.2
+}
+
+// checkHost returns an *UnsupportedFeatureError when the kernel cannot run
+// the container: user namespaces for an unprivileged one, and idmapped
+// mounts on each host directory it binds. Failing here gives the user the
+// cause instead of a mount error from deep inside the runtime.
+func (c *Container) checkHost() error {
+	if c.Privileged() {
+		return nil
+	}
+	if data, err := os.ReadFile("/proc/sys/user/max_user_namespaces"); err == nil && strings.TrimSpace(string(data)) == "0" {
+		return &UnsupportedFeatureError{"user namespaces are disabled",
+			"set the sysctl user.max_user_namespaces above 0, or create the container with --privileged"}
+	}
+	kernel := kernelVersion()
+	for _, b := range c.nixBinds() {
+		var st unix.Statfs_t
+		if err := unix.Statfs(b.source, &st); err != nil {
+			return fmt.Errorf("%s: %w", b.source, err)
+		}
+		fs, ok := idmapFileSystems[int64(st.Type)]
+		if !ok {
+			return &UnsupportedFeatureError{
+				fmt.Sprintf("%s is not on a file system that supports idmapped mounts (file system type %#x)", b.source, st.Type),
+				"put it on ext4, xfs, btrfs or tmpfs, or create the container with --privileged"}
+		}
+		if kernel[0] < fs.since[0] || kernel[0] == fs.since[0] && kernel[1] < fs.since[1] {
+			return &UnsupportedFeatureError{
+				fmt.Sprintf("%s is on %s, whose idmapped mounts need Linux %d.%d (this is %d.%d)", b.source, fs.name, fs.since[0], fs.since[1], kernel[0], kernel[1]),
+				"upgrade the kernel, or create the container with --privileged"}
+		}
+	}
+	return nil
+}
+
+func kernelVersion() [2]int {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return [2]int{}
+	}
+	parts := strings.SplitN(unix.ByteSliceToString(u.Release[:]), ".", 3)
+	var v [2]int
+	for i := 0; i < 2 && i < len(parts); i++ {
+		n := strings.TrimLeftFunc(parts[i], func(r rune) bool { return r < '0' || r > '9' })
+		v[i], _ = strconv.Atoi(strings.TrimRightFunc(n, func(r rune) bool { return r < '0' || r > '9' }))
+	}
+	return v
+}
