@@ -11,4 +11,9 @@ nixcell create demo fixtures/demo.nix -n "-I nixpkgs=$PWD/fixtures/nixpkgs"
 nixcell start demo
 nixcell list
 echo "--- nixcell exec demo -- wget -qO- http://127.0.0.1/"
+# The web server starts just after the init does.
+for _ in $(seq 50); do
+  nixcell exec demo -- wget -qO- http://127.0.0.1/ 2>/dev/null && exit 0
+  sleep 0.1
+done
 nixcell exec demo -- wget -qO- http://127.0.0.1/
