@@ -62,14 +62,20 @@ func (m *Manager) warnf(format string, args ...any) {
 // Info is what list and state report of a container. Fields are only ever
 // added, so scripts can rely on the JSON.
 type Info struct {
-	Name       string          `json:"name"`
-	State      lifecycle.State `json:"state"`
-	Generation int             `json:"generation"`
-	System     string          `json:"system,omitempty"`
-	Pid        int             `json:"pid,omitempty"`
-	StartedAt  time.Time       `json:"startedAt,omitzero"`
-	Autostart  bool            `json:"autostart"`
-	Privileged bool            `json:"privileged"`
+	Name  string          `json:"name"`
+	State lifecycle.State `json:"state"`
+	// Generation and System are the profile's current generation: what
+	// the next start boots.
+	Generation int    `json:"generation"`
+	System     string `json:"system,omitempty"`
+	// RunningGeneration is the generation the running container runs (0
+	// when stopped); it differs from Generation only after an interrupted
+	// update.
+	RunningGeneration int       `json:"runningGeneration,omitempty"`
+	Pid               int       `json:"pid,omitempty"`
+	StartedAt         time.Time `json:"startedAt,omitzero"`
+	Autostart         bool      `json:"autostart"`
+	Privileged        bool      `json:"privileged"`
 	// IDs is the host range the container's user IDs map to.
 	IDs       *idmap.Range `json:"ids,omitempty"`
 	IPv4      string       `json:"ipv4"`
@@ -97,6 +103,9 @@ func (m *Manager) Inspect(name string) (Info, error) {
 	info.Generation, info.System, err = nix.Profile{Name: name}.Current()
 	if err != nil {
 		return Info{}, err
+	}
+	if r, ok := m.running(name, status); ok {
+		info.RunningGeneration = r.Generation
 	}
 	if r, ok, err := m.IDs.Lookup(name); err != nil {
 		return Info{}, err
@@ -245,7 +254,38 @@ func (m *Manager) startLocked(rec *state.Container) error {
 	if err := runtime.Cleanup(m.Store.RuntimeRoot(), rec.Name); err != nil {
 		return err
 	}
-	return c.Start()
+	if err := c.Start(); err != nil {
+		return err
+	}
+	return m.recordRunning(rec.Name)
+}
+
+// recordRunning notes that the container's init runs the profile's current
+// generation. Preconditions: the lock is held and the profile is not
+// changed until the record is written.
+func (m *Manager) recordRunning(name string) error {
+	st, err := runtime.Inspect(m.Store.RuntimeRoot(), name)
+	if err != nil || !st.Running {
+		return err
+	}
+	gen, system, err := nix.Profile{Name: name}.Current()
+	if err != nil {
+		return err
+	}
+	return m.Store.SaveRunning(name, state.Running{Generation: gen, System: system, InitPid: st.Pid, InitStartedAt: st.StartedAt})
+}
+
+// running returns what the live init runs; ok is false when the container
+// does not run or the record belongs to an earlier init.
+func (m *Manager) running(name string, status runtime.Status) (state.Running, bool) {
+	if !status.Running {
+		return state.Running{}, false
+	}
+	r, ok, err := m.Store.LoadRunning(name)
+	if err != nil || !ok || r.InitPid != status.Pid || !r.InitStartedAt.Equal(status.StartedAt) {
+		return state.Running{}, false
+	}
+	return r, true
 }
 
 // Run boots the container in the foreground and returns its init's exit
@@ -264,7 +304,12 @@ func (m *Manager) Run(ctx context.Context, name string, stdio runtime.Stdio, sto
 		unlock()
 		return 0, err
 	}
-	return c.Run(stdio, stop, timeout, unlock)
+	return c.Run(stdio, stop, timeout, func() {
+		if err := m.recordRunning(name); err != nil {
+			m.warnf("recording the running generation of %s: %v", name, err)
+		}
+		unlock()
+	})
 }
 
 // Stop shuts the container down cleanly, killing it after timeout.
@@ -366,6 +411,9 @@ func (m *Manager) Destroy(ctx context.Context, name string, timeout time.Duratio
 // idempotent, so a destroy killed midway can be run again.
 func (m *Manager) removeAll(ctx context.Context, name string) error {
 	if err := runtime.Cleanup(m.Store.RuntimeRoot(), name); err != nil {
+		return err
+	}
+	if err := m.Store.RemoveRunning(name); err != nil {
 		return err
 	}
 	if err := m.Store.Remove(name); err != nil {

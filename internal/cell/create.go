@@ -14,7 +14,7 @@ import (
 )
 
 // CreateRequest says how to make a new container. Exactly one of
-// ConfigFile, Expr and SystemPath is set.
+// ConfigFile, Expr, Flake and SystemPath is set.
 type CreateRequest struct {
 	Name string
 	// ConfigFile is a configuration in either of nixcloud-container's
@@ -22,6 +22,9 @@ type CreateRequest struct {
 	ConfigFile string
 	// Expr is an inline configuration, as the content of such a file.
 	Expr string
+	// Flake is "REF#NAME" (or "REF" for the container's name): the flake's
+	// nixosConfigurations.NAME is built.
+	Flake string
 	// SystemPath is a prebuilt NixOS system in the store.
 	SystemPath string
 	// NixArgs are extra arguments for Nix, kept for later updates.
@@ -36,13 +39,13 @@ var ErrBadRequest = errors.New("bad request")
 
 func (r CreateRequest) validate() error {
 	n := 0
-	for _, s := range []string{r.ConfigFile, r.Expr, r.SystemPath} {
+	for _, s := range []string{r.ConfigFile, r.Expr, r.Flake, r.SystemPath} {
 		if s != "" {
 			n++
 		}
 	}
 	if n != 1 {
-		return fmt.Errorf("%w: give exactly one of a configuration file, -c EXPR or --system PATH", ErrBadRequest)
+		return fmt.Errorf("%w: give exactly one of a configuration file, -c EXPR, --flake REF or --system PATH", ErrBadRequest)
 	}
 	return spec.ValidateName(r.Name)
 }
@@ -76,6 +79,11 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 			return err
 		}
 	}
+	if req.Flake != "" {
+		if req.Flake, err = nix.FlakeRef(req.Flake, req.Name); err != nil {
+			return err
+		}
+	}
 	lock, err := m.Store.Lock(ctx, req.Name)
 	if err != nil {
 		return err
@@ -104,7 +112,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 
 	rec = &state.Container{
 		Name: req.Name, Phase: state.Creating, CreatedAt: time.Now().UTC().Truncate(time.Second),
-		Source: state.Source{ConfigFile: req.ConfigFile, SystemPath: req.SystemPath, NixArgs: req.NixArgs},
+		Source: state.Source{ConfigFile: req.ConfigFile, Flake: req.Flake, SystemPath: req.SystemPath, NixArgs: req.NixArgs},
 	}
 	if err := m.Store.Save(rec); err != nil {
 		return err
@@ -158,7 +166,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 
 func (m *Manager) invocation(rec *state.Container) nix.Invocation {
 	return nix.Invocation{
-		Name: rec.Name, ConfigFile: rec.Source.ConfigFile, Args: rec.Source.NixArgs, Log: m.NixLog,
+		Name: rec.Name, ConfigFile: rec.Source.ConfigFile, Flake: rec.Source.Flake, Args: rec.Source.NixArgs, Log: m.NixLog,
 	}
 }
 
@@ -182,7 +190,11 @@ func (m *Manager) build(ctx context.Context, rec *state.Container) (string, erro
 	start := time.Now()
 	path, err := m.invocation(rec).Build(ctx, m.Store.BuildLink(rec.Name))
 	if err != nil {
-		return "", fmt.Errorf("building %s: %w", rec.Source.ConfigFile, err)
+		what := rec.Source.ConfigFile
+		if rec.Source.Flake != "" {
+			what = rec.Source.Flake
+		}
+		return "", fmt.Errorf("building %s: %w", what, err)
 	}
 	fmt.Fprintf(m.Log, "built %s in %.1fs\n", path, time.Since(start).Seconds())
 	return path, nil

@@ -11,6 +11,7 @@ import (
 type createCmd struct {
 	*app
 	expr       string
+	flake      string
 	system     string
 	nixArgs    string
 	privileged bool
@@ -19,7 +20,7 @@ type createCmd struct {
 func (a *app) createCommand() *cobra.Command {
 	c := &createCmd{app: a}
 	cmd := &cobra.Command{
-		Use:   "create NAME [CONFIG.nix] [-c EXPR | --system PATH] [-n NIX-ARGS]",
+		Use:   "create NAME [CONFIG.nix | -c EXPR | --flake REF#NAME | --system PATH] [-n NIX-ARGS]",
 		Short: "Build a new container's NixOS system (generation 1)",
 		Long: `Create builds the container's NixOS system with nix-build, as nixos-container
 does (<nixpkgs/nixos> with the configuration plus a container base module), and
@@ -30,12 +31,16 @@ The configuration is one of:
                  nixcloud-container's attribute set { configuration = MODULE;
                  autostart; network; bindMounts; limits; ephemeral; ... }
   -c EXPR        the same, inline
+  --flake REF#N  the flake's nixosConfigurations.N.config.system.build.toplevel,
+                 as nixos-container builds it (N defaults to the container's
+                 name; the configuration must set boot.isContainer = true)
   --system PATH  a NixOS system already built in the store
 
 Nix's output streams to stderr while it builds. If anything fails, nothing of
 the container is left.`,
 		Example: `  nixcell create web ./web.nix -n "-I nixpkgs=/src/nixpkgs"
   nixcell create db -c '{ services.postgresql.enable = true; }'
+  nixcell create app --flake /etc/nixos#app
   nixcell create app --system /nix/store/...-nixos-system-app`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			return nameArg(1)(cmd, args)
@@ -44,6 +49,7 @@ the container is left.`,
 	}
 	f := cmd.Flags()
 	f.StringVarP(&c.expr, "config", "c", "", "inline configuration expression")
+	f.StringVar(&c.flake, "flake", "", "flake REF#NAME whose nixosConfigurations.NAME to build")
 	f.StringVar(&c.system, "system", "", "prebuilt NixOS system store path")
 	f.StringVarP(&c.nixArgs, "nix-args", "n", "", `extra Nix arguments, e.g. "-I nixpkgs=/src/nixpkgs"`)
 	f.BoolVar(&c.privileged, "privileged", false, "no user namespace: container root is host root (not recommended)")
@@ -51,12 +57,12 @@ the container is left.`,
 }
 
 func (c *createCmd) run(cmd *cobra.Command, args []string) error {
-	req := cell.CreateRequest{Name: args[0], Expr: c.expr, SystemPath: c.system, Privileged: c.privileged}
+	req := cell.CreateRequest{Name: args[0], Expr: c.expr, Flake: c.flake, SystemPath: c.system, Privileged: c.privileged}
 	if len(args) > 1 {
 		req.ConfigFile = args[1]
 	}
-	if c.expr == "" && c.system == "" && req.ConfigFile == "" {
-		return usageError{errors.New("give a configuration: CONFIG.nix, -c EXPR or --system PATH")}
+	if c.expr == "" && c.flake == "" && c.system == "" && req.ConfigFile == "" {
+		return usageError{errors.New("give a configuration: CONFIG.nix, -c EXPR, --flake REF#NAME or --system PATH")}
 	}
 	var err error
 	if req.NixArgs, err = splitArgs(c.nixArgs); err != nil {

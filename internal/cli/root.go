@@ -146,7 +146,8 @@ State lives in /var/lib/nixcell (--state-dir, NIXCELL_STATE_DIR).
 	root.AddCommand(
 		a.createCommand(), a.startCommand(), a.runCommand(), a.stopCommand(), a.terminateCommand(),
 		a.restartCommand(), a.destroyCommand(), a.loginCommand(), a.execCommand(), a.listCommand(),
-		a.stateCommand(), a.existsCommand(),
+		a.stateCommand(), a.existsCommand(), a.updateCommand(), a.listGenerationsCommand(),
+		a.switchGenerationCommand(), a.rollbackCommand(), a.deleteGenerationsCommand(),
 	)
 	return root
 }

@@ -33,6 +33,10 @@ type Invocation struct {
 	IP   string // container IPv4 address, the module argument `ip` ("" if none)
 	// ConfigFile is the absolute path of the configuration file.
 	ConfigFile string
+	// Flake, instead of ConfigFile, is "REF#NAME": the system is the flake's
+	// nixosConfigurations.NAME.config.system.build.toplevel, as
+	// nixos-container and nixos-rebuild build it.
+	Flake string
 	// Args are extra arguments for Nix, such as "-I nixpkgs=/src/nixpkgs".
 	Args []string
 	// Log receives Nix's progress and error output.
@@ -53,6 +57,9 @@ func (inv Invocation) exprArgs(part string) []string {
 // attribute set form without `configuration`) and returns them as JSON; a
 // bare NixOS module yields "{}".
 func (inv Invocation) Settings(ctx context.Context) ([]byte, error) {
+	if inv.Flake != "" {
+		return []byte("{}"), nil // a flake provides only the system
+	}
 	args := append([]string{"--eval", "--strict", "--json"}, inv.exprArgs("settings")...)
 	return run(ctx, inv.Log, "nix-instantiate", args...)
 }
@@ -61,14 +68,28 @@ func (inv Invocation) Settings(ctx context.Context) ([]byte, error) {
 // creates to the result: it roots the build against the garbage collector
 // until the profile holds it; the caller removes it afterwards.
 func (inv Invocation) Build(ctx context.Context, outLink string) (string, error) {
-	args := append([]string{"-o", outLink}, inv.exprArgs("system")...)
-	out, err := run(ctx, inv.Log, "nix-build", args...)
-	if err != nil {
-		return "", err
-	}
-	path := strings.TrimSpace(string(out))
-	if i := strings.LastIndexByte(path, '\n'); i >= 0 {
-		path = path[i+1:]
+	var path string
+	if inv.Flake != "" {
+		ref, name, _ := strings.Cut(inv.Flake, "#")
+		args := append([]string{"build", "--extra-experimental-features", "nix-command flakes", "-o", outLink,
+			ref + "#nixosConfigurations." + name + ".config.system.build.toplevel"}, inv.Args...)
+		if _, err := run(ctx, inv.Log, "nix", args...); err != nil {
+			return "", err
+		}
+		var err error
+		if path, err = filepath.EvalSymlinks(outLink); err != nil {
+			return "", fmt.Errorf("reading the build result: %w", err)
+		}
+	} else {
+		args := append([]string{"-o", outLink}, inv.exprArgs("system")...)
+		out, err := run(ctx, inv.Log, "nix-build", args...)
+		if err != nil {
+			return "", err
+		}
+		path = strings.TrimSpace(string(out))
+		if i := strings.LastIndexByte(path, '\n'); i >= 0 {
+			path = path[i+1:]
+		}
 	}
 	if err := CheckSystem(path); err != nil {
 		return "", err
@@ -116,4 +137,34 @@ func run(ctx context.Context, log io.Writer, name string, args ...string) ([]byt
 		return nil, fmt.Errorf("%w: %s: %v (Nix's output is above)", ErrNix, name, err)
 	}
 	return stdout.Bytes(), nil
+}
+
+// FlakeRef completes a --flake argument: "REF#NAME" as given, or "REF"
+// alone meaning the container's own name. Relative path references become
+// absolute, since the flake is evaluated again by later updates.
+func FlakeRef(arg, container string) (string, error) {
+	ref, name, found := strings.Cut(arg, "#")
+	if !found || name == "" {
+		name = container
+	}
+	if ref == "" {
+		return "", fmt.Errorf("flake reference %q has no flake before '#'", arg)
+	}
+	if strings.Contains(name, ".") || strings.Contains(name, "\"") {
+		return "", fmt.Errorf("flake reference %q: %q is not a configuration name (nixosConfigurations.NAME is built)", arg, name)
+	}
+	if p, ok := strings.CutPrefix(ref, "path:"); ok && !filepath.IsAbs(p) {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return "", err
+		}
+		ref = "path:" + abs
+	} else if strings.HasPrefix(ref, ".") || strings.HasPrefix(ref, "/") {
+		abs, err := filepath.Abs(ref)
+		if err != nil {
+			return "", err
+		}
+		ref = abs
+	}
+	return ref + "#" + name, nil
 }

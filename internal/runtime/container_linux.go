@@ -3,6 +3,7 @@ package runtime
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -81,10 +82,11 @@ func (c *Container) Start() (retErr error) {
 }
 
 // Stdio is the standard streams of a foreground container or exec'd
-// process; nil means /dev/null.
+// process; nil means /dev/null. Files are passed to the process as they
+// are; other readers and writers through pipes.
 type Stdio struct {
-	Stdin          *os.File
-	Stdout, Stderr *os.File
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
 }
 
 // Run boots the container in the foreground with the given streams and

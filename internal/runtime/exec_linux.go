@@ -78,8 +78,10 @@ func (e Exec) runTTY(lc *libcontainer.Container, p *libcontainer.Process) (int, 
 	defer parent.Close()
 	p.ConsoleSocket = child
 	in, out := e.Stdio.Stdin, e.Stdio.Stdout
-	if in != nil && term.IsTerminal(int(in.Fd())) {
-		if ws, err := unix.IoctlGetWinsize(int(in.Fd()), unix.TIOCGWINSZ); err == nil {
+	inTerm, isTerm := in.(*os.File)
+	isTerm = isTerm && term.IsTerminal(int(inTerm.Fd()))
+	if isTerm {
+		if ws, err := unix.IoctlGetWinsize(int(inTerm.Fd()), unix.TIOCGWINSZ); err == nil {
 			p.ConsoleWidth, p.ConsoleHeight = ws.Col, ws.Row
 		}
 	}
@@ -96,17 +98,17 @@ func (e Exec) runTTY(lc *libcontainer.Container, p *libcontainer.Process) (int, 
 	}
 	defer master.Close()
 
-	if in != nil && term.IsTerminal(int(in.Fd())) {
-		old, err := term.MakeRaw(int(in.Fd()))
+	if isTerm {
+		old, err := term.MakeRaw(int(inTerm.Fd()))
 		if err == nil {
-			defer term.Restore(int(in.Fd()), old)
+			defer term.Restore(int(inTerm.Fd()), old)
 		}
 		winch := make(chan os.Signal, 1)
 		signal.Notify(winch, unix.SIGWINCH)
 		defer signal.Stop(winch)
 		go func() {
 			for range winch {
-				if ws, err := unix.IoctlGetWinsize(int(in.Fd()), unix.TIOCGWINSZ); err == nil {
+				if ws, err := unix.IoctlGetWinsize(int(inTerm.Fd()), unix.TIOCGWINSZ); err == nil {
 					_ = unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, ws)
 				}
 			}

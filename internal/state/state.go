@@ -13,6 +13,7 @@
 //	STATE/idmap.json                       ID ranges held by containers
 //	STATE/locks/NAME.lock, global.lock     flock(2) locks
 //	RUN/containers/NAME/                   libcontainer's state of a running container
+//	RUN/running/NAME.json                  the generation it booted or last switched to (Running)
 package state
 
 import (
@@ -80,8 +81,20 @@ type Source struct {
 	Inline bool `json:"inline,omitempty"`
 	// SystemPath is a prebuilt system's store path.
 	SystemPath string `json:"systemPath,omitempty"`
+	// Flake is "REF#NAME" for a system from a flake.
+	Flake string `json:"flake,omitempty"`
 	// NixArgs are passed to every Nix call for this container.
 	NixArgs []string `json:"nixArgs,omitempty"`
+}
+
+// Running is what a running container's init booted, or what it was last
+// switched to in place. It belongs to one init: a record whose InitPid and
+// InitStartedAt are not those of the live init is stale.
+type Running struct {
+	Generation    int       `json:"generation"`
+	System        string    `json:"system"`
+	InitPid       int       `json:"initPid"`
+	InitStartedAt time.Time `json:"initStartedAt"`
 }
 
 // Store is one nixcell instance's state.
@@ -226,4 +239,35 @@ func (s Store) Names() ([]string, error) {
 	}
 	sort.Strings(names)
 	return names, nil
+}
+
+func (s Store) runningPath(name string) string {
+	return filepath.Join(s.Run, "running", name+".json")
+}
+
+// SaveRunning records what the container's init runs. The caller holds the
+// container's lock.
+func (s Store) SaveRunning(name string, r Running) error {
+	if err := os.MkdirAll(filepath.Dir(s.runningPath(name)), 0o700); err != nil {
+		return err
+	}
+	return atomicfile.WriteJSON(s.runningPath(name), r, 0o600)
+}
+
+// LoadRunning reads what the container's init runs; ok is false when there
+// is no record.
+func (s Store) LoadRunning(name string) (r Running, ok bool, err error) {
+	err = atomicfile.ReadJSON(s.runningPath(name), &r)
+	if errors.Is(err, fs.ErrNotExist) {
+		return r, false, nil
+	}
+	return r, err == nil, err
+}
+
+// RemoveRunning forgets what the container ran; it is idempotent.
+func (s Store) RemoveRunning(name string) error {
+	if err := os.Remove(s.runningPath(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
 }

@@ -1,0 +1,404 @@
+package cell
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/nixcell/nixcell/internal/atomicfile"
+	"github.com/nixcell/nixcell/internal/lifecycle"
+	"github.com/nixcell/nixcell/internal/nix"
+	"github.com/nixcell/nixcell/internal/runtime"
+	"github.com/nixcell/nixcell/internal/spec"
+	"github.com/nixcell/nixcell/internal/state"
+)
+
+// UpdateRequest says how to build a container's next generation. At most
+// one of ConfigFile, Expr, Flake and SystemPath is set; none rebuilds from
+// the source recorded at the last create or update.
+type UpdateRequest struct {
+	Name       string
+	ConfigFile string
+	Expr       string
+	Flake      string // "REF#NAME" or "REF"
+	SystemPath string
+	// NixArgs replace the recorded Nix arguments when SetNixArgs is true.
+	NixArgs    []string
+	SetNixArgs bool
+	// Restart reboots a running container into the new generation instead
+	// of switching it in place.
+	Restart bool
+}
+
+// Applied says what became of a generation.
+type Applied string
+
+const (
+	// AppliedNextStart: the container is stopped and boots it next time.
+	AppliedNextStart Applied = "next-start"
+	// AppliedSwitched: switched in place with switch-to-configuration.
+	AppliedSwitched Applied = "switched"
+	// AppliedRestarted: the container was rebooted into it.
+	AppliedRestarted Applied = "restarted"
+	// AppliedNothing: it was already current and running.
+	AppliedNothing Applied = "unchanged"
+)
+
+// ChangeResult reports an update, switch or rollback.
+type ChangeResult struct {
+	Generation int           `json:"generation"`
+	Previous   int           `json:"previous"`
+	System     string        `json:"system"`
+	New        bool          `json:"new"` // a new generation was made
+	Applied    Applied       `json:"applied"`
+	Took       time.Duration `json:"took"`
+}
+
+// Update builds the container's next generation and applies it: a stopped
+// container boots it next time; a running one is switched in place (or
+// restarted). Unchanged configuration makes no new generation. On any
+// failure the container stays as it was: a failed build changes nothing,
+// and a failed switch is undone (the previous generation switched back, the
+// new one deleted).
+func (m *Manager) Update(ctx context.Context, req UpdateRequest) (res ChangeResult, retErr error) {
+	start := time.Now()
+	defer func() { res.Took = time.Since(start) }()
+	rec, st, unlock, err := m.locked(ctx, req.Name, lifecycle.Update)
+	if err != nil {
+		return res, err
+	}
+	defer unlock()
+
+	src, err := m.updatedSource(rec, req)
+	if err != nil {
+		return res, err
+	}
+	next := *rec
+	next.Source = src
+	inline := m.Store.InlineConfig(rec.Name)
+	if req.Expr != "" {
+		// Build from a new file; it replaces the recorded one only when the
+		// update succeeds.
+		next.Source.ConfigFile = inline + ".new"
+		if err := atomicfile.WriteFile(next.Source.ConfigFile, []byte(req.Expr+"\n"), 0o644); err != nil {
+			return res, err
+		}
+		defer os.Remove(next.Source.ConfigFile)
+	}
+	if next.Source.ConfigFile != "" {
+		if next.Spec, err = m.settings(ctx, &next); err != nil {
+			return res, err
+		}
+		if next.Spec.Privileged != rec.Spec.Privileged {
+			return res, fmt.Errorf("privileged cannot change after create: the root file system belongs to the container's ID range; destroy and create it again")
+		}
+		next.Spec.Privileged = rec.Spec.Privileged
+	}
+	m.warnIneffective(next.Spec)
+
+	system := next.Source.SystemPath
+	if system == "" {
+		if system, err = m.build(ctx, &next); err != nil {
+			return res, err
+		}
+		defer os.Remove(m.Store.BuildLink(rec.Name))
+	}
+	profile := nix.Profile{Name: rec.Name}
+	var current string
+	if res.Previous, current, err = profile.Current(); err != nil {
+		return res, err
+	}
+	res.Generation, res.System = res.Previous, system
+	if system != current {
+		if res.Generation, err = profile.Set(ctx, system); err != nil {
+			return res, fmt.Errorf("adding the generation to %s: %w", profile.System(), err)
+		}
+		res.New = true
+	}
+	if res.Applied, err = m.applyLocked(&next, st, req.Restart); err != nil {
+		if res.New {
+			m.forgetGeneration(ctx, rec.Name, res.Generation, res.Previous)
+		}
+		return res, err
+	}
+	if req.Expr != "" {
+		if err := os.Rename(next.Source.ConfigFile, inline); err != nil {
+			return res, err
+		}
+		next.Source.ConfigFile = inline
+	}
+	return res, m.Store.Save(&next)
+}
+
+// updatedSource is the source an update builds from.
+func (m *Manager) updatedSource(rec *state.Container, req UpdateRequest) (state.Source, error) {
+	n := 0
+	for _, s := range []string{req.ConfigFile, req.Expr, req.Flake, req.SystemPath} {
+		if s != "" {
+			n++
+		}
+	}
+	if n > 1 {
+		return state.Source{}, fmt.Errorf("%w: give at most one of a configuration file, -c EXPR, --flake REF or --system PATH", ErrBadRequest)
+	}
+	src := rec.Source
+	var err error
+	switch {
+	case req.ConfigFile != "":
+		src = state.Source{ConfigFile: req.ConfigFile}
+		if src.ConfigFile, err = absConfigPath(req.ConfigFile); err != nil {
+			return src, err
+		}
+	case req.Expr != "":
+		src = state.Source{Inline: true}
+	case req.Flake != "":
+		src = state.Source{}
+		if src.Flake, err = nix.FlakeRef(req.Flake, rec.Name); err != nil {
+			return src, err
+		}
+	case req.SystemPath != "":
+		src = state.Source{SystemPath: req.SystemPath}
+		if err := nix.CheckSystem(req.SystemPath); err != nil {
+			return src, err
+		}
+	default:
+		if src.Inline {
+			src.ConfigFile = m.Store.InlineConfig(rec.Name)
+		}
+	}
+	src.NixArgs = rec.Source.NixArgs
+	if req.SetNixArgs {
+		src.NixArgs = req.NixArgs
+	}
+	return src, nil
+}
+
+// forgetGeneration undoes a new generation whose switch failed: the
+// previous one becomes current again and the new one is deleted.
+func (m *Manager) forgetGeneration(ctx context.Context, name string, gen, previous int) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	profile := nix.Profile{Name: name}
+	if err := profile.SwitchTo(ctx, previous); err != nil {
+		m.warnf("switching the profile back: %v", err)
+		return
+	}
+	if err := profile.Delete(ctx, []int{gen}); err != nil {
+		m.warnf("deleting generation %d: %v", gen, err)
+	}
+}
+
+// applyLocked brings a container in state st to the profile's current
+// generation. A stopped container needs nothing. A running one is
+// restarted, or switched in place; if the switch fails, the generation it
+// ran before is switched back in and the error returned.
+// Preconditions: the lock is held; the profile's current generation is the
+// one to apply.
+func (m *Manager) applyLocked(rec *state.Container, st lifecycle.State, restart bool) (Applied, error) {
+	if st != lifecycle.Running {
+		return AppliedNextStart, nil
+	}
+	gen, system, err := nix.Profile{Name: rec.Name}.Current()
+	if err != nil {
+		return "", err
+	}
+	status, err := runtime.Inspect(m.Store.RuntimeRoot(), rec.Name)
+	if err != nil {
+		return "", err
+	}
+	was, known := m.running(rec.Name, status)
+	if known && was.System == system {
+		return AppliedNothing, nil
+	}
+	if restart {
+		if _, err := runtime.Stop(m.Store.RuntimeRoot(), rec.Name, DefaultStopTimeout); err != nil {
+			return "", err
+		}
+		return AppliedRestarted, m.startLocked(rec)
+	}
+	fmt.Fprintf(m.Log, "switching %s to generation %d in place\n", rec.Name, gen)
+	if err := m.switchInPlace(rec.Name, system); err != nil {
+		back := "the generation it ran"
+		if known {
+			back = fmt.Sprintf("generation %d", was.Generation)
+			if serr := m.switchInPlace(rec.Name, was.System); serr != nil {
+				return "", fmt.Errorf("%w; switching back to %s failed too: %v", err, back, serr)
+			}
+			_ = m.Store.SaveRunning(rec.Name, was)
+		}
+		return "", fmt.Errorf("%w; %s was switched back in", err, back)
+	}
+	if err := m.Store.SaveRunning(rec.Name, state.Running{Generation: gen, System: system, InitPid: status.Pid, InitStartedAt: status.StartedAt}); err != nil {
+		return "", err
+	}
+	return AppliedSwitched, nil
+}
+
+// ErrSwitchFailed is the class of failed in-place switches.
+var ErrSwitchFailed = errors.New("switch-to-configuration failed")
+
+// switchInPlace runs system's switch-to-configuration inside the running
+// container, as nixos-rebuild switch does on a host. Its output goes to Log.
+func (m *Manager) switchInPlace(name, system string) error {
+	code, err := runtime.Exec{
+		Args:  []string{system + "/bin/switch-to-configuration", "switch"},
+		Stdio: runtime.Stdio{Stdout: m.Log, Stderr: m.Log},
+	}.Run(m.Store.RuntimeRoot(), name)
+	if err != nil {
+		return fmt.Errorf("running switch-to-configuration: %w", err)
+	}
+	if code != 0 {
+		return fmt.Errorf("%w (exit status %d; its output is above)", ErrSwitchFailed, code)
+	}
+	return nil
+}
+
+// SwitchGeneration makes generation n current and applies it as Update
+// does: switched in place when running (undone on failure), booted next
+// time when stopped.
+func (m *Manager) SwitchGeneration(ctx context.Context, name string, n int) (ChangeResult, error) {
+	return m.changeGeneration(ctx, name, func(gens []nix.Generation, current int) (int, error) {
+		for _, g := range gens {
+			if g.Number == n {
+				return n, nil
+			}
+		}
+		return 0, fmt.Errorf("%w: there is no generation %d (nixcell list-generations %s)", nix.ErrBadGenerations, n, name)
+	})
+}
+
+// Rollback switches to the generation before the current one.
+func (m *Manager) Rollback(ctx context.Context, name string) (ChangeResult, error) {
+	return m.changeGeneration(ctx, name, func(gens []nix.Generation, current int) (int, error) {
+		prev := 0
+		for _, g := range gens {
+			if g.Number < current {
+				prev = g.Number
+			}
+		}
+		if prev == 0 {
+			return 0, fmt.Errorf("%w: there is no generation before %d", nix.ErrBadGenerations, current)
+		}
+		return prev, nil
+	})
+}
+
+func (m *Manager) changeGeneration(ctx context.Context, name string, pick func(gens []nix.Generation, current int) (int, error)) (res ChangeResult, retErr error) {
+	start := time.Now()
+	defer func() { res.Took = time.Since(start) }()
+	rec, st, unlock, err := m.locked(ctx, name, lifecycle.Update)
+	if err != nil {
+		return res, err
+	}
+	defer unlock()
+	profile := nix.Profile{Name: name}
+	gens, err := profile.Generations()
+	if err != nil {
+		return res, err
+	}
+	if res.Previous, _, err = profile.Current(); err != nil {
+		return res, err
+	}
+	if res.Generation, err = pick(gens, res.Previous); err != nil {
+		return res, err
+	}
+	if res.Generation != res.Previous {
+		if err := profile.SwitchTo(ctx, res.Generation); err != nil {
+			return res, err
+		}
+	}
+	_, res.System, _ = profile.Current()
+	res.Applied, err = m.applyLocked(rec, st, false)
+	if err != nil && res.Generation != res.Previous {
+		if berr := profile.SwitchTo(context.WithoutCancel(ctx), res.Previous); berr != nil {
+			m.warnf("switching the profile back to generation %d: %v", res.Previous, berr)
+		}
+	}
+	return res, err
+}
+
+// GenerationInfo is one line of list-generations.
+type GenerationInfo struct {
+	nix.Generation
+	Current bool `json:"current"`
+	Running bool `json:"running"`
+}
+
+// ListGenerations reports the container's generations, oldest first.
+func (m *Manager) ListGenerations(name string) ([]GenerationInfo, error) {
+	if err := spec.ValidateName(name); err != nil {
+		return nil, err
+	}
+	rec, err := m.Store.Load(name)
+	if err != nil {
+		return nil, err
+	}
+	profile := nix.Profile{Name: name}
+	gens, err := profile.Generations()
+	if err != nil {
+		return nil, err
+	}
+	current, _, err := profile.Current()
+	if err != nil {
+		return nil, err
+	}
+	_, status, err := m.stateOf(rec)
+	if err != nil {
+		return nil, err
+	}
+	running, _ := m.running(name, status)
+	infos := make([]GenerationInfo, 0, len(gens))
+	for _, g := range gens {
+		infos = append(infos, GenerationInfo{Generation: g, Current: g.Number == current, Running: g.Number == running.Generation})
+	}
+	return infos, nil
+}
+
+// DeleteGenerations deletes generations selected with nix-env's forms
+// (numbers, old, +N, Nd); the current and the running generation are never
+// deleted. It returns the numbers deleted.
+func (m *Manager) DeleteGenerations(ctx context.Context, name string, selection []string) ([]int, error) {
+	rec, _, unlock, err := m.locked(ctx, name, lifecycle.Update)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	profile := nix.Profile{Name: name}
+	gens, err := profile.Generations()
+	if err != nil {
+		return nil, err
+	}
+	current, _, err := profile.Current()
+	if err != nil {
+		return nil, err
+	}
+	selected, err := nix.SelectForDeletion(gens, current, selection, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	_, status, err := m.stateOf(rec)
+	if err != nil {
+		return nil, err
+	}
+	var doomed []int
+	running, isRunning := m.running(name, status)
+	for _, n := range selected {
+		if isRunning && n == running.Generation {
+			explicit := false
+			for _, a := range selection {
+				explicit = explicit || a == fmt.Sprint(n)
+			}
+			if explicit {
+				return nil, fmt.Errorf("%w: generation %d is running; switch or restart the container first", nix.ErrBadGenerations, n)
+			}
+			continue
+		}
+		doomed = append(doomed, n)
+	}
+	if err := profile.Delete(ctx, doomed); err != nil {
+		return nil, err
+	}
+	return doomed, nil
+}
