@@ -104,30 +104,7 @@ func TestCreateKilledMidBuild(t *testing.T) {
 			name := testutil.Name("killed")
 			// The label makes the derivation new, so Nix really builds.
 			config := `{ system.fixture.buildDelay = 30; system.fixture.label = "` + name + `"; }`
-			cmd := in.cmd(append([]string{"create", name, "-c", config}, nixArgs...)...)
-			stderr, _ := cmd.StderrPipe()
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			lines := bufio.NewScanner(stderr)
-			building := make(chan bool)
-			go func() {
-				for lines.Scan() {
-					if strings.Contains(lines.Text(), "fixture: build delay") {
-						building <- true
-						break
-					}
-				}
-				for lines.Scan() {
-				}
-			}()
-			select {
-			case <-building:
-			case <-time.After(60 * time.Second):
-				t.Fatal("the build never started")
-			}
-			_ = cmd.Process.Signal(syscall.SIGKILL)
-			_ = cmd.Wait()
+			in.killDuringBuild(append([]string{"create", name, "-c", config}, nixArgs...))
 			if r := in.run("state", name); r.code != 4 || r.stdout != "creating\n" {
 				t.Errorf("state of the interrupted container: %s", r)
 			}
@@ -154,4 +131,34 @@ func TestCreateKilledMidBuild(t *testing.T) {
 			}
 		})
 	}
+}
+
+// killDuringBuild runs nixcell with args and kills it with SIGKILL while
+// the fixture's builder sleeps (system.fixture.buildDelay).
+func (in *instance) killDuringBuild(args []string) {
+	in.t.Helper()
+	cmd := in.cmd(args...)
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		in.t.Fatal(err)
+	}
+	lines := bufio.NewScanner(stderr)
+	building := make(chan bool)
+	go func() {
+		for lines.Scan() {
+			if strings.Contains(lines.Text(), "fixture: build delay") {
+				building <- true
+				break
+			}
+		}
+		for lines.Scan() {
+		}
+	}()
+	select {
+	case <-building:
+	case <-time.After(60 * time.Second):
+		in.t.Fatal("the build never started")
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	_ = cmd.Wait()
 }
