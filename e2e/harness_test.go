@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	mathrand "math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,6 +52,7 @@ type instance struct {
 	t     *testing.T
 	dir   string
 	store state.Store
+	env   []string // added to every nixcell command's environment
 }
 
 // newInstance gives the test its own state directory and, when the test
@@ -61,6 +63,9 @@ func newInstance(t *testing.T) *instance {
 	testutil.RequiresRoot(t)
 	testutil.RequiresCommands(t, "nix-build", "nix-env", "nix-instantiate")
 	in := &instance{t: t, dir: testutil.StateDir(t)}
+	// Subnets of its own, so its bridges never overlap another instance's.
+	k := 1 + mathrand.IntN(250)
+	in.env = []string{fmt.Sprintf("NIXCELL_HOSTONLY_SUBNET=10.240.%d.0/24", k), fmt.Sprintf("NIXCELL_NAT_SUBNET=10.241.%d.0/24", k)}
 	var err error
 	if in.store, err = state.New(in.dir); err != nil {
 		t.Fatal(err)
@@ -92,7 +97,7 @@ func (r result) String() string {
 // cmd prepares a nixcell command in this instance.
 func (in *instance) cmd(args ...string) *exec.Cmd {
 	c := exec.Command(bin, args...)
-	c.Env = append(os.Environ(), "NIXCELL_STATE_DIR="+in.dir)
+	c.Env = append(append(os.Environ(), "NIXCELL_STATE_DIR="+in.dir), in.env...)
 	return c
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/nixcell/nixcell/internal/idmap"
 	"github.com/nixcell/nixcell/internal/lifecycle"
 	"github.com/nixcell/nixcell/internal/lockfile"
+	"github.com/nixcell/nixcell/internal/network"
 	"github.com/nixcell/nixcell/internal/nix"
 	"github.com/nixcell/nixcell/internal/runtime"
 	"github.com/nixcell/nixcell/internal/spec"
@@ -32,6 +33,7 @@ const DefaultStopTimeout = 90 * time.Second
 type Manager struct {
 	Store state.Store
 	IDs   *idmap.Allocator
+	Net   network.Store
 	// Log receives progress and warnings for people (stderr in the CLI).
 	Log io.Writer
 	// NixLog receives Nix's build output as it runs.
@@ -50,6 +52,7 @@ func Open(root string) (*Manager, error) {
 	return &Manager{
 		Store:  st,
 		IDs:    idmap.New(idmap.Config{StatePath: st.IDMapPath(), LockPath: st.GlobalLockPath()}),
+		Net:    network.Store{Path: st.NetworkPath(), LockPath: st.GlobalLockPath(), ID: st.ID},
 		Log:    io.Discard,
 		NixLog: io.Discard,
 	}, nil
@@ -106,6 +109,10 @@ func (m *Manager) Inspect(name string) (Info, error) {
 	}
 	if r, ok := m.running(name, status); ok {
 		info.RunningGeneration = r.Generation
+	}
+	if netState, err := m.Net.Load(); err == nil {
+		a := m.addresses(rec, netState)
+		info.IPv4, info.IPv6 = a.IPv4, a.IPv6
 	}
 	if r, ok, err := m.IDs.Lookup(name); err != nil {
 		return Info{}, err
@@ -241,23 +248,43 @@ func (m *Manager) Start(ctx context.Context, name string) error {
 		return err
 	}
 	defer unlock()
-	return m.startLocked(rec)
+	return m.startLocked(ctx, rec)
 }
 
 // startLocked boots rec. Preconditions: the container's lock is held and it
 // is not running.
-func (m *Manager) startLocked(rec *state.Container) error {
-	c, err := m.runtimeContainer(rec)
+func (m *Manager) startLocked(ctx context.Context, rec *state.Container) error {
+	c, err := m.prepareStart(ctx, rec)
 	if err != nil {
 		return err
 	}
-	if err := runtime.Cleanup(m.Store.RuntimeRoot(), rec.Name); err != nil {
-		return err
-	}
 	if err := c.Start(); err != nil {
+		if serr := m.syncNetwork(ctx, rec.Name); serr != nil {
+			m.warnf("%v", serr)
+		}
 		return err
 	}
 	return m.recordRunning(rec.Name)
+}
+
+// prepareStart readies everything a start of rec needs but the runtime:
+// leftovers of an init that died are removed, the network is prepared, and
+// the runtime container configures its interfaces before the init runs.
+func (m *Manager) prepareStart(ctx context.Context, rec *state.Container) (*runtime.Container, error) {
+	c, err := m.runtimeContainer(rec)
+	if err != nil {
+		return nil, err
+	}
+	if err := runtime.Cleanup(m.Store.RuntimeRoot(), rec.Name); err != nil {
+		return nil, err
+	}
+	plan, err := m.prepareNetwork(ctx, rec)
+	if err != nil {
+		return nil, err
+	}
+	c.HostNetwork = plan.HostNetwork
+	c.BeforeInit = func(pid int) error { return network.Attach(pid, plan) }
+	return c, nil
 }
 
 // recordRunning notes that the container's init runs the profile's current
@@ -296,14 +323,16 @@ func (m *Manager) Run(ctx context.Context, name string, stdio runtime.Stdio, sto
 	if err != nil {
 		return 0, err
 	}
-	c, err := m.runtimeContainer(rec)
-	if err == nil {
-		err = runtime.Cleanup(m.Store.RuntimeRoot(), rec.Name)
-	}
+	c, err := m.prepareStart(ctx, rec)
 	if err != nil {
 		unlock()
 		return 0, err
 	}
+	defer func() {
+		if err := m.syncNetwork(ctx, name); err != nil {
+			m.warnf("%v", err)
+		}
+	}()
 	return c.Run(stdio, stop, timeout, func() {
 		if err := m.recordRunning(name); err != nil {
 			m.warnf("recording the running generation of %s: %v", name, err)
@@ -319,7 +348,11 @@ func (m *Manager) Stop(ctx context.Context, name string, timeout time.Duration) 
 		return runtime.StopResult{}, err
 	}
 	defer unlock()
-	return runtime.Stop(m.Store.RuntimeRoot(), name, timeout)
+	res, err := runtime.Stop(m.Store.RuntimeRoot(), name, timeout)
+	if err != nil {
+		return res, err
+	}
+	return res, m.syncNetwork(ctx, name)
 }
 
 // Terminate kills the container at once.
@@ -329,7 +362,10 @@ func (m *Manager) Terminate(ctx context.Context, name string) error {
 		return err
 	}
 	defer unlock()
-	return runtime.Kill(m.Store.RuntimeRoot(), name)
+	if err := runtime.Kill(m.Store.RuntimeRoot(), name); err != nil {
+		return err
+	}
+	return m.syncNetwork(ctx, name)
 }
 
 // Restart stops the container if it runs, then starts it.
@@ -344,7 +380,7 @@ func (m *Manager) Restart(ctx context.Context, name string, timeout time.Duratio
 			return err
 		}
 	}
-	return m.startLocked(rec)
+	return m.startLocked(ctx, rec)
 }
 
 // Exec runs a process in the running container and returns its exit
@@ -416,6 +452,12 @@ func (m *Manager) removeAll(ctx context.Context, name string) error {
 	if err := m.Store.RemoveRunning(name); err != nil {
 		return err
 	}
+	if err := m.syncNetwork(ctx, name); err != nil {
+		return err
+	}
+	if err := m.releaseAddresses(ctx, name); err != nil {
+		return err
+	}
 	if err := m.Store.Remove(name); err != nil {
 		return err
 	}
@@ -452,7 +494,12 @@ func absConfigPath(path string) (string, error) {
 }
 
 // notYetEffective lists the settings this version reads but does not apply.
-var effective = map[string]bool{"privileged": true}
+var effective = map[string]bool{
+	"privileged": true, "network.ip": true, "network.ip6": true, "network.enableNat": true,
+	"network.allowPeers": true, "network.hostNetwork": true, "network.hostAddress": true,
+	"network.localAddress": true, "network.hostAddress6": true, "network.localAddress6": true,
+	"network.forwardPorts": true,
+}
 
 func (m *Manager) warnIneffective(s spec.Spec) {
 	var ignored []string

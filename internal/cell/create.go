@@ -144,6 +144,9 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 	}
 	rec.Spec.Privileged = rec.Spec.Privileged || req.Privileged
 	m.warnIneffective(rec.Spec)
+	if err := m.allocateAddresses(ctx, rec); err != nil {
+		return err
+	}
 	if rec.Spec.Privileged {
 		m.warnf("%s is privileged: its root is the host's root", req.Name)
 	} else if _, err := m.IDs.Allocate(ctx, req.Name); err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"time"
 
 	"github.com/nixcell/nixcell/internal/atomicfile"
@@ -97,6 +98,12 @@ func (m *Manager) Update(ctx context.Context, req UpdateRequest) (res ChangeResu
 		next.Spec.Privileged = rec.Spec.Privileged
 	}
 	m.warnIneffective(next.Spec)
+	if err := m.allocateAddresses(ctx, &next); err != nil {
+		return res, err
+	}
+	if st == lifecycle.Running && !req.Restart && !reflect.DeepEqual(next.Spec.Network, rec.Spec.Network) {
+		m.warnf("the network settings of %s changed; they apply when it restarts (update --restart)", rec.Name)
+	}
 
 	system := next.Source.SystemPath
 	if system == "" {
@@ -216,7 +223,10 @@ func (m *Manager) applyLocked(rec *state.Container, st lifecycle.State, restart 
 		if _, err := runtime.Stop(m.Store.RuntimeRoot(), rec.Name, DefaultStopTimeout); err != nil {
 			return "", err
 		}
-		return AppliedRestarted, m.startLocked(rec)
+		if err := m.syncNetwork(context.Background(), rec.Name); err != nil {
+			return "", err
+		}
+		return AppliedRestarted, m.startLocked(context.Background(), rec)
 	}
 	fmt.Fprintf(m.Log, "switching %s to generation %d in place\n", rec.Name, gen)
 	if err := m.switchInPlace(rec.Name, system); err != nil {

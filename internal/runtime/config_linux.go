@@ -39,6 +39,13 @@ type Container struct {
 	ConsoleLog string
 	// Env is added to the init's environment.
 	Env []string
+	// HostNetwork shares the host's network namespace instead of creating
+	// one.
+	HostNetwork bool
+	// BeforeInit, if set, runs after the container's namespaces exist and
+	// before its init program starts, with the init's host PID: the host
+	// configures the container's network there.
+	BeforeInit func(pid int) error
 }
 
 // IDRange is the host UID and GID range of an unprivileged container.
@@ -99,7 +106,7 @@ func (c *Container) config() (*configs.Config, error) {
 		{Source: "shm", Destination: "/dev/shm", Device: "tmpfs", Flags: noExec, Data: "mode=1777,size=65536k"},
 		{Source: "mqueue", Destination: "/dev/mqueue", Device: "mqueue", Flags: noExec},
 		{Source: c.ConsoleLog, Destination: "/dev/console", Device: "bind", Flags: unix.MS_BIND | noExec},
-		{Source: "sysfs", Destination: "/sys", Device: "sysfs", Flags: noExec | unix.MS_RDONLY},
+		c.sysMount(noExec),
 		{Source: "tmpfs", Destination: "/run", Device: "tmpfs", Flags: tmp | unix.MS_STRICTATIME, Data: "mode=755"},
 		{Source: "tmpfs", Destination: "/tmp", Device: "tmpfs", Flags: tmp | unix.MS_STRICTATIME, Data: "mode=1777"},
 		{Source: osRelease, Destination: "/run/host/os-release", Device: "bind", Flags: unix.MS_BIND | unix.MS_RDONLY | noExec},
@@ -124,7 +131,12 @@ func (c *Container) config() (*configs.Config, error) {
 	}
 	namespaces := configs.Namespaces{
 		{Type: configs.NEWNS}, {Type: configs.NEWUTS}, {Type: configs.NEWIPC},
-		{Type: configs.NEWPID}, {Type: configs.NEWNET}, {Type: configs.NEWCGROUP},
+		{Type: configs.NEWPID}, {Type: configs.NEWCGROUP},
+	}
+	var networks []*configs.Network
+	if !c.HostNetwork {
+		namespaces = append(namespaces, configs.Namespace{Type: configs.NEWNET})
+		networks = []*configs.Network{{Type: "loopback", Address: "127.0.0.1/0", Gateway: "localhost"}}
 	}
 	cfg := &configs.Config{
 		Rootfs:     c.RootFS,
@@ -144,7 +156,7 @@ func (c *Container) config() (*configs.Config, error) {
 			"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
 		},
 		ReadonlyPaths: []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},
-		Networks:      []*configs.Network{{Type: "loopback", Address: "127.0.0.1/0", Gateway: "localhost"}},
+		Networks:      networks,
 	}
 	if !c.Privileged() {
 		cfg.Namespaces = append(cfg.Namespaces, configs.Namespace{Type: configs.NEWUSER})
@@ -156,4 +168,14 @@ func (c *Container) config() (*configs.Config, error) {
 
 func (c *Container) idMaps() []configs.IDMap {
 	return []configs.IDMap{{ContainerID: 0, HostID: int64(c.IDs.Start), Size: int64(c.IDs.Size)}}
+}
+
+// sysMount is /sys, read-only. A user namespace may mount sysfs only with a
+// network namespace of its own; with the host's network it gets a
+// read-only bind of the host's /sys instead.
+func (c *Container) sysMount(flags int) *configs.Mount {
+	if c.HostNetwork && !c.Privileged() {
+		return &configs.Mount{Source: "/sys", Destination: "/sys", Device: "bind", Flags: unix.MS_BIND | unix.MS_REC | unix.MS_RDONLY | flags}
+	}
+	return &configs.Mount{Source: "sysfs", Destination: "/sys", Device: "sysfs", Flags: flags | unix.MS_RDONLY}
 }

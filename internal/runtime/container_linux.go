@@ -180,6 +180,18 @@ func (c *Container) create(stdio *Stdio) (*libcontainer.Container, *libcontainer
 		c.removeCgroupParents()
 		return nil, nil, fmt.Errorf("starting container: %w", err)
 	}
+	if c.BeforeInit != nil {
+		pid, err := proc.Pid()
+		if err == nil {
+			err = c.BeforeInit(pid)
+		}
+		if err != nil {
+			_ = lc.Signal(unix.SIGKILL)
+			_ = lc.Destroy()
+			c.removeCgroupParents()
+			return nil, nil, err
+		}
+	}
 	return lc, proc, nil
 }
 

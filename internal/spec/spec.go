@@ -62,6 +62,9 @@ type Network struct {
 	LocalAddress  netip.Prefix `json:"localAddress,omitzero"`
 	HostAddress6  netip.Prefix `json:"hostAddress6,omitzero"`
 	LocalAddress6 netip.Prefix `json:"localAddress6,omitzero"`
+	// AllowPeers lets the container reach other containers on its bridge
+	// that allow it too; by default containers are isolated from each other.
+	AllowPeers bool `json:"allowPeers,omitempty"`
 	// Macvlans are host interfaces to give the container a macvlan on.
 	Macvlans []string `json:"macvlans,omitempty"`
 	// ForwardPorts are host ports forwarded to the container.
@@ -113,6 +116,7 @@ func (s Spec) SetAttributes() []string {
 	add(n.IP.IsValid(), "network.ip")
 	add(n.IP6.IsValid(), "network.ip6")
 	add(n.EnableNat, "network.enableNat")
+	add(n.AllowPeers, "network.allowPeers")
 	add(n.HostNetwork, "network.hostNetwork")
 	add(n.HostAddress.IsValid(), "network.hostAddress")
 	add(n.LocalAddress.IsValid(), "network.localAddress")
@@ -362,6 +366,7 @@ func (d *decoder) network(raw json.RawMessage, at string) Network {
 		"ip":            d.prefixInto(4, &n.IP),
 		"ip6":           d.prefixInto(6, &n.IP6),
 		"enableNat":     d.boolInto(&n.EnableNat),
+		"allowPeers":    d.boolInto(&n.AllowPeers),
 		"hostNetwork":   d.boolInto(&n.HostNetwork),
 		"hostAddress":   d.prefixInto(4, &n.HostAddress),
 		"localAddress":  d.prefixInto(4, &n.LocalAddress),

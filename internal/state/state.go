@@ -11,6 +11,7 @@
 //	STATE/containers/NAME/console.log      the init's output, /dev/console inside
 //	STATE/containers/NAME/root/            the container's root, owned by its ID range
 //	STATE/idmap.json                       ID ranges held by containers
+//	STATE/network.json                     network settings and addresses held by containers
 //	STATE/locks/NAME.lock, global.lock     flock(2) locks
 //	RUN/containers/NAME/                   libcontainer's state of a running container
 //	RUN/running/NAME.json                  the generation it booted or last switched to (Running)
@@ -104,6 +105,10 @@ type Store struct {
 	// CgroupParent is the cgroup under which this instance's containers
 	// live, e.g. /nixcell.
 	CgroupParent string
+	// ID is "" for the default instance, else a short identifier derived
+	// from Root that keeps host-wide names (cgroups, interfaces, nftables
+	// tables) of isolated instances apart.
+	ID string
 }
 
 // New returns the store rooted at root. The default root uses the default
@@ -119,7 +124,7 @@ func New(root string) (Store, error) {
 	}
 	sum := sha256.Sum256([]byte(abs))
 	id := hex.EncodeToString(sum[:4])
-	return Store{Root: abs, Run: DefaultRun + "-" + id, CgroupParent: "/nixcell-" + id}, nil
+	return Store{Root: abs, Run: DefaultRun + "-" + id, CgroupParent: "/nixcell-" + id, ID: id}, nil
 }
 
 // Init creates the directories and checks that container users can reach
@@ -177,6 +182,9 @@ func (s Store) CgroupPath(name string) string { return s.CgroupParent + "/" + na
 
 // IDMapPath is the ID range allocation file.
 func (s Store) IDMapPath() string { return filepath.Join(s.Root, "idmap.json") }
+
+// NetworkPath is the network settings and address allocation file.
+func (s Store) NetworkPath() string { return filepath.Join(s.Root, "network.json") }
 
 // GlobalLockPath is the lock of instance-wide allocations.
 func (s Store) GlobalLockPath() string { return filepath.Join(s.locksDir(), "global.lock") }

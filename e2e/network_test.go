@@ -1,0 +1,488 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nixcell/nixcell/internal/testutil"
+)
+
+// testNet is the address plan of one network test: its own subnets for
+// the managed bridges, a "LAN" link to a client namespace and an "uplink"
+// to an "outside" namespace that plays the internet. Traffic goes only
+// between the test's own namespaces, the host and loopback.
+type testNet struct {
+	n            int    // picks the test's address blocks
+	lanNS, outNS string // network namespaces of the LAN client and the outside host
+	lanIf, outIf string // host ends of the links to them
+	hostLAN4     string // the host's address on the LAN link
+	clientLAN4   string // the LAN client's address
+	hostLAN6     string
+	clientLAN6   string
+	hostOut4     string // the host's uplink address
+	outside4     string // the outside host's address
+	hostOut6     string
+	outside6     string
+}
+
+func run(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// newTestNet creates the client namespaces and links, and points the
+// instance at its own subnets and uplink. Everything is removed when the
+// test ends.
+func newTestNet(t *testing.T, in *instance) *testNet {
+	t.Helper()
+	testutil.RequiresCommands(t, "ip", "nft")
+	n := 10 + rand.IntN(200)
+	tn := &testNet{
+		n:     n,
+		lanNS: fmt.Sprintf("nclan%d", n), outNS: fmt.Sprintf("ncout%d", n),
+		lanIf: fmt.Sprintf("nclan%d", n), outIf: fmt.Sprintf("ncout%d", n),
+		hostLAN4: fmt.Sprintf("198.18.%d.1", n), clientLAN4: fmt.Sprintf("198.18.%d.2", n),
+		hostLAN6: fmt.Sprintf("fd00:198:18:%x::1", n), clientLAN6: fmt.Sprintf("fd00:198:18:%x::2", n),
+		hostOut4: fmt.Sprintf("198.19.%d.1", n), outside4: fmt.Sprintf("198.19.%d.2", n),
+		hostOut6: fmt.Sprintf("fd00:198:19:%x::1", n), outside6: fmt.Sprintf("fd00:198:19:%x::2", n),
+	}
+	in.env = append(in.env, // later entries win
+		fmt.Sprintf("NIXCELL_HOSTONLY_SUBNET=10.%d.1.0/24", n),
+		fmt.Sprintf("NIXCELL_NAT_SUBNET=10.%d.2.0/24", n),
+		fmt.Sprintf("NIXCELL_ULA_PREFIX=fd%02x:%x::/48", n%256, n),
+		"NIXCELL_UPLINK="+tn.outIf,
+	)
+	t.Cleanup(func() {
+		for _, ns := range []string{tn.lanNS, tn.outNS} {
+			_ = exec.Command("ip", "netns", "del", ns).Run()
+		}
+		for _, l := range []string{tn.lanIf, tn.outIf} {
+			_ = exec.Command("ip", "link", "del", l).Run()
+		}
+	})
+	for _, l := range []struct{ ns, hostIf, host4, peer4, host6, peer6 string }{
+		{tn.lanNS, tn.lanIf, tn.hostLAN4, tn.clientLAN4, tn.hostLAN6, tn.clientLAN6},
+		{tn.outNS, tn.outIf, tn.hostOut4, tn.outside4, tn.hostOut6, tn.outside6},
+	} {
+		run(t, "ip", "netns", "add", l.ns)
+		run(t, "ip", "link", "add", l.hostIf, "type", "veth", "peer", "name", "eth0", "netns", l.ns)
+		run(t, "ip", "addr", "add", l.host4+"/24", "dev", l.hostIf)
+		run(t, "ip", "addr", "add", l.host6+"/64", "dev", l.hostIf, "nodad")
+		run(t, "ip", "link", "set", l.hostIf, "up")
+		run(t, "ip", "-n", l.ns, "addr", "add", l.peer4+"/24", "dev", "eth0")
+		run(t, "ip", "-n", l.ns, "addr", "add", l.peer6+"/64", "dev", "eth0", "nodad")
+		run(t, "ip", "-n", l.ns, "link", "set", "eth0", "up")
+		run(t, "ip", "-n", l.ns, "link", "set", "lo", "up")
+	}
+	// The LAN client routes everything through the host; the outside host
+	// knows no route to the containers, so only NAT can reach it.
+	run(t, "ip", "-n", tn.lanNS, "route", "add", "default", "via", tn.hostLAN4)
+	run(t, "ip", "-n", tn.lanNS, "-6", "route", "add", "default", "via", tn.hostLAN6)
+	return tn
+}
+
+// inNetns runs f on a thread in the named network namespace (or the
+// container whose init has pid, when ns is a number).
+func inNetns(t testing.TB, ns string, f func()) {
+	t.Helper()
+	path := "/run/netns/" + ns
+	if _, err := fmt.Sscanf(ns, "%d", new(int)); err == nil {
+		path = "/proc/" + ns + "/ns/net"
+	}
+	done := make(chan error)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer unix.Close(fd)
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			done <- err
+			return
+		}
+		f()
+		done <- nil
+	}()
+	if err := <-done; err != nil {
+		t.Fatalf("entering network namespace %s: %v", ns, err)
+	}
+}
+
+// peerServer listens on addr in namespace ns (sockets keep the namespace
+// they were made in) and answers each TCP connection with the address it
+// came from.
+func peerServer(t *testing.T, ns, addr string) {
+	t.Helper()
+	var l net.Listener
+	var err error
+	inNetns(t, ns, func() { l, err = net.Listen("tcp", addr) })
+	if err != nil {
+		t.Fatalf("listening on %s in %s: %v", addr, ns, err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+			fmt.Fprintf(c, "you are %s\n", host)
+			c.Close()
+		}
+	}()
+}
+
+// httpGet fetches / from addr (host:port) from namespace ns.
+func httpGet(t *testing.T, ns, addr string) (string, error) {
+	t.Helper()
+	var c net.Conn
+	var err error
+	connect := func() { c, err = net.DialTimeout("tcp", addr, 2*time.Second) }
+	if ns == "" {
+		connect()
+	} else {
+		inNetns(t, ns, connect)
+	}
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	fmt.Fprintf(c, "GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+	data, err := io.ReadAll(c)
+	if err != nil {
+		return "", err
+	}
+	_, body, _ := strings.Cut(string(data), "\r\n\r\n")
+	return body, nil
+}
+
+type addrs struct {
+	IPv4    string `json:"ipv4"`
+	IPv6    string `json:"ipv6"`
+	NATIPv4 string `json:"natIPv4"`
+	NATIPv6 string `json:"natIPv6"`
+}
+
+func (in *instance) addrs(name string) addrs {
+	in.t.Helper()
+	var a addrs
+	if err := json.Unmarshal([]byte(in.must("show-ip", "--json", name)), &a); err != nil {
+		in.t.Fatal(err)
+	}
+	return a
+}
+
+func join(host string, port int) string { return net.JoinHostPort(host, fmt.Sprint(port)) }
+
+// hostState is what must look the same before and after a test's
+// containers come and go.
+func hostState(t *testing.T) string {
+	t.Helper()
+	links := run(t, "ip", "-o", "link")
+	var names []string
+	for _, l := range strings.Split(links, "\n") {
+		if f := strings.Fields(l); len(f) > 1 {
+			names = append(names, f[1])
+		}
+	}
+	var addrs []string
+	for _, l := range strings.Split(run(t, "ip", "-o", "addr"), "\n") {
+		if !strings.Contains(l, "scope link") { // link-local flags change on their own
+			addrs = append(addrs, l)
+		}
+	}
+	return strings.Join(names, " ") + "\n" + strings.Join(addrs, "\n") + "\n" + run(t, "nft", "list", "ruleset")
+}
+
+// TestNetworkHostOnly checks the default network: the host reaches
+// containers over IPv4 and IPv6, containers reach the host's bridge
+// address but nothing beyond it, and they reach each other only when both
+// allow it.
+func TestNetworkHostOnly(t *testing.T) {
+	in := newInstance(t)
+	tn := newTestNet(t, in)
+	before := hostState(t)
+	peerServer(t, tn.outNS, join(tn.outside4, 9000))
+
+	names := map[string]string{}
+	for _, c := range []struct{ key, allow string }{{"a", "false"}, {"b", "false"}, {"c", "true"}, {"d", "true"}} {
+		names[c.key] = testutil.Name("net" + c.key)
+		in.create(names[c.key], fmt.Sprintf(`{ network.allowPeers = %s; configuration = { name, ... }: { services.httpd.enable = true; services.httpd.text = "hello from ${name}\n"; }; }`, c.allow))
+		in.must("start", names[c.key])
+	}
+	a, b, c, d := in.addrs(names["a"]), in.addrs(names["b"]), in.addrs(names["c"]), in.addrs(names["d"])
+	if a.IPv4 == "" || a.IPv6 == "" || a.IPv4 == b.IPv4 {
+		t.Fatalf("addresses: a %+v, b %+v", a, b)
+	}
+	if !strings.HasPrefix(a.IPv4, fmt.Sprintf("10.%d.1.", tn.n)) {
+		t.Errorf("a's address %s is not in the test's host-only subnet", a.IPv4)
+	}
+	for _, addr := range []string{join(a.IPv4, 80), join(a.IPv6, 80)} {
+		var body string
+		waitFor(t, 10*time.Second, "the host to reach "+addr, func() bool {
+			body, _ = httpGet(t, "", addr)
+			return body == "hello from "+names["a"]+"\n"
+		})
+	}
+	get := func(from, ip string) bool {
+		url := "http://" + ip + "/"
+		if strings.Contains(ip, ":") {
+			url = "http://[" + ip + "]/"
+		}
+		r := in.run("exec", from, "--", "sh", "-c", "timeout 3 wget -qO- "+url)
+		return r.code == 0
+	}
+	bridge4 := fmt.Sprintf("10.%d.1.1", tn.n)
+	// The host's bridge address answers (a listener on the host).
+	var hostL net.Listener
+	var err error
+	if hostL, err = net.Listen("tcp", join(bridge4, 9001)); err != nil {
+		t.Fatal(err)
+	}
+	defer hostL.Close()
+	go func() {
+		for {
+			c, err := hostL.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprint(c, "HTTP/1.0 200 OK\r\n\r\nhost\n")
+			c.Close()
+		}
+	}()
+	if r := in.run("exec", names["a"], "--", "sh", "-c", "timeout 3 wget -qO- http://"+bridge4+":9001/"); r.code != 0 || r.stdout != "host\n" {
+		t.Errorf("a cannot reach the host's bridge address: %s", r)
+	}
+	if r := in.run("exec", names["a"], "--", "sh", "-c", "timeout 3 wget -qO- http://"+tn.outside4+":9000/"); r.code == 0 {
+		t.Errorf("a reached the outside host from the host-only bridge: %s", r)
+	}
+	if r := in.run("exec", names["a"], "--", "ip", "route"); strings.Contains(r.stdout, "default") {
+		t.Errorf("a has a default route on the host-only bridge: %s", r.stdout)
+	}
+	for _, p := range []struct {
+		from, to string
+		ip       string
+		want     bool
+	}{
+		{"a", "b", b.IPv4, false}, {"b", "a", a.IPv6, false}, {"c", "a", a.IPv4, false},
+		{"a", "c", c.IPv4, false}, {"c", "d", d.IPv4, true}, {"d", "c", c.IPv6, true},
+	} {
+		if got := get(names[p.from], p.ip); got != p.want {
+			t.Errorf("%s -> %s (%s): reachable %v, want %v", p.from, p.to, p.ip, got, p.want)
+		}
+	}
+
+	// Addresses are stable across stop and start, and across a "host
+	// reboot": bridges and tables deleted behind nixcell's back.
+	in.must("stop", names["a"])
+	in.must("start", names["a"])
+	if got := in.addrs(names["a"]); got != a {
+		t.Errorf("addresses after restart %+v, before %+v", got, a)
+	}
+	for _, n := range names {
+		in.must("terminate", n)
+	}
+	in.must("start", names["a"])
+	st := in.store.ID
+	_ = exec.Command("nft", "delete", "table", "inet", "nixcell-"+st).Run()
+	_ = exec.Command("nft", "delete", "table", "bridge", "nixcell-"+st).Run()
+	_ = exec.Command("ip", "link", "del", "nch-"+st).Run()
+	in.must("terminate", names["a"])
+	in.must("start", names["a"])
+	if got := in.addrs(names["a"]); got != a {
+		t.Errorf("addresses after the host reboot %+v, before %+v", got, a)
+	}
+	waitFor(t, 10*time.Second, "a to answer after the host reboot", func() bool {
+		body, _ := httpGet(t, "", join(a.IPv4, 80))
+		return body == "hello from "+names["a"]+"\n"
+	})
+
+	for _, n := range names {
+		in.must("destroy", n)
+	}
+	if after := hostState(t); after != before {
+		t.Errorf("host network state changed:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+// TestNetworkNATAndForwards checks NAT out of the uplink (source rewritten
+// to the uplink address, IPv4 and IPv6) and TCP and UDP port forwards from a
+// LAN client, from the host's address and from 127.0.0.1, with the client's
+// real address seen inside.
+func TestNetworkNATAndForwards(t *testing.T) {
+	in := newInstance(t)
+	tn := newTestNet(t, in)
+	before := hostState(t)
+	peerServer(t, tn.outNS, join(tn.outside4, 9000))
+	peerServer(t, tn.outNS, join(tn.outside6, 9000))
+	tcpPort, udpPort := 20000+tn.n*10, 20001+tn.n*10
+
+	name := testutil.Name("nat")
+	in.create(name, fmt.Sprintf(`{
+  network.enableNat = true;
+  network.forwardPorts = [
+    { protocol = "tcp"; hostPort = %d; containerPort = 80; }
+    { protocol = "udp"; hostPort = %d; containerPort = 5000; }
+  ];
+  configuration = { name, ... }: { services.httpd.enable = true; services.httpd.text = "hello from ${name}\n"; };
+}`, tcpPort, udpPort))
+	in.must("start", name)
+	a := in.addrs(name)
+	if a.NATIPv4 == "" || a.NATIPv6 == "" {
+		t.Fatalf("no NAT addresses: %+v", a)
+	}
+
+	// NAT: the outside host sees the host's uplink address.
+	for _, c := range []struct{ server, want string }{{tn.outside4, tn.hostOut4}, {"[" + tn.outside6 + "]", tn.hostOut6}} {
+		r := in.run("exec", name, "--", "sh", "-c", "timeout 3 nc "+strings.Trim(c.server, "[]")+" 9000")
+		if r.code != 0 || strings.TrimSpace(r.stdout) != "you are "+c.want {
+			t.Errorf("NAT to %s: %s; want the source rewritten to %s", c.server, r, c.want)
+		}
+	}
+
+	// TCP forwards, from each kind of client, with the client address
+	// seen by the container's web server (it logs each request's peer).
+	clients := []struct{ ns, addr, clientIP string }{
+		{tn.lanNS, join(tn.hostLAN4, tcpPort), tn.clientLAN4},
+		{tn.lanNS, join(tn.hostLAN6, tcpPort), tn.clientLAN6},
+		{"", join(tn.hostLAN4, tcpPort), ""},
+		{"", join("127.0.0.1", tcpPort), ""},
+	}
+	for _, c := range clients {
+		var body string
+		var err error
+		waitFor(t, 10*time.Second, fmt.Sprintf("forward %s from %q", c.addr, c.ns), func() bool {
+			body, err = httpGet(t, c.ns, c.addr)
+			return err == nil && body == "hello from "+name+"\n"
+		})
+		if c.clientIP != "" {
+			log := in.exec(name, "cat", "/var/log/httpd.log")
+			if !strings.Contains(log, c.clientIP) {
+				t.Errorf("the container did not see the client address %s:\n%s", c.clientIP, log)
+			}
+		}
+	}
+
+	// UDP: an echo server in the container's network namespace (busybox
+	// has no UDP server), reached from the LAN client, seeing its address.
+	var udp net.PacketConn
+	var err error
+	inNetns(t, fmt.Sprint(in.info(name).Pid), func() { udp, err = net.ListenPacket("udp", join(a.IPv4, 5000)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, from, err := udp.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			host, _, _ := net.SplitHostPort(from.String())
+			_, _ = udp.WriteTo([]byte(strings.TrimSpace(string(buf[:n]))+" from "+host+"\n"), from)
+		}
+	}()
+	var got string
+	waitFor(t, 10*time.Second, "the UDP forward to echo", func() bool {
+		inNetns(t, tn.lanNS, func() {
+			c, err := net.Dial("udp", join(tn.hostLAN4, udpPort))
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(500 * time.Millisecond))
+			_, _ = c.Write([]byte("ping\n"))
+			buf := make([]byte, 64)
+			n, _ := c.Read(buf)
+			got = string(buf[:n])
+		})
+		return got == "ping from "+tn.clientLAN4+"\n"
+	})
+
+	in.must("destroy", name)
+	if after := hostState(t); after != before {
+		t.Errorf("host network state changed:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+// TestNetworkCollisions checks that fixed addresses and forwarded host ports
+// held by another container are refused with a clear error.
+func TestNetworkCollisions(t *testing.T) {
+	in := newInstance(t)
+	tn := newTestNet(t, in)
+	fixed := fmt.Sprintf("10.%d.1.50", tn.n)
+	first := testutil.Name("fix")
+	in.create(first, fmt.Sprintf(`{ network.ip = "%s"; network.forwardPorts = [ { hostPort = %d; } ]; configuration = { }; }`, fixed, 30000+tn.n))
+	if got := in.addrs(first).IPv4; got != fixed {
+		t.Errorf("fixed address: got %s, want %s", got, fixed)
+	}
+	cases := []struct{ config, want string }{
+		{fmt.Sprintf(`{ network.ip = "%s"; configuration = { }; }`, fixed), fmt.Sprintf("network.ip %s is held by container %q", fixed, first)},
+		{fmt.Sprintf(`{ network.forwardPorts = [ { hostPort = %d; containerPort = 81; } ]; configuration = { }; }`, 30000+tn.n), fmt.Sprintf("tcp port %d is forwarded to container %q", 30000+tn.n, first)},
+		{`{ network.ip = "192.0.2.9"; configuration = { }; }`, "is not a usable address of the bridge's subnet"},
+	}
+	for _, c := range cases {
+		name := testutil.Name("clash")
+		r := in.run(append([]string{"create", name, nixFile(t, name+".nix", c.config)}, nixArgs...)...)
+		if r.code != 1 || !strings.Contains(r.stderr, c.want) {
+			t.Errorf("create with %s: %s; want %q", c.config, r, c.want)
+		}
+		if in.run("exists", name).code == 0 {
+			t.Errorf("%s exists after the refused create", name)
+		}
+	}
+	// UDP on the same port number is another port.
+	in.create(testutil.Name("udp"), fmt.Sprintf(`{ network.forwardPorts = [ { protocol = "udp"; hostPort = %d; } ]; configuration = { }; }`, 30000+tn.n))
+}
+
+// BenchmarkNetworkedStart measures the start of the 1st, 50th and 100th
+// networked container: it must not grow with the number running. Run it
+// with -benchtime 1x: each iteration starts 100 containers.
+func BenchmarkNetworkedStart(b *testing.B) {
+	in := benchInstance(b)
+	in.env = append(in.env, "NIXCELL_HOSTONLY_SUBNET=10.250.0.0/16", "NIXCELL_NAT_SUBNET=10.251.0.0/16")
+	system := prebuilt(b, `{ services.httpd.enable = true; }`)
+	const count = 100
+	names := make([]string, count)
+	for i := range names {
+		names[i] = testutil.Name(fmt.Sprintf("bn%d", i))
+		in.benchMust(b, "create", names[i], "--system", system)
+	}
+	times := map[int]time.Duration{}
+	for n := 0; n < b.N; n++ {
+		for i := 0; i < count; i++ {
+			start := time.Now()
+			in.benchMust(b, "start", names[i])
+			if i == 0 || i == 49 || i == 99 {
+				times[i+1] += time.Since(start)
+			}
+		}
+		b.StopTimer()
+		for i := 0; i < count; i++ {
+			in.benchMust(b, "terminate", names[i])
+		}
+		b.StartTimer()
+	}
+	for _, k := range []int{1, 50, 100} {
+		b.ReportMetric(float64(times[k].Microseconds())/1000/float64(b.N), fmt.Sprintf("ms/start-%d", k))
+	}
+}

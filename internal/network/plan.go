@@ -1,0 +1,301 @@
+// Package network owns the host side of container networking: the managed
+// bridges, the address allocation (IPv4 and IPv6, stable for a container's
+// life), the veth interfaces configured from the host before a container's
+// init runs, and nixcell's own nftables tables (NAT, port forwards,
+// isolation). It converges: Sync renders the whole ruleset from the desired
+// state and replaces nixcell's tables in one nft transaction, so every add
+// has its delete and nothing outside those tables is touched.
+//
+// Pure planning (settings, allocation, interface plans, rule rendering) is
+// in the files without _linux; netlink and nft calls are in *_linux.go.
+package network
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"sort"
+
+	"github.com/nixcell/nixcell/internal/spec"
+)
+
+// Settings are an instance's network settings, fixed when its network
+// state is first created (NIXCELL_HOSTONLY_SUBNET, NIXCELL_NAT_SUBNET and
+// NIXCELL_ULA_PREFIX choose them then) and stored with the allocations.
+type Settings struct {
+	// HostOnly is the host-only bridge's IPv4 subnet; the bridge has its
+	// first address. Default 10.101.0.0/16, as nixcloud-container.
+	HostOnly netip.Prefix `json:"hostOnly"`
+	// NAT is the NAT bridge's IPv4 subnet. Default 10.102.0.0/16.
+	NAT netip.Prefix `json:"nat"`
+	// ULA is a random /48 unique local prefix (RFC 4193) of this host: the
+	// host-only bridge uses its subnet 1, the NAT bridge its subnet 2.
+	ULA netip.Prefix `json:"ula"`
+	// BridgeHostOnly and BridgeNAT are the bridge interface names.
+	BridgeHostOnly string `json:"bridgeHostOnly"`
+	BridgeNAT      string `json:"bridgeNat"`
+	// Table is the name of nixcell's nftables tables.
+	Table string `json:"table"`
+}
+
+// NewSettings chooses an instance's settings. id is "" for the default
+// instance, else a short identifier that keeps names of isolated instances
+// (tests) apart.
+func NewSettings(id string) (Settings, error) {
+	s := Settings{BridgeHostOnly: "nc-hostonly", BridgeNAT: "nc-internet", Table: "nixcell"}
+	if id != "" {
+		s.BridgeHostOnly, s.BridgeNAT, s.Table = "nch-"+id, "ncn-"+id, "nixcell-"+id
+	}
+	var err error
+	if s.HostOnly, err = envPrefix("NIXCELL_HOSTONLY_SUBNET", "10.101.0.0/16", 4); err != nil {
+		return s, err
+	}
+	if s.NAT, err = envPrefix("NIXCELL_NAT_SUBNET", "10.102.0.0/16", 4); err != nil {
+		return s, err
+	}
+	if s.HostOnly.Overlaps(s.NAT) {
+		return s, fmt.Errorf("the host-only subnet %s and the NAT subnet %s overlap", s.HostOnly, s.NAT)
+	}
+	if v := os.Getenv("NIXCELL_ULA_PREFIX"); v != "" {
+		if s.ULA, err = netip.ParsePrefix(v); err != nil || !s.ULA.Addr().Is6() || s.ULA.Bits() > 48 {
+			return s, fmt.Errorf("NIXCELL_ULA_PREFIX %q is not an IPv6 prefix of length 48 or shorter", v)
+		}
+		s.ULA = netip.PrefixFrom(s.ULA.Addr(), 48)
+	} else {
+		// RFC 4193: fd00::/8 plus 40 random bits.
+		var b [16]byte
+		b[0] = 0xfd
+		if _, err := rand.Read(b[1:6]); err != nil {
+			return s, err
+		}
+		s.ULA = netip.PrefixFrom(netip.AddrFrom16(b), 48)
+	}
+	return s, nil
+}
+
+func envPrefix(name, def string, family int) (netip.Prefix, error) {
+	v := os.Getenv(name)
+	if v == "" {
+		v = def
+	}
+	p, err := netip.ParsePrefix(v)
+	if err != nil || !p.Addr().Is4() || p.Bits() > 30 {
+		return p, fmt.Errorf("%s %q is not an IPv4 subnet of /30 or larger", name, v)
+	}
+	return p.Masked(), nil
+}
+
+// ula64 is subnet n of the host's ULA /48.
+func (s Settings) ula64(n byte) netip.Prefix {
+	b := s.ULA.Addr().As16()
+	b[7] = n
+	return netip.PrefixFrom(netip.AddrFrom16(b), 64)
+}
+
+// Bridge describes one managed bridge.
+type Bridge struct {
+	Name       string
+	IPv4, IPv6 netip.Prefix // the bridge's own addresses, with the subnet's length
+	NAT        bool         // masqueraded out of the uplink
+}
+
+// Bridges are the instance's two managed bridges.
+func (s Settings) Bridges() (hostOnly, nat Bridge) {
+	gw := func(p netip.Prefix) netip.Prefix { return netip.PrefixFrom(p.Masked().Addr().Next(), p.Bits()) }
+	return Bridge{Name: s.BridgeHostOnly, IPv4: gw(s.HostOnly), IPv6: gw(s.ula64(1))},
+		Bridge{Name: s.BridgeNAT, IPv4: gw(s.NAT), IPv6: gw(s.ula64(2)), NAT: true}
+}
+
+// Addresses are a container's allocated addresses. Zero means none.
+type Addresses struct {
+	HostOnly4 netip.Addr `json:"hostOnly4,omitzero"`
+	HostOnly6 netip.Addr `json:"hostOnly6,omitzero"`
+	NAT4      netip.Addr `json:"nat4,omitzero"`
+	NAT6      netip.Addr `json:"nat6,omitzero"`
+}
+
+func (a Addresses) all() []netip.Addr {
+	var out []netip.Addr
+	for _, x := range []netip.Addr{a.HostOnly4, a.HostOnly6, a.NAT4, a.NAT6} {
+		if x.IsValid() {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// ErrAddressInUse means a fixed address is held by another container.
+var ErrAddressInUse = errors.New("address in use")
+
+// ErrExhausted means a subnet has no free address.
+var ErrExhausted = errors.New("no free address")
+
+// Allocate returns the addresses a container with network settings n
+// needs, keeping those it already holds (held) so they stay stable for its
+// life. taken are the addresses of every other container. Fixed addresses
+// (network.ip, network.ip6) must lie in the bridge's subnet and be free.
+func (s Settings) Allocate(name string, n spec.Network, held Addresses, taken map[string]Addresses) (Addresses, error) {
+	var out Addresses
+	if n.HostNetwork || n.HostAddress.IsValid() || n.HostAddress6.IsValid() {
+		return out, nil // these modes use no managed bridge
+	}
+	used := map[netip.Addr]string{}
+	for other, a := range taken {
+		if other == name {
+			continue
+		}
+		for _, x := range a.all() {
+			used[x] = other
+		}
+	}
+	hostOnly, nat := s.Bridges()
+	pick := func(subnet netip.Prefix, gateway netip.Addr, fixed netip.Prefix, keep netip.Addr, what string) (netip.Addr, error) {
+		if fixed.IsValid() {
+			a := fixed.Addr()
+			if !subnet.Contains(a) || a == gateway || a == subnet.Masked().Addr() || a == lastAddr(subnet) {
+				return a, fmt.Errorf("%s %s is not a usable address of the bridge's subnet %s", what, a, subnet)
+			}
+			if owner, ok := used[a]; ok {
+				return a, fmt.Errorf("%w: %s %s is held by container %q", ErrAddressInUse, what, a, owner)
+			}
+			return a, nil
+		}
+		if keep.IsValid() && subnet.Contains(keep) {
+			if _, ok := used[keep]; !ok {
+				return keep, nil
+			}
+		}
+		for a := gateway.Next(); subnet.Contains(a) && a != lastAddr(subnet); a = a.Next() {
+			if _, ok := used[a]; !ok {
+				return a, nil
+			}
+		}
+		return netip.Addr{}, fmt.Errorf("%w in %s for %s", ErrExhausted, subnet, what)
+	}
+	var err error
+	if out.HostOnly4, err = pick(s.HostOnly, hostOnly.IPv4.Addr(), n.IP, held.HostOnly4, "network.ip"); err != nil {
+		return out, err
+	}
+	// IPv6 mirrors the IPv4 host part, so both addresses of a container
+	// are easy to tell apart and stay stable together.
+	if out.HostOnly6, err = pick(s.ula64(1), hostOnly.IPv6.Addr(), n.IP6, mirror(s.ula64(1), s.HostOnly, out.HostOnly4), "network.ip6"); err != nil {
+		return out, err
+	}
+	if n.EnableNat {
+		if out.NAT4, err = pick(s.NAT, nat.IPv4.Addr(), netip.Prefix{}, held.NAT4, "the NAT interface's address"); err != nil {
+			return out, err
+		}
+		if out.NAT6, err = pick(s.ula64(2), nat.IPv6.Addr(), netip.Prefix{}, mirror(s.ula64(2), s.NAT, out.NAT4), "the NAT interface's IPv6 address"); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// mirror maps an IPv4 address's offset in v4 to the same offset in v6.
+func mirror(v6, v4 netip.Prefix, a netip.Addr) netip.Addr {
+	if !a.IsValid() {
+		return a
+	}
+	base, x := v4.Masked().Addr().As4(), a.As4()
+	off := uint32(x[0]-base[0])<<24 | uint32(x[1]-base[1])<<16 | uint32(x[2]-base[2])<<8 | uint32(x[3]-base[3])
+	b := v6.Masked().Addr().As16()
+	b[12], b[13], b[14], b[15] = byte(off>>24), byte(off>>16), byte(off>>8), byte(off)
+	return netip.AddrFrom16(b)
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	if p.Addr().Is6() {
+		return netip.Addr{} // no broadcast address
+	}
+	b := p.Masked().Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) | host
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// Interface is one interface of a container: a veth pair whose host end
+// (HostName) is on a bridge or alone (private veth), and whose other end is
+// moved into the container and named Name.
+type Interface struct {
+	Name     string // inside, e.g. "eth0"
+	HostName string // on the host
+	Bridge   string // "" for a private veth
+	// Addresses inside, and the host end's addresses for a private veth.
+	Addrs     []netip.Prefix
+	HostAddrs []netip.Prefix
+	// Gateways for the default routes inside (zero: none).
+	Gateway4, Gateway6 netip.Addr
+	// Isolated ports of the host-only bridge cannot reach each other.
+	Isolated bool
+}
+
+// Plan is what a container's network looks like when it runs.
+type Plan struct {
+	HostNetwork bool
+	Interfaces  []Interface
+}
+
+// HostIfName is the host end's name of a container's interface: derived
+// from the table (instance), container and interface names, so it is
+// stable, unique and at most 15 bytes.
+func HostIfName(table, container, iface string) string {
+	sum := sha256.Sum256([]byte(table + "/" + container + "/" + iface))
+	return "nc" + hex.EncodeToString(sum[:6]) // 14 bytes
+}
+
+// PlanFor plans a container's interfaces from its settings and addresses.
+func (s Settings) PlanFor(name string, n spec.Network, a Addresses) Plan {
+	if n.HostNetwork {
+		return Plan{HostNetwork: true}
+	}
+	hostOnly, nat := s.Bridges()
+	if n.HostAddress.IsValid() || n.HostAddress6.IsValid() {
+		i := Interface{Name: "eth0", HostName: HostIfName(s.Table, name, "eth0")}
+		if n.HostAddress.IsValid() {
+			i.HostAddrs = append(i.HostAddrs, n.HostAddress)
+			i.Addrs = append(i.Addrs, n.LocalAddress)
+			i.Gateway4 = n.HostAddress.Addr()
+		}
+		if n.HostAddress6.IsValid() {
+			i.HostAddrs = append(i.HostAddrs, n.HostAddress6)
+			i.Addrs = append(i.Addrs, n.LocalAddress6)
+			i.Gateway6 = n.HostAddress6.Addr()
+		}
+		return Plan{Interfaces: []Interface{i}}
+	}
+	eth0 := Interface{
+		Name: "eth0", HostName: HostIfName(s.Table, name, "eth0"), Bridge: hostOnly.Name,
+		Addrs: []netip.Prefix{
+			netip.PrefixFrom(a.HostOnly4, s.HostOnly.Bits()),
+			netip.PrefixFrom(a.HostOnly6, 64),
+		},
+		Isolated: true,
+	}
+	p := Plan{Interfaces: []Interface{eth0}}
+	if n.EnableNat {
+		p.Interfaces = append(p.Interfaces, Interface{
+			Name: "internet", HostName: HostIfName(s.Table, name, "internet"), Bridge: nat.Name,
+			Addrs: []netip.Prefix{
+				netip.PrefixFrom(a.NAT4, s.NAT.Bits()),
+				netip.PrefixFrom(a.NAT6, 64),
+			},
+			Gateway4: nat.IPv4.Addr(), Gateway6: nat.IPv6.Addr(),
+		})
+	}
+	return p
+}
+
+// sortedNames returns the keys of m in order, for deterministic output.
+func sortedNames[V any](m map[string]V) []string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
