@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
 	"os/exec"
 	"runtime"
 	"strings"
@@ -209,7 +211,8 @@ func hostState(t *testing.T) string {
 			addrs = append(addrs, l)
 		}
 	}
-	return strings.Join(names, " ") + "\n" + strings.Join(addrs, "\n") + "\n" + run(t, "nft", "list", "ruleset")
+	hosts, _ := os.ReadFile("/etc/hosts")
+	return strings.Join(names, " ") + "\n" + strings.Join(addrs, "\n") + "\n" + run(t, "nft", "list", "ruleset") + string(hosts)
 }
 
 // TestNetworkHostOnly checks the default network: the host reaches
@@ -250,6 +253,10 @@ func TestNetworkHostOnly(t *testing.T) {
 		r := in.run("exec", from, "--", "sh", "-c", "timeout 3 wget -qO- "+url)
 		return r.code == 0
 	}
+	// Names resolve on the host.
+	if out := run(t, "getent", "hosts", names["a"]); !strings.HasPrefix(out, a.IPv4+" ") && !strings.HasPrefix(out, a.IPv6+" ") {
+		t.Errorf("getent hosts %s = %q, want %s or %s", names["a"], out, a.IPv4, a.IPv6)
+	}
 	bridge4 := fmt.Sprintf("10.%d.1.1", tn.n)
 	// The host's bridge address answers (a listener on the host).
 	var hostL net.Listener
@@ -263,6 +270,10 @@ func TestNetworkHostOnly(t *testing.T) {
 			c, err := hostL.Accept()
 			if err != nil {
 				return
+			}
+			// Read the request first: closing with unread data resets.
+			r := bufio.NewReader(c)
+			for line, err := r.ReadString('\n'); err == nil && line != "\r\n"; line, err = r.ReadString('\n') {
 			}
 			fmt.Fprint(c, "HTTP/1.0 200 OK\r\n\r\nhost\n")
 			c.Close()
@@ -317,6 +328,9 @@ func TestNetworkHostOnly(t *testing.T) {
 
 	for _, n := range names {
 		in.must("destroy", n)
+	}
+	if out, err := exec.Command("getent", "hosts", names["a"]).Output(); err == nil {
+		t.Errorf("%s still resolves after destroy: %s", names["a"], out)
 	}
 	if after := hostState(t); after != before {
 		t.Errorf("host network state changed:\nbefore:\n%s\nafter:\n%s", before, after)

@@ -63,12 +63,14 @@ func TestDependencyDirection(t *testing.T) {
 			if strings.HasPrefix(imp, "github.com/opencontainers/runc") && pkg != "internal/runtime" {
 				t.Errorf("%s imports %s: only internal/runtime may use libcontainer", pkg, imp)
 			}
-			if pkg == "internal/cli" && (imp == mod+"internal/nix" || imp == mod+"internal/idmap" || imp == mod+"internal/lockfile") {
+			if pkg == "internal/cli" && (imp == mod+"internal/nix" || imp == mod+"internal/idmap" || imp == mod+"internal/lockfile" ||
+				imp == mod+"internal/network" || strings.HasPrefix(imp, "github.com/vishvananda/")) {
 				t.Errorf("internal/cli imports %s: the CLI goes through internal/cell", imp)
 			}
 		}
 		pure := map[string]bool{"internal/spec": true, "internal/lifecycle": true, "internal/idmap": true,
-			"internal/atomicfile": true, "internal/lockfile": true, "internal/nix": true, "internal/state": true}
+			"internal/atomicfile": true, "internal/lockfile": true, "internal/nix": true, "internal/state": true,
+			"internal/network": true}
 		if pure[pkg] {
 			for _, d := range p.Deps {
 				if d == mod+"internal/runtime" || d == mod+"internal/cell" || strings.HasPrefix(d, "github.com/opencontainers/") {

@@ -49,7 +49,10 @@ func Sync(d Desired) error {
 			return err
 		}
 	}
-	return applyRules(d.Settings.Table, d.Render())
+	if err := applyRules(d.Settings.Table, d.Render()); err != nil {
+		return err
+	}
+	return syncHosts(d)
 }
 
 // enableIPv6Forwarding turns on IPv6 forwarding without making the host
