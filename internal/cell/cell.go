@@ -259,7 +259,7 @@ func (m *Manager) startLocked(ctx context.Context, rec *state.Container) error {
 		return err
 	}
 	if err := c.Start(); err != nil {
-		if serr := m.syncNetwork(ctx, rec.Name); serr != nil {
+		if serr := m.syncNetwork(ctx, rec.Name, true); serr != nil {
 			m.warnf("%v", serr)
 		}
 		return err
@@ -329,7 +329,7 @@ func (m *Manager) Run(ctx context.Context, name string, stdio runtime.Stdio, sto
 		return 0, err
 	}
 	defer func() {
-		if err := m.syncNetwork(ctx, name); err != nil {
+		if err := m.syncNetwork(ctx, name, false); err != nil {
 			m.warnf("%v", err)
 		}
 	}()
@@ -352,7 +352,7 @@ func (m *Manager) Stop(ctx context.Context, name string, timeout time.Duration) 
 	if err != nil {
 		return res, err
 	}
-	return res, m.syncNetwork(ctx, name)
+	return res, m.syncNetwork(ctx, name, false)
 }
 
 // Terminate kills the container at once.
@@ -365,7 +365,7 @@ func (m *Manager) Terminate(ctx context.Context, name string) error {
 	if err := runtime.Kill(m.Store.RuntimeRoot(), name); err != nil {
 		return err
 	}
-	return m.syncNetwork(ctx, name)
+	return m.syncNetwork(ctx, name, false)
 }
 
 // Restart stops the container if it runs, then starts it.
@@ -452,7 +452,7 @@ func (m *Manager) removeAll(ctx context.Context, name string) error {
 	if err := m.Store.RemoveRunning(name); err != nil {
 		return err
 	}
-	if err := m.syncNetwork(ctx, name); err != nil {
+	if err := m.syncNetwork(ctx, name, true); err != nil {
 		return err
 	}
 	if err := m.releaseAddresses(ctx, name); err != nil {

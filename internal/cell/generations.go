@@ -223,7 +223,7 @@ func (m *Manager) applyLocked(rec *state.Container, st lifecycle.State, restart 
 		if _, err := runtime.Stop(m.Store.RuntimeRoot(), rec.Name, DefaultStopTimeout); err != nil {
 			return "", err
 		}
-		if err := m.syncNetwork(context.Background(), rec.Name); err != nil {
+		if err := m.syncNetwork(context.Background(), rec.Name, false); err != nil {
 			return "", err
 		}
 		return AppliedRestarted, m.startLocked(context.Background(), rec)

@@ -2,13 +2,12 @@ package cell
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"time"
 
 	"github.com/nixcell/nixcell/internal/network"
-	"github.com/nixcell/nixcell/internal/runtime"
+	"github.com/nixcell/nixcell/internal/spec"
 	"github.com/nixcell/nixcell/internal/state"
 )
 
@@ -36,6 +35,7 @@ func (m *Manager) releaseAddresses(ctx context.Context, name string) error {
 	return m.Net.Update(ctx, func(st *network.State) error {
 		delete(st.Addresses, name)
 		delete(st.Ports, name)
+		delete(st.Active, name)
 		return nil
 	})
 }
@@ -52,11 +52,12 @@ func (m *Manager) prepareNetwork(ctx context.Context, rec *state.Container) (net
 		}
 		st.Addresses[rec.Name] = a
 		plan = st.Settings.PlanFor(rec.Name, rec.Spec.Network, a)
-		d, err := m.desired(st, rec)
-		if err != nil {
-			return err
+		if st.Active == nil {
+			st.Active = map[string]spec.Network{}
 		}
-		return network.Sync(d)
+		st.Active[rec.Name] = rec.Spec.Network
+		st.Applied, err = network.Sync(st.Desired(network.DefaultUplink()), st.Applied)
+		return err
 	})
 	if err != nil {
 		return plan, fmt.Errorf("network: %w", err)
@@ -64,55 +65,26 @@ func (m *Manager) prepareNetwork(ctx context.Context, rec *state.Container) (net
 	return plan, nil
 }
 
-// syncNetwork converges the host's network to the running containers, after
-// one stopped or failed to start. Its interfaces are removed first.
-func (m *Manager) syncNetwork(ctx context.Context, name string) error {
+// syncNetwork takes the container's network off the host after it stopped
+// or failed to start: its rules and name go; with detach its interfaces
+// are removed at once (otherwise the kernel removes them with its network
+// namespace, a moment later).
+func (m *Manager) syncNetwork(ctx context.Context, name string, detach bool) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	err := m.Net.Update(ctx, func(st *network.State) error {
-		if rec, err := m.Store.Load(name); err == nil {
-			_ = network.Detach(st.Settings.PlanFor(name, rec.Spec.Network, st.Addresses[name]))
+		if n, ok := st.Active[name]; ok && detach {
+			_ = network.Detach(st.Settings.PlanFor(name, n, st.Addresses[name]))
 		}
-		d, err := m.desired(st, nil)
-		if err != nil {
-			return err
-		}
-		return network.Sync(d)
+		delete(st.Active, name)
+		var err error
+		st.Applied, err = network.Sync(st.Desired(network.DefaultUplink()), st.Applied)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("network: %w", err)
 	}
 	return nil
-}
-
-// desired collects the network of every running container, plus starting
-// (which is about to run). Preconditions: the global lock is held.
-func (m *Manager) desired(st *network.State, starting *state.Container) (network.Desired, error) {
-	d := network.Desired{Settings: st.Settings, Uplink: network.DefaultUplink()}
-	names, err := m.Store.Names()
-	if err != nil {
-		return d, err
-	}
-	for _, n := range names {
-		rec := starting
-		if starting == nil || n != starting.Name {
-			status, err := runtime.Inspect(m.Store.RuntimeRoot(), n)
-			if err != nil || !status.Running {
-				continue
-			}
-			if rec, err = m.Store.Load(n); err != nil {
-				if errors.Is(err, state.ErrNotFound) {
-					continue
-				}
-				return d, err
-			}
-		}
-		a := st.Addresses[n]
-		d.Containers = append(d.Containers, network.Running{
-			Name: n, Plan: st.Settings.PlanFor(n, rec.Spec.Network, a), Addresses: a, Network: rec.Spec.Network,
-		})
-	}
-	return d, nil
 }
 
 // Addresses are a container's addresses as show-ip reports them.

@@ -2,6 +2,8 @@ package network
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -10,6 +12,7 @@ import (
 	"os/exec"
 	"strings"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -17,10 +20,12 @@ import (
 
 // Sync converges the host to d: the managed bridges that running
 // containers use exist with their addresses (created, or repaired if
-// something deleted them), those no container uses are gone, and
-// nixcell's nftables tables hold exactly the rules d renders. It is
-// idempotent. The caller holds the global lock.
-func Sync(d Desired) error {
+// something deleted them), those no container uses are gone, nixcell's
+// nftables tables hold exactly the rules d renders, and the hosts file
+// names the running containers. It is idempotent. last is the digest Sync
+// returned the previous time: when the rules are unchanged and nixcell's
+// tables are still there, nft is not run. The caller holds the global lock.
+func Sync(d Desired, last string) (applied string, err error) {
 	hostOnly, nat := d.Settings.Bridges()
 	useHostOnly, useNAT := d.bridgesInUse()
 	for _, b := range []struct {
@@ -28,11 +33,15 @@ func Sync(d Desired) error {
 		use bool
 	}{{hostOnly, useHostOnly}, {nat, useNAT}} {
 		if b.use {
-			if err := ensureBridge(b.Bridge); err != nil {
-				return fmt.Errorf("bridge %s: %w", b.Name, err)
+			created, err := ensureBridge(b.Bridge)
+			if err != nil {
+				return last, fmt.Errorf("bridge %s: %w", b.Name, err)
+			}
+			if created {
+				last = "" // a new bridge means a host that lost its state
 			}
 		} else if err := deleteLink(b.Name); err != nil {
-			return fmt.Errorf("removing unused bridge %s: %w", b.Name, err)
+			return last, fmt.Errorf("removing unused bridge %s: %w", b.Name, err)
 		}
 	}
 	forwarding := useNAT
@@ -43,16 +52,41 @@ func Sync(d Desired) error {
 		// The host routes between its uplink and the containers. This is
 		// host-wide and is not undone: other software may rely on it too.
 		if err := sysctl("net/ipv4/ip_forward", "1"); err != nil {
-			return err
+			return last, err
 		}
 		if err := enableIPv6Forwarding(); err != nil {
-			return err
+			return last, err
 		}
 	}
-	if err := applyRules(d.Settings.Table, d.Render()); err != nil {
-		return err
+	script := d.Render()
+	sum := sha256.Sum256([]byte(script))
+	digest := hex.EncodeToString(sum[:])
+	if digest != last || script != "" && !tablesExist(d.Settings.Table) {
+		if err := applyRules(d.Settings.Table, script); err != nil {
+			return last, err
+		}
 	}
-	return syncHosts(d)
+	return digest, syncHosts(d)
+}
+
+// tablesExist tells whether nixcell's inet table is in the kernel, asked
+// over netlink (no nft process).
+func tablesExist(table string) bool {
+	conn, err := nftables.New()
+	if err != nil {
+		return false
+	}
+	defer conn.CloseLasting()
+	tables, err := conn.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return false
+	}
+	for _, t := range tables {
+		if t.Name == table {
+			return true
+		}
+	}
+	return false
 }
 
 // enableIPv6Forwarding turns on IPv6 forwarding without making the host
@@ -84,34 +118,35 @@ func sysctl(path, value string) error {
 
 // ensureBridge creates the bridge if missing and makes sure it has its
 // addresses, is up, and lets forwarded connections from the host's
-// loopback leave through it.
-func ensureBridge(b Bridge) error {
+// loopback leave through it. created tells whether it had to be made.
+func ensureBridge(b Bridge) (created bool, err error) {
 	link, err := netlink.LinkByName(b.Name)
 	if err != nil {
 		var notFound netlink.LinkNotFoundError
 		if !errors.As(err, &notFound) {
-			return err
+			return false, err
 		}
 		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: b.Name}}
 		if err := netlink.LinkAdd(br); err != nil && !errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("creating: %w", err)
+			return false, fmt.Errorf("creating: %w", err)
 		}
 		if link, err = netlink.LinkByName(b.Name); err != nil {
-			return err
+			return false, err
 		}
+		created = true
 	}
 	if _, ok := link.(*netlink.Bridge); !ok {
-		return fmt.Errorf("%s exists and is a %s, not a bridge; remove it or choose other subnets", b.Name, link.Type())
+		return false, fmt.Errorf("%s exists and is a %s, not a bridge; remove it or choose other subnets", b.Name, link.Type())
 	}
 	for _, p := range []netip.Prefix{b.IPv4, b.IPv6} {
 		if err := addAddr(nil, link, p); err != nil {
-			return err
+			return created, err
 		}
 	}
 	if err := sysctl("net/ipv4/conf/"+b.Name+"/route_localnet", "1"); err != nil {
-		return err
+		return created, err
 	}
-	return netlink.LinkSetUp(link)
+	return created, netlink.LinkSetUp(link)
 }
 
 // addAddr adds p to link unless it is there already; IPv6 addresses skip
@@ -181,8 +216,9 @@ func Attach(pid int, p Plan) (retErr error) {
 
 func attach(inside *netlink.Handle, pid int, i Interface) error {
 	_ = deleteLink(i.HostName) // left by an init that died
-	peer := i.HostName + "p"
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: i.HostName, MTU: 1500}, PeerName: peer}
+	// The peer is created right in the container's namespace, under its
+	// final name: no move, no rename.
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: i.HostName, MTU: 1500}, PeerName: i.Name, PeerNamespace: netlink.NsPid(pid)}
 	if err := netlink.LinkAdd(veth); err != nil {
 		return fmt.Errorf("creating veth %s: %w", i.HostName, err)
 	}
@@ -223,18 +259,8 @@ func attach(inside *netlink.Handle, pid int, i Interface) error {
 		}
 	}
 
-	peerLink, err := netlink.LinkByName(peer)
+	in, err := inside.LinkByName(i.Name)
 	if err != nil {
-		return err
-	}
-	if err := netlink.LinkSetNsPid(peerLink, pid); err != nil {
-		return fmt.Errorf("moving into the container: %w", err)
-	}
-	in, err := inside.LinkByName(peer)
-	if err != nil {
-		return err
-	}
-	if err := inside.LinkSetName(in, i.Name); err != nil {
 		return err
 	}
 	for _, a := range i.Addrs {
@@ -288,7 +314,7 @@ func hostNet(a netip.Addr) *net.IPNet {
 func Detach(p Plan) error {
 	var errs []error
 	for _, i := range p.Interfaces {
-		errs = append(errs, deleteLink(i.HostName), deleteLink(i.HostName+"p"))
+		errs = append(errs, deleteLink(i.HostName))
 	}
 	return errors.Join(errs...)
 }

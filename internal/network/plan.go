@@ -240,12 +240,19 @@ type Plan struct {
 	Interfaces  []Interface
 }
 
-// HostIfName is the host end's name of a container's interface: derived
-// from the table (instance), container and interface names, so it is
-// stable, unique and at most 15 bytes.
+// HostIfName is the host end's name of a container's interface: the
+// instance's port prefix and a hash of the container and interface names,
+// so it is stable, unique and at most 15 bytes.
 func HostIfName(table, container, iface string) string {
-	sum := sha256.Sum256([]byte(table + "/" + container + "/" + iface))
-	return "nc" + hex.EncodeToString(sum[:6]) // 14 bytes
+	sum := sha256.Sum256([]byte(container + "/" + iface))
+	return portPrefix(table) + hex.EncodeToString(sum[:4]) // 14 bytes
+}
+
+// portPrefix starts the names of every container interface of an
+// instance, so one wildcard rule matches them all.
+func portPrefix(table string) string {
+	sum := sha256.Sum256([]byte(table))
+	return "nc" + hex.EncodeToString(sum[:2])
 }
 
 // PlanFor plans a container's interfaces from its settings and addresses.

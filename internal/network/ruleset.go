@@ -144,14 +144,10 @@ func (d Desired) Render() string {
 	// Frames between two ports of a bridge never reach the inet family,
 	// hence a table of the bridge family with the same name.
 	if useHostOnly || useNAT {
-		var open, ports []string
+		var open []string
 		for _, c := range containers {
 			for _, i := range c.Plan.Interfaces {
-				if i.Bridge == "" {
-					continue
-				}
-				ports = append(ports, quote(i.HostName))
-				if c.Network.AllowPeers {
+				if i.Bridge != "" && c.Network.AllowPeers {
 					open = append(open, quote(i.HostName))
 				}
 			}
@@ -162,10 +158,8 @@ func (d Desired) Render() string {
 			set := "{ " + strings.Join(open, ", ") + " }"
 			w("\t\tiifname %s oifname %s accept comment %s", set, set, quote("allowPeers on both"))
 		}
-		if len(ports) > 0 {
-			set := "{ " + strings.Join(ports, ", ") + " }"
-			w("\t\tiifname %s oifname %s drop comment %s", set, set, quote("containers are isolated"))
-		}
+		ports := quote(portPrefix(s.Table) + "*")
+		w("\t\tiifname %s oifname %s drop comment %s", ports, ports, quote("containers are isolated"))
 		w("\t}")
 		w("}")
 	}

@@ -23,6 +23,23 @@ type State struct {
 	// Ports are the host ports each container forwards, claimed at create
 	// and update so no two containers forward the same one.
 	Ports map[string][]spec.PortForward `json:"ports,omitempty"`
+	// Active are the containers whose network is set up on the host (they
+	// run, or ran until they died on their own), with the settings they
+	// started with: what Sync converges to.
+	Active map[string]spec.Network `json:"active,omitempty"`
+	// Applied is a digest of the rules last applied, so Sync can skip nft
+	// when nothing changed.
+	Applied string `json:"applied,omitempty"`
+}
+
+// Desired is what Sync should converge the host to for this state.
+func (st *State) Desired(uplink string) Desired {
+	d := Desired{Settings: st.Settings, Uplink: uplink}
+	for _, name := range sortedNames(st.Active) {
+		n, a := st.Active[name], st.Addresses[name]
+		d.Containers = append(d.Containers, Running{Name: name, Plan: st.Settings.PlanFor(name, n, a), Addresses: a, Network: n})
+	}
+	return d
 }
 
 // ErrPortInUse means another container forwards the same host port.
