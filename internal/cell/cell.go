@@ -452,9 +452,6 @@ func (m *Manager) removeAll(ctx context.Context, name string) error {
 	if err := m.Store.RemoveRunning(name); err != nil {
 		return err
 	}
-	if err := m.syncNetwork(ctx, name, true); err != nil {
-		return err
-	}
 	if err := m.releaseAddresses(ctx, name); err != nil {
 		return err
 	}

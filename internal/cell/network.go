@@ -28,15 +28,21 @@ func (m *Manager) allocateAddresses(ctx context.Context, rec *state.Container) e
 	})
 }
 
-// releaseAddresses frees the container's addresses.
+// releaseAddresses frees the container's addresses and ports, and takes
+// down the bridges no remaining container uses.
 func (m *Manager) releaseAddresses(ctx context.Context, name string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	return m.Net.Update(ctx, func(st *network.State) error {
+		// Even a container stopped a moment ago may still have its
+		// interfaces, until the kernel has removed its network namespace.
+		_ = network.Detach(st.Settings.PlanFor(name, spec.Network{EnableNat: true}, st.Addresses[name]))
 		delete(st.Addresses, name)
 		delete(st.Ports, name)
 		delete(st.Active, name)
-		return nil
+		var err error
+		st.Applied, err = network.Sync(st.Desired(network.DefaultUplink()), st.Applied)
+		return err
 	})
 }
 

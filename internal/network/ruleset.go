@@ -22,13 +22,19 @@ type Desired struct {
 	Settings Settings
 	// Uplink is the interface NAT traffic leaves by ("" = any but the
 	// bridges).
-	Uplink     string
+	Uplink string
+	// Containers are the running ones.
 	Containers []Running
+	// KeepHostOnly and KeepNAT keep a bridge (and its rules) while a
+	// container that uses it exists, running or not, so restarts do not
+	// rebuild it.
+	KeepHostOnly, KeepNAT bool
 }
 
-// bridgesInUse says which managed bridges the containers need.
+// bridgesInUse says which managed bridges must exist.
 func (d Desired) bridgesInUse() (hostOnly, nat bool) {
 	h, n := d.Settings.Bridges()
+	hostOnly, nat = d.KeepHostOnly, d.KeepNAT
 	for _, c := range d.Containers {
 		for _, i := range c.Plan.Interfaces {
 			hostOnly = hostOnly || i.Bridge == h.Name

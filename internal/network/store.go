@@ -35,6 +35,10 @@ type State struct {
 // Desired is what Sync should converge the host to for this state.
 func (st *State) Desired(uplink string) Desired {
 	d := Desired{Settings: st.Settings, Uplink: uplink}
+	for _, a := range st.Addresses {
+		d.KeepHostOnly = d.KeepHostOnly || a.HostOnly4.IsValid()
+		d.KeepNAT = d.KeepNAT || a.NAT4.IsValid()
+	}
 	for _, name := range sortedNames(st.Active) {
 		n, a := st.Active[name], st.Addresses[name]
 		d.Containers = append(d.Containers, Running{Name: name, Plan: st.Settings.PlanFor(name, n, a), Addresses: a, Network: n})
