@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nixcell/nixcell/internal/network"
 	"github.com/nixcell/nixcell/internal/testutil"
 )
 
@@ -195,24 +197,49 @@ func (in *instance) addrs(name string) addrs {
 func join(host string, port int) string { return net.JoinHostPort(host, fmt.Sprint(port)) }
 
 // hostState is what must look the same before and after a test's
-// containers come and go.
-func hostState(t *testing.T) string {
+// containers come and go: links, addresses, the nftables ruleset and the
+// hosts file. What other nixcell instances (tests running at the same
+// time) own is left out.
+func hostState(t *testing.T, in *instance) string {
 	t.Helper()
-	links := run(t, "ip", "-o", "link")
-	var names []string
-	for _, l := range strings.Split(links, "\n") {
-		if f := strings.Fields(l); len(f) > 1 {
-			names = append(names, f[1])
+	ours := "nixcell-" + in.store.ID
+	ourPorts := network.HostIfName(ours, "x", "eth0")[:6]
+	foreign := regexp.MustCompile(`\b(nixcell-[0-9a-f]{8}|nc[hn]-[0-9a-f]{8}|nc[0-9a-f]{12})\b`)
+	isForeign := func(l string) bool {
+		for _, m := range foreign.FindAllString(l, -1) {
+			if m != ours && m != "nch-"+in.store.ID && m != "ncn-"+in.store.ID && !strings.HasPrefix(m, ourPorts) {
+				return true
+			}
+		}
+		return false
+	}
+	var keep []string
+	for _, l := range strings.Split(run(t, "ip", "-o", "link"), "\n") {
+		if f := strings.Fields(l); len(f) > 1 && !isForeign(f[1]) {
+			keep = append(keep, f[1])
 		}
 	}
-	var addrs []string
 	for _, l := range strings.Split(run(t, "ip", "-o", "addr"), "\n") {
-		if !strings.Contains(l, "scope link") { // link-local flags change on their own
-			addrs = append(addrs, l)
+		if !strings.Contains(l, "scope link") && !isForeign(l) { // link-local flags change on their own
+			keep = append(keep, l)
+		}
+	}
+	skip := false
+	for _, l := range strings.Split(run(t, "nft", "list", "ruleset"), "\n") {
+		if strings.HasPrefix(l, "table ") {
+			skip = isForeign(l)
+		}
+		if !skip {
+			keep = append(keep, l)
 		}
 	}
 	hosts, _ := os.ReadFile("/etc/hosts")
-	return strings.Join(names, " ") + "\n" + strings.Join(addrs, "\n") + "\n" + run(t, "nft", "list", "ruleset") + string(hosts)
+	for _, l := range strings.Split(string(hosts), "\n") {
+		if !isForeign(l) {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
 }
 
 // TestNetworkHostOnly checks the default network: the host reaches
@@ -222,7 +249,7 @@ func hostState(t *testing.T) string {
 func TestNetworkHostOnly(t *testing.T) {
 	in := newInstance(t)
 	tn := newTestNet(t, in)
-	before := hostState(t)
+	before := hostState(t, in)
 	peerServer(t, tn.outNS, join(tn.outside4, 9000))
 
 	names := map[string]string{}
@@ -332,7 +359,7 @@ func TestNetworkHostOnly(t *testing.T) {
 	if out, err := exec.Command("getent", "hosts", names["a"]).Output(); err == nil {
 		t.Errorf("%s still resolves after destroy: %s", names["a"], out)
 	}
-	if after := hostState(t); after != before {
+	if after := hostState(t, in); after != before {
 		t.Errorf("host network state changed:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 }
@@ -344,7 +371,7 @@ func TestNetworkHostOnly(t *testing.T) {
 func TestNetworkNATAndForwards(t *testing.T) {
 	in := newInstance(t)
 	tn := newTestNet(t, in)
-	before := hostState(t)
+	before := hostState(t, in)
 	peerServer(t, tn.outNS, join(tn.outside4, 9000))
 	peerServer(t, tn.outNS, join(tn.outside6, 9000))
 	tcpPort, udpPort := 20000+tn.n*10, 20001+tn.n*10
@@ -433,7 +460,7 @@ func TestNetworkNATAndForwards(t *testing.T) {
 	})
 
 	in.must("destroy", name)
-	if after := hostState(t); after != before {
+	if after := hostState(t, in); after != before {
 		t.Errorf("host network state changed:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 }
@@ -498,5 +525,54 @@ func BenchmarkNetworkedStart(b *testing.B) {
 	}
 	for _, k := range []int{1, 50, 100} {
 		b.ReportMetric(float64(times[k].Microseconds())/1000/float64(b.N), fmt.Sprintf("ms/start-%d", k))
+	}
+}
+
+// TestNetworkModes checks the private veth pair, host network and macvlan
+// modes.
+func TestNetworkModes(t *testing.T) {
+	in := newInstance(t)
+	tn := newTestNet(t, in)
+	// A veth end stands in for a host NIC (this kernel has no dummy links).
+	dummy := fmt.Sprintf("ncmv%d", tn.n)
+	run(t, "ip", "link", "add", dummy, "type", "veth", "peer", "name", dummy+"p")
+	defer exec.Command("ip", "link", "del", dummy).Run()
+	before := hostState(t, in)
+
+	veth := testutil.Name("veth")
+	hostAddr, localAddr := fmt.Sprintf("10.%d.5.1", tn.n), fmt.Sprintf("10.%d.5.2", tn.n)
+	in.create(veth, fmt.Sprintf(`{ network = { hostAddress = "%s"; localAddress = "%s"; macvlans = [ "%s" ]; };
+  configuration = { name, ... }: { services.httpd.enable = true; services.httpd.text = "hello from ${name}\n"; }; }`, hostAddr, localAddr, dummy))
+	in.must("start", veth)
+	if got := in.addrs(veth).IPv4; got != localAddr {
+		t.Errorf("show-ip of the veth container: %s, want %s", got, localAddr)
+	}
+	waitFor(t, 10*time.Second, "the veth container to answer", func() bool {
+		body, _ := httpGet(t, "", join(localAddr, 80))
+		return body == "hello from "+veth+"\n"
+	})
+	if r := in.run("exec", veth, "--", "ip", "route"); !strings.Contains(r.stdout, "default via "+hostAddr) {
+		t.Errorf("routes in the veth container: %s", r)
+	}
+	if r := in.run("exec", veth, "--", "ip", "link", "show", "mv-"+dummy); r.code != 0 || !strings.Contains(r.stdout, "UP") {
+		t.Errorf("macvlan in the container: %s", r)
+	}
+
+	hostNet := testutil.Name("hostnet")
+	port := 18000 + tn.n
+	in.create(hostNet, fmt.Sprintf(`{ network.hostNetwork = true; configuration = { services.httpd.enable = true; services.httpd.port = %d; services.httpd.text = "from the host network\n"; }; }`, port))
+	in.must("start", hostNet)
+	waitFor(t, 10*time.Second, "the host-network container to answer on the host's loopback", func() bool {
+		body, _ := httpGet(t, "", join("127.0.0.1", port))
+		return body == "from the host network\n"
+	})
+	if r := in.run("exec", hostNet, "--", "ip", "link", "show", tn.lanIf); r.code != 0 {
+		t.Errorf("the host-network container does not see the host's interfaces: %s", r)
+	}
+
+	in.must("destroy", veth)
+	in.must("destroy", hostNet)
+	if after := hostState(t, in); after != before {
+		t.Errorf("host network state changed:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 }

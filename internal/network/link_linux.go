@@ -208,10 +208,40 @@ func Attach(pid int, p Plan) (retErr error) {
 			return fmt.Errorf("interface %s: %w", i.Name, err)
 		}
 	}
+	for _, parent := range p.Macvlans {
+		if err := attachMacvlan(inside, pid, parent); err != nil {
+			return fmt.Errorf("macvlan on %s: %w", parent, err)
+		}
+	}
 	if lo, err := inside.LinkByName("lo"); err == nil {
 		_ = inside.LinkSetUp(lo)
 	}
 	return nil
+}
+
+// attachMacvlan gives the container a macvlan of the host interface
+// parent, created right in its namespace.
+func attachMacvlan(inside *netlink.Handle, pid int, parent string) error {
+	host, err := netlink.LinkByName(parent)
+	if err != nil {
+		return fmt.Errorf("no host interface %s: %w", parent, err)
+	}
+	name := "mv-" + parent
+	if len(name) > 15 {
+		name = name[:15]
+	}
+	mv := &netlink.Macvlan{
+		LinkAttrs: netlink.LinkAttrs{Name: name, ParentIndex: host.Attrs().Index, Namespace: netlink.NsPid(pid)},
+		Mode:      netlink.MACVLAN_MODE_BRIDGE,
+	}
+	if err := netlink.LinkAdd(mv); err != nil {
+		return err
+	}
+	in, err := inside.LinkByName(name)
+	if err != nil {
+		return err
+	}
+	return inside.LinkSetUp(in)
 }
 
 func attach(inside *netlink.Handle, pid int, i Interface) error {

@@ -238,6 +238,10 @@ type Interface struct {
 type Plan struct {
 	HostNetwork bool
 	Interfaces  []Interface
+	// Macvlans are host interfaces the container gets a macvlan of, named
+	// mv-IFACE inside and left unconfigured for its own NixOS configuration,
+	// as nixos-container's macvlans option does.
+	Macvlans []string
 }
 
 // HostIfName is the host end's name of a container's interface: the
@@ -273,7 +277,7 @@ func (s Settings) PlanFor(name string, n spec.Network, a Addresses) Plan {
 			i.Addrs = append(i.Addrs, n.LocalAddress6)
 			i.Gateway6 = n.HostAddress6.Addr()
 		}
-		return Plan{Interfaces: []Interface{i}}
+		return Plan{Interfaces: []Interface{i}, Macvlans: n.Macvlans}
 	}
 	eth0 := Interface{
 		Name: "eth0", HostName: HostIfName(s.Table, name, "eth0"), Bridge: hostOnly.Name,
@@ -283,7 +287,7 @@ func (s Settings) PlanFor(name string, n spec.Network, a Addresses) Plan {
 		},
 		Isolated: true,
 	}
-	p := Plan{Interfaces: []Interface{eth0}}
+	p := Plan{Interfaces: []Interface{eth0}, Macvlans: n.Macvlans}
 	if n.EnableNat {
 		p.Interfaces = append(p.Interfaces, Interface{
 			Name: "internet", HostName: HostIfName(s.Table, name, "internet"), Bridge: nat.Name,

@@ -194,7 +194,7 @@ func (s Spec) Validate() error {
 		return fmt.Errorf("%w: %s", ErrInvalidSpec, fmt.Sprintf(format, args...))
 	}
 	veth := n.HostAddress.IsValid() || n.LocalAddress.IsValid() || n.HostAddress6.IsValid() || n.LocalAddress6.IsValid()
-	if n.HostNetwork && (veth || n.Bridge != "" || n.EnableNat || len(n.ForwardPorts) > 0 || len(n.Macvlans) > 0) {
+	if n.HostNetwork && (veth || n.Bridge != "" || n.EnableNat || len(n.ForwardPorts) > 0 || len(n.Macvlans) > 0 || n.AllowPeers) {
 		return fail("network.hostNetwork shares the host's network; it cannot be combined with bridge, enableNat, forwardPorts, macvlans or host/local addresses")
 	}
 	if n.HostAddress.IsValid() != n.LocalAddress.IsValid() {
@@ -374,7 +374,12 @@ func (d *decoder) network(raw json.RawMessage, at string) Network {
 		"localAddress6": d.prefixInto(6, &n.LocalAddress6),
 		"macvlans": func(raw json.RawMessage, at string) {
 			for i, item := range d.list(raw, at) {
-				n.Macvlans = append(n.Macvlans, d.str(item, fmt.Sprintf("%s[%d]", at, i)))
+				where := fmt.Sprintf("%s[%d]", at, i)
+				name := d.str(item, where)
+				if name == "" || len(name) > 15 || strings.ContainsAny(name, "/ \t\n:") {
+					d.fail(where, "%q is not a valid interface name", name)
+				}
+				n.Macvlans = append(n.Macvlans, name)
 			}
 		},
 		"forwardPorts": func(raw json.RawMessage, at string) {
