@@ -338,13 +338,30 @@ func TestNetworkHostOnly(t *testing.T) {
 	for _, n := range names {
 		in.must("terminate", n)
 	}
-	in.must("start", names["a"])
 	st := in.store.ID
 	_ = exec.Command("nft", "delete", "table", "inet", "nixcell-"+st).Run()
 	_ = exec.Command("nft", "delete", "table", "bridge", "nixcell-"+st).Run()
 	_ = exec.Command("ip", "link", "del", "nch-"+st).Run()
-	in.must("terminate", names["a"])
+	netStatus := func() (bridge, tables bool) {
+		var s struct {
+			Bridges []struct {
+				Exists, Up bool
+				Missing    []string
+			}
+			TablesPresent bool
+		}
+		if err := json.Unmarshal([]byte(in.must("network", "status", "--json")), &s); err != nil {
+			t.Fatal(err)
+		}
+		return s.Bridges[0].Exists && s.Bridges[0].Up && len(s.Bridges[0].Missing) == 0, s.TablesPresent
+	}
+	if bridge, tables := netStatus(); bridge || tables {
+		t.Errorf("network status after the host reboot: bridge %v, tables %v; want both absent", bridge, tables)
+	}
 	in.must("start", names["a"])
+	if bridge, tables := netStatus(); !bridge || !tables {
+		t.Errorf("network status after start: bridge %v, tables %v; want both repaired", bridge, tables)
+	}
 	if got := in.addrs(names["a"]); got != a {
 		t.Errorf("addresses after the host reboot %+v, before %+v", got, a)
 	}
@@ -557,6 +574,17 @@ func TestNetworkModes(t *testing.T) {
 	if r := in.run("exec", veth, "--", "ip", "link", "show", "mv-"+dummy); r.code != 0 || !strings.Contains(r.stdout, "UP") {
 		t.Errorf("macvlan in the container: %s", r)
 	}
+
+	v4only := testutil.Name("v4only")
+	in.create(v4only, `{ network.enableIPv6 = false; configuration = { }; }`)
+	in.must("start", v4only)
+	if a := in.addrs(v4only); a.IPv4 == "" || a.IPv6 != "" {
+		t.Errorf("enableIPv6 = false: %+v", a)
+	}
+	if r := in.run("exec", v4only, "--", "ip", "-6", "addr", "show", "scope", "global"); strings.Contains(r.stdout, "inet6") {
+		t.Errorf("enableIPv6 = false, yet: %s", r.stdout)
+	}
+	in.must("destroy", v4only)
 
 	hostNet := testutil.Name("hostnet")
 	port := 18000 + tn.n

@@ -495,7 +495,7 @@ var effective = map[string]bool{
 	"privileged": true, "network.ip": true, "network.ip6": true, "network.enableNat": true,
 	"network.allowPeers": true, "network.hostNetwork": true, "network.hostAddress": true,
 	"network.localAddress": true, "network.hostAddress6": true, "network.localAddress6": true,
-	"network.forwardPorts": true, "network.macvlans": true,
+	"network.forwardPorts": true, "network.macvlans": true, "network.enableIPv6": true,
 }
 
 func (m *Manager) warnIneffective(s spec.Spec) {

@@ -139,3 +139,20 @@ func (m *Manager) addresses(rec *state.Container, st network.State) Addresses {
 	}
 	return out
 }
+
+// NetworkStatus reports the instance's bridges and tables as the kernel has
+// them, and how many containers hold addresses and run.
+type NetworkStatus struct {
+	network.Status
+	Containers int `json:"containers"` // holding addresses
+	Active     int `json:"active"`     // with their network set up
+}
+
+// NetworkStatus inspects the instance's network.
+func (m *Manager) NetworkStatus() (NetworkStatus, error) {
+	st, err := m.Net.Load()
+	if err != nil {
+		return NetworkStatus{}, err
+	}
+	return NetworkStatus{Status: network.ReadStatus(st.Settings), Containers: len(st.Addresses), Active: len(st.Active)}, nil
+}

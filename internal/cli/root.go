@@ -147,7 +147,7 @@ State lives in /var/lib/nixcell (--state-dir, NIXCELL_STATE_DIR).
 		a.createCommand(), a.startCommand(), a.runCommand(), a.stopCommand(), a.terminateCommand(),
 		a.restartCommand(), a.destroyCommand(), a.loginCommand(), a.execCommand(), a.listCommand(),
 		a.stateCommand(), a.existsCommand(), a.updateCommand(), a.listGenerationsCommand(),
-		a.switchGenerationCommand(), a.rollbackCommand(), a.deleteGenerationsCommand(), a.showIPCommand(),
+		a.switchGenerationCommand(), a.rollbackCommand(), a.deleteGenerationsCommand(), a.showIPCommand(), a.networkCommand(),
 	)
 	return root
 }

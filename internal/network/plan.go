@@ -35,6 +35,10 @@ type Settings struct {
 	// ULA is a random /48 unique local prefix (RFC 4193) of this host: the
 	// host-only bridge uses its subnet 1, the NAT bridge its subnet 2.
 	ULA netip.Prefix `json:"ula"`
+	// NAT6, when set (NIXCELL_NAT_IPV6_PREFIX), is a routable /64 for the
+	// NAT bridge instead of the ULA subnet: its containers' IPv6 traffic
+	// is routed, not masqueraded. The host's uplink must route it here.
+	NAT6 netip.Prefix `json:"nat6,omitzero"`
 	// BridgeHostOnly and BridgeNAT are the bridge interface names.
 	BridgeHostOnly string `json:"bridgeHostOnly"`
 	BridgeNAT      string `json:"bridgeNat"`
@@ -59,6 +63,12 @@ func NewSettings(id string) (Settings, error) {
 	}
 	if s.HostOnly.Overlaps(s.NAT) {
 		return s, fmt.Errorf("the host-only subnet %s and the NAT subnet %s overlap", s.HostOnly, s.NAT)
+	}
+	if v := os.Getenv("NIXCELL_NAT_IPV6_PREFIX"); v != "" {
+		if s.NAT6, err = netip.ParsePrefix(v); err != nil || !s.NAT6.Addr().Is6() || s.NAT6.Bits() != 64 {
+			return s, fmt.Errorf("NIXCELL_NAT_IPV6_PREFIX %q is not an IPv6 /64", v)
+		}
+		s.NAT6 = s.NAT6.Masked()
 	}
 	if v := os.Getenv("NIXCELL_ULA_PREFIX"); v != "" {
 		if s.ULA, err = netip.ParsePrefix(v); err != nil || !s.ULA.Addr().Is6() || s.ULA.Bits() > 48 {
@@ -89,6 +99,14 @@ func envPrefix(name, def string, family int) (netip.Prefix, error) {
 	return p.Masked(), nil
 }
 
+// natSubnet6 is the NAT bridge's IPv6 subnet.
+func (s Settings) natSubnet6() netip.Prefix {
+	if s.NAT6.IsValid() {
+		return s.NAT6
+	}
+	return s.ula64(2)
+}
+
 // ula64 is subnet n of the host's ULA /48.
 func (s Settings) ula64(n byte) netip.Prefix {
 	b := s.ULA.Addr().As16()
@@ -107,7 +125,7 @@ type Bridge struct {
 func (s Settings) Bridges() (hostOnly, nat Bridge) {
 	gw := func(p netip.Prefix) netip.Prefix { return netip.PrefixFrom(p.Masked().Addr().Next(), p.Bits()) }
 	return Bridge{Name: s.BridgeHostOnly, IPv4: gw(s.HostOnly), IPv6: gw(s.ula64(1))},
-		Bridge{Name: s.BridgeNAT, IPv4: gw(s.NAT), IPv6: gw(s.ula64(2)), NAT: true}
+		Bridge{Name: s.BridgeNAT, IPv4: gw(s.NAT), IPv6: gw(s.natSubnet6()), NAT: true}
 }
 
 // Addresses are a container's allocated addresses. Zero means none.
@@ -182,15 +200,19 @@ func (s Settings) Allocate(name string, n spec.Network, held Addresses, taken ma
 	}
 	// IPv6 mirrors the IPv4 host part, so both addresses of a container
 	// are easy to tell apart and stay stable together.
-	if out.HostOnly6, err = pick(s.ula64(1), hostOnly.IPv6.Addr(), n.IP6, mirror(s.ula64(1), s.HostOnly, out.HostOnly4), "network.ip6"); err != nil {
-		return out, err
+	if !n.NoIPv6 {
+		if out.HostOnly6, err = pick(s.ula64(1), hostOnly.IPv6.Addr(), n.IP6, mirror(s.ula64(1), s.HostOnly, out.HostOnly4), "network.ip6"); err != nil {
+			return out, err
+		}
 	}
 	if n.EnableNat {
 		if out.NAT4, err = pick(s.NAT, nat.IPv4.Addr(), netip.Prefix{}, held.NAT4, "the NAT interface's address"); err != nil {
 			return out, err
 		}
-		if out.NAT6, err = pick(s.ula64(2), nat.IPv6.Addr(), netip.Prefix{}, mirror(s.ula64(2), s.NAT, out.NAT4), "the NAT interface's IPv6 address"); err != nil {
-			return out, err
+		if !n.NoIPv6 {
+			if out.NAT6, err = pick(s.natSubnet6(), nat.IPv6.Addr(), netip.Prefix{}, mirror(s.natSubnet6(), s.NAT, out.NAT4), "the NAT interface's IPv6 address"); err != nil {
+				return out, err
+			}
 		}
 	}
 	return out, nil
@@ -281,22 +303,19 @@ func (s Settings) PlanFor(name string, n spec.Network, a Addresses) Plan {
 	}
 	eth0 := Interface{
 		Name: "eth0", HostName: HostIfName(s.Table, name, "eth0"), Bridge: hostOnly.Name,
-		Addrs: []netip.Prefix{
-			netip.PrefixFrom(a.HostOnly4, s.HostOnly.Bits()),
-			netip.PrefixFrom(a.HostOnly6, 64),
-		},
+		Addrs:    validPrefixes(netip.PrefixFrom(a.HostOnly4, s.HostOnly.Bits()), netip.PrefixFrom(a.HostOnly6, 64)),
 		Isolated: true,
 	}
 	p := Plan{Interfaces: []Interface{eth0}, Macvlans: n.Macvlans}
 	if n.EnableNat {
 		p.Interfaces = append(p.Interfaces, Interface{
 			Name: "internet", HostName: HostIfName(s.Table, name, "internet"), Bridge: nat.Name,
-			Addrs: []netip.Prefix{
-				netip.PrefixFrom(a.NAT4, s.NAT.Bits()),
-				netip.PrefixFrom(a.NAT6, 64),
-			},
-			Gateway4: nat.IPv4.Addr(), Gateway6: nat.IPv6.Addr(),
+			Addrs:    validPrefixes(netip.PrefixFrom(a.NAT4, s.NAT.Bits()), netip.PrefixFrom(a.NAT6, 64)),
+			Gateway4: nat.IPv4.Addr(),
 		})
+		if a.NAT6.IsValid() {
+			p.Interfaces[len(p.Interfaces)-1].Gateway6 = nat.IPv6.Addr()
+		}
 	}
 	return p
 }
@@ -309,4 +328,14 @@ func sortedNames[V any](m map[string]V) []string {
 	}
 	sort.Strings(names)
 	return names
+}
+
+func validPrefixes(ps ...netip.Prefix) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range ps {
+		if p.IsValid() {
+			out = append(out, p)
+		}
+	}
+	return out
 }

@@ -199,3 +199,36 @@ func TestReplaceBlock(t *testing.T) {
 		t.Errorf("no final newline: %q", got)
 	}
 }
+
+func TestIPv6Choices(t *testing.T) {
+	s := testSettings(t)
+	a, err := s.Allocate("v4only", spec.Network{NoIPv6: true, EnableNat: true}, Addresses{}, nil)
+	if err != nil || a.HostOnly6.IsValid() || a.NAT6.IsValid() || !a.NAT4.IsValid() {
+		t.Errorf("enableIPv6 = false: %+v, %v", a, err)
+	}
+	p := s.PlanFor("v4only", spec.Network{NoIPv6: true, EnableNat: true}, a)
+	if len(p.Interfaces[0].Addrs) != 1 || p.Interfaces[1].Gateway6.IsValid() {
+		t.Errorf("plan without IPv6: %+v", p)
+	}
+
+	t.Setenv("NIXCELL_NAT_IPV6_PREFIX", "2001:db8:1:2::/64")
+	r, err := NewSettings("x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, nat := r.Bridges(); nat.IPv6.String() != "2001:db8:1:2::1/64" {
+		t.Errorf("NAT bridge with a routable prefix: %s", nat.IPv6)
+	}
+	b, _ := r.Allocate("routed", spec.Network{EnableNat: true}, Addresses{}, nil)
+	if b.NAT6.String() != "2001:db8:1:2::2" {
+		t.Errorf("routable NAT address %s", b.NAT6)
+	}
+	rules := Desired{Settings: r, Containers: []Running{{Name: "routed", Plan: r.PlanFor("routed", spec.Network{EnableNat: true}, b), Addresses: b, Network: spec.Network{EnableNat: true}}}}.Render()
+	if strings.Contains(rules, "ip6 saddr") {
+		t.Errorf("a routable prefix is masqueraded:\n%s", rules)
+	}
+	t.Setenv("NIXCELL_NAT_IPV6_PREFIX", "2001:db8::/48")
+	if _, err := NewSettings("x"); err == nil {
+		t.Error("a /48 NAT IPv6 prefix was accepted")
+	}
+}

@@ -122,7 +122,9 @@ func (d Desired) Render() string {
 			out = "oifname " + quote(d.Uplink)
 		}
 		w("\t\t%s ip saddr %s masquerade comment %s", out, s.NAT, quote("NAT bridge"))
-		w("\t\t%s ip6 saddr %s masquerade comment %s", out, s.ula64(2), quote("NAT bridge"))
+		if !s.NAT6.IsValid() { // a routable prefix is routed, not masqueraded
+			w("\t\t%s ip6 saddr %s masquerade comment %s", out, s.ula64(2), quote("NAT bridge"))
+		}
 	}
 	w("\t}")
 	// The host-only bridge has no route out and accepts no routed

@@ -54,6 +54,9 @@ type Network struct {
 	IP6 netip.Prefix `json:"ip6,omitzero"`
 	// EnableNat adds an interface on the NAT bridge.
 	EnableNat bool `json:"enableNat,omitempty"`
+	// NoIPv6 turns off the automatic IPv6 addresses (network.enableIPv6 =
+	// false; NixUnits' -6).
+	NoIPv6 bool `json:"noIPv6,omitempty"`
 	// HostNetwork shares the host's network namespace.
 	HostNetwork bool `json:"hostNetwork,omitempty"`
 	// HostAddress and LocalAddress (and their IPv6 variants) select a private
@@ -117,6 +120,7 @@ func (s Spec) SetAttributes() []string {
 	add(n.IP6.IsValid(), "network.ip6")
 	add(n.EnableNat, "network.enableNat")
 	add(n.AllowPeers, "network.allowPeers")
+	add(n.NoIPv6, "network.enableIPv6")
 	add(n.HostNetwork, "network.hostNetwork")
 	add(n.HostAddress.IsValid(), "network.hostAddress")
 	add(n.LocalAddress.IsValid(), "network.localAddress")
@@ -196,6 +200,9 @@ func (s Spec) Validate() error {
 	veth := n.HostAddress.IsValid() || n.LocalAddress.IsValid() || n.HostAddress6.IsValid() || n.LocalAddress6.IsValid()
 	if n.HostNetwork && (veth || n.Bridge != "" || n.EnableNat || len(n.ForwardPorts) > 0 || len(n.Macvlans) > 0 || n.AllowPeers) {
 		return fail("network.hostNetwork shares the host's network; it cannot be combined with bridge, enableNat, forwardPorts, macvlans or host/local addresses")
+	}
+	if n.NoIPv6 && n.IP6.IsValid() {
+		return fail("network.ip6 is set but network.enableIPv6 is false")
 	}
 	if n.HostAddress.IsValid() != n.LocalAddress.IsValid() {
 		return fail("network.hostAddress and network.localAddress must be set together")
@@ -363,10 +370,15 @@ func (d *decoder) network(raw json.RawMessage, at string) Network {
 				d.fail(at, "%q is not a valid interface name (1-15 characters, no '/', ':' or spaces)", n.Bridge)
 			}
 		},
-		"ip":            d.prefixInto(4, &n.IP),
-		"ip6":           d.prefixInto(6, &n.IP6),
-		"enableNat":     d.boolInto(&n.EnableNat),
-		"allowPeers":    d.boolInto(&n.AllowPeers),
+		"ip":         d.prefixInto(4, &n.IP),
+		"ip6":        d.prefixInto(6, &n.IP6),
+		"enableNat":  d.boolInto(&n.EnableNat),
+		"allowPeers": d.boolInto(&n.AllowPeers),
+		"enableIPv6": func(raw json.RawMessage, at string) {
+			var on bool
+			d.boolInto(&on)(raw, at)
+			n.NoIPv6 = !on
+		},
 		"hostNetwork":   d.boolInto(&n.HostNetwork),
 		"hostAddress":   d.prefixInto(4, &n.HostAddress),
 		"localAddress":  d.prefixInto(4, &n.LocalAddress),
