@@ -280,6 +280,16 @@ func TestNetworkHostOnly(t *testing.T) {
 		r := in.run("exec", from, "--", "sh", "-c", "timeout 3 wget -qO- "+url)
 		return r.code == 0
 	}
+	// Names resolve between containers that may talk, through nixcell's
+	// name server on the bridge (the container's resolv.conf points there).
+	var r result
+	waitFor(t, 10*time.Second, names["c"]+" to resolve "+names["d"], func() bool {
+		r = in.run("exec", names["c"], "--", "nslookup", names["d"])
+		return r.code == 0 && strings.Contains(r.stdout, d.IPv4)
+	})
+	if r := in.run("exec", names["c"], "--", "nslookup", names["a"]); r.code == 0 || strings.Contains(r.stdout, a.IPv4) {
+		t.Errorf("%s resolved %s, which it may not reach: %s", names["c"], names["a"], r)
+	}
 	// Names resolve on the host.
 	if out := run(t, "getent", "hosts", names["a"]); !strings.HasPrefix(out, a.IPv4+" ") && !strings.HasPrefix(out, a.IPv6+" ") {
 		t.Errorf("getent hosts %s = %q, want %s or %s", names["a"], out, a.IPv4, a.IPv6)

@@ -167,10 +167,21 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 	return m.Store.Save(rec)
 }
 
+// invocation is how Nix is called for rec. The module arguments come from
+// its allocated addresses: `ip` is its IPv4 address, and the name server
+// its bridge's.
 func (m *Manager) invocation(rec *state.Container) nix.Invocation {
-	return nix.Invocation{
+	inv := nix.Invocation{
 		Name: rec.Name, ConfigFile: rec.Source.ConfigFile, Flake: rec.Source.Flake, Args: rec.Source.NixArgs, Log: m.NixLog,
 	}
+	if st, err := m.Net.Load(); err == nil {
+		inv.IP = m.addresses(rec, st).IPv4
+		if st.Addresses[rec.Name].HostOnly4.IsValid() {
+			hostOnly, _ := st.Settings.Bridges()
+			inv.Nameserver = hostOnly.IPv4.Addr().String()
+		}
+	}
+	return inv
 }
 
 // settings evaluates and parses the host-side part of the configuration.

@@ -2,10 +2,16 @@ package cell
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
 	"net/netip"
 	"time"
 
+	"github.com/nixcell/nixcell/internal/lockfile"
 	"github.com/nixcell/nixcell/internal/network"
 	"github.com/nixcell/nixcell/internal/spec"
 	"github.com/nixcell/nixcell/internal/state"
@@ -67,6 +73,11 @@ func (m *Manager) prepareNetwork(ctx context.Context, rec *state.Container) (net
 	})
 	if err != nil {
 		return plan, fmt.Errorf("network: %w", err)
+	}
+	if len(plan.Interfaces) > 0 && plan.Interfaces[0].Bridge != "" {
+		if err := m.ensureDNS(); err != nil {
+			m.warnf("container names will not resolve in %s: %v", rec.Name, err)
+		}
 	}
 	return plan, nil
 }
@@ -155,4 +166,44 @@ func (m *Manager) NetworkStatus() (NetworkStatus, error) {
 		return NetworkStatus{}, err
 	}
 	return NetworkStatus{Status: network.ReadStatus(st.Settings), Containers: len(st.Addresses), Active: len(st.Active)}, nil
+}
+
+// dnsLock is held by the instance's name server while it runs.
+func (m *Manager) dnsLock() string { return filepath.Join(m.Store.Run, "dns.lock") }
+
+// ensureDNS starts the instance's name server unless it runs: a detached
+// `nixcell network dns-serve`, which ends by itself when no container runs.
+func (m *Manager) ensureDNS() error {
+	lock, err := lockfile.TryLock(m.dnsLock())
+	if errors.Is(err, lockfile.ErrLocked) {
+		return nil // it runs
+	}
+	if err != nil {
+		return err
+	}
+	_ = lock.Unlock()
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(exe, "--state-dir", m.Store.Root, "network", "dns-serve")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting the name server: %w", err)
+	}
+	return cmd.Process.Release()
+}
+
+// ServeDNS runs the instance's name server until no container runs; a
+// second one exits at once.
+func (m *Manager) ServeDNS(ctx context.Context) error {
+	lock, err := lockfile.TryLock(m.dnsLock())
+	if errors.Is(err, lockfile.ErrLocked) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+	return m.Net.ServeDNS(ctx)
 }

@@ -4,7 +4,7 @@
 # host-side settings. The system is built as nixos-container builds it:
 # <nixpkgs/nixos> with the user's module plus a container base module, and the
 # modules get the extra arguments `name` and `ip`.
-{ name, ip ? "", configFile, part ? "system" }:
+{ name, ip ? "", nameserver ? "", configFile, part ? "system" }:
 let
   raw = import (/. + configFile);
   wrapped = builtins.isAttrs raw && raw ? configuration;
@@ -14,6 +14,9 @@ let
     networking.hostName = lib.mkDefault name;
     # The host configures the container's interfaces before its init runs.
     networking.useDHCP = false;
+    # nixcell's name server on the container's bridge answers for the
+    # containers it may reach.
+    networking.nameservers = lib.mkDefault (if nameserver == "" then [ ] else [ nameserver ]);
     _module.args = { inherit name ip; };
   };
 in

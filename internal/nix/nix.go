@@ -31,6 +31,9 @@ var ErrNix = errors.New("nix failed")
 type Invocation struct {
 	Name string // container name, the module argument `name`
 	IP   string // container IPv4 address, the module argument `ip` ("" if none)
+	// Nameserver is the address of nixcell's name server for the container
+	// ("" if none): the default of networking.nameservers.
+	Nameserver string
 	// ConfigFile is the absolute path of the configuration file.
 	ConfigFile string
 	// Flake, instead of ConfigFile, is "REF#NAME": the system is the flake's
@@ -47,6 +50,7 @@ func (inv Invocation) exprArgs(part string) []string {
 	args := []string{"-E", containerExpr,
 		"--argstr", "name", inv.Name,
 		"--argstr", "ip", inv.IP,
+		"--argstr", "nameserver", inv.Nameserver,
 		"--argstr", "configFile", inv.ConfigFile,
 		"--argstr", "part", part,
 	}
