@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"syscall"
-	"net/netip"
 	"time"
 
 	"github.com/nixcell/nixcell/internal/lockfile"
