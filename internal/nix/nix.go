@@ -168,3 +168,17 @@ func FlakeRef(arg, container string) (string, error) {
 	}
 	return ref + "#" + name, nil
 }
+
+// Closure returns the store paths that path needs at run time, itself
+// included (nix-store --query --requisites).
+func Closure(ctx context.Context, path string) ([]string, error) {
+	out, err := run(ctx, nil, "nix-store", "--query", "--requisites", path)
+	if err != nil {
+		return nil, err
+	}
+	paths := strings.Fields(string(out))
+	if len(paths) == 0 {
+		return nil, fmt.Errorf("nix-store found no closure for %s", path)
+	}
+	return paths, nil
+}
