@@ -14,7 +14,7 @@ import (
 )
 
 // CreateRequest says how to make a new container. Exactly one of
-// ConfigFile, Expr, Flake and SystemPath is set.
+// ConfigFile, Expr, Flake, SystemPath and RootFS is set.
 type CreateRequest struct {
 	Name string
 	// ConfigFile is a configuration in either of nixcloud-container's
@@ -31,7 +31,15 @@ type CreateRequest struct {
 	NixArgs []string
 	// Privileged runs the container without a user namespace.
 	Privileged bool
+	// RootFS, instead of a NixOS system, is a directory tree to boot as
+	// the container's root, as systemd-nspawn -D does; Init is the program
+	// inside it to run as PID 1 (default DefaultInit).
+	RootFS, Init string
 }
+
+// DefaultInit is the init of a plain root file system container unless
+// create --init says otherwise.
+const DefaultInit = "/sbin/init"
 
 // ErrBadRequest is the class of requests that are wrong before anything is
 // looked at.
@@ -39,13 +47,16 @@ var ErrBadRequest = errors.New("bad request")
 
 func (r CreateRequest) validate() error {
 	n := 0
-	for _, s := range []string{r.ConfigFile, r.Expr, r.Flake, r.SystemPath} {
+	for _, s := range []string{r.ConfigFile, r.Expr, r.Flake, r.SystemPath, r.RootFS} {
 		if s != "" {
 			n++
 		}
 	}
 	if n != 1 {
-		return fmt.Errorf("%w: give exactly one of a configuration file, -c EXPR, --flake REF or --system PATH", ErrBadRequest)
+		return fmt.Errorf("%w: give exactly one of a configuration file, -c EXPR, --flake REF, --system PATH or --rootfs DIR", ErrBadRequest)
+	}
+	if r.Init != "" && r.RootFS == "" {
+		return fmt.Errorf("%w: --init goes with --rootfs; a NixOS system's init is its own", ErrBadRequest)
 	}
 	return spec.ValidateName(r.Name)
 }
@@ -84,6 +95,14 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 			return err
 		}
 	}
+	if req.RootFS != "" {
+		if req.Init == "" {
+			req.Init = DefaultInit
+		}
+		if req.RootFS, err = checkRootFS(req.RootFS, req.Init); err != nil {
+			return err
+		}
+	}
 	lock, err := m.Store.Lock(ctx, req.Name)
 	if err != nil {
 		return err
@@ -110,9 +129,14 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 		}
 	}
 
+	id, err := newUUID()
+	if err != nil {
+		return err
+	}
 	rec = &state.Container{
-		Name: req.Name, Phase: state.Creating, CreatedAt: time.Now().UTC().Truncate(time.Second),
-		Source: state.Source{ConfigFile: req.ConfigFile, Flake: req.Flake, SystemPath: req.SystemPath, NixArgs: req.NixArgs},
+		Name: req.Name, Phase: state.Creating, CreatedAt: time.Now().UTC().Truncate(time.Second), UUID: id,
+		Source: state.Source{ConfigFile: req.ConfigFile, Flake: req.Flake, SystemPath: req.SystemPath, NixArgs: req.NixArgs,
+			RootFS: req.RootFS, Init: req.Init},
 	}
 	if err := m.Store.Save(rec); err != nil {
 		return err
@@ -150,6 +174,11 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 		return fmt.Errorf("allocating an ID range: %w", err)
 	}
 
+	if rec.Source.RootFS != "" {
+		// Nothing to build: the directory is the system.
+		rec.Phase = state.Created
+		return m.Store.Save(rec)
+	}
 	system := rec.Source.SystemPath
 	if system == "" {
 		if system, err = m.build(ctx, rec); err != nil {

@@ -15,13 +15,15 @@ type createCmd struct {
 	system     string
 	nixArgs    string
 	privileged bool
+	rootfs     string
+	init       string
 }
 
 func (a *app) createCommand() *cobra.Command {
 	c := &createCmd{app: a}
 	cmd := &cobra.Command{
-		Use:   "create NAME [CONFIG.nix | -c EXPR | --flake REF#NAME | --system PATH] [-n NIX-ARGS]",
-		Short: "Build a new container's NixOS system (generation 1)",
+		Use:   "create NAME [CONFIG.nix | -c EXPR | --flake REF#NAME | --system PATH | --rootfs DIR [--init PATH]] [-n NIX-ARGS]",
+		Short: "Build a new container's NixOS system (generation 1), or make one of a directory tree",
 		Long: `Create builds the container's NixOS system with nix-build, as nixos-container
 does (<nixpkgs/nixos> with the configuration plus a container base module), and
 makes it generation 1 of /nix/var/nix/profiles/per-container/NAME/system.
@@ -35,13 +37,21 @@ The configuration is one of:
                  as nixos-container builds it (N defaults to the container's
                  name; the configuration must set boot.isContainer = true)
   --system PATH  a NixOS system already built in the store
+  --rootfs DIR   no NixOS system: the directory tree DIR is the container's
+                 root, as with systemd-nspawn -D, booted with --init PATH (a
+                 path inside DIR, default /sbin/init). It has no profile and
+                 no generations; the container sees DIR through an idmapped
+                 mount, so files owned by the host's root (a debootstrap
+                 tree) are its root's, and what its root writes there is
+                 owned by the host's root. DIR is never deleted by nixcell.
 
 Nix's output streams to stderr while it builds. If anything fails, nothing of
 the container is left.`,
 		Example: `  nixcell create web ./web.nix -n "-I nixpkgs=/src/nixpkgs"
   nixcell create db -c '{ services.postgresql.enable = true; }'
   nixcell create app --flake /etc/nixos#app
-  nixcell create app --system /nix/store/...-nixos-system-app`,
+  nixcell create app --system /nix/store/...-nixos-system-app
+  nixcell create deb --rootfs /var/lib/machines/deb --init /lib/systemd/systemd`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			return nameArg(1)(cmd, args)
 		},
@@ -53,16 +63,22 @@ the container is left.`,
 	f.StringVar(&c.system, "system", "", "prebuilt NixOS system store path")
 	f.StringVarP(&c.nixArgs, "nix-args", "n", "", `extra Nix arguments, e.g. "-I nixpkgs=/src/nixpkgs"`)
 	f.BoolVar(&c.privileged, "privileged", false, "no user namespace: container root is host root (not recommended)")
+	f.StringVar(&c.rootfs, "rootfs", "", "boot this directory tree instead of a NixOS system")
+	f.StringVar(&c.init, "init", "", "with --rootfs: the init to run, a path inside DIR (default /sbin/init)")
 	return cmd
 }
 
 func (c *createCmd) run(cmd *cobra.Command, args []string) error {
-	req := cell.CreateRequest{Name: args[0], Expr: c.expr, Flake: c.flake, SystemPath: c.system, Privileged: c.privileged}
+	req := cell.CreateRequest{Name: args[0], Expr: c.expr, Flake: c.flake, SystemPath: c.system, Privileged: c.privileged,
+		RootFS: c.rootfs, Init: c.init}
 	if len(args) > 1 {
 		req.ConfigFile = args[1]
 	}
-	if c.expr == "" && c.flake == "" && c.system == "" && req.ConfigFile == "" {
-		return usageError{errors.New("give a configuration: CONFIG.nix, -c EXPR, --flake REF#NAME or --system PATH")}
+	if c.expr == "" && c.flake == "" && c.system == "" && c.rootfs == "" && req.ConfigFile == "" {
+		return usageError{errors.New("give a configuration: CONFIG.nix, -c EXPR, --flake REF#NAME, --system PATH or --rootfs DIR")}
+	}
+	if c.init != "" && c.rootfs == "" {
+		return usageError{errors.New("--init goes with --rootfs")}
 	}
 	var err error
 	if req.NixArgs, err = splitArgs(c.nixArgs); err != nil {
