@@ -14,7 +14,8 @@ import (
 )
 
 // CreateRequest says how to make a new container. Exactly one of
-// ConfigFile, Expr, Flake, SystemPath and RootFS is set.
+// ConfigFile, Expr, Flake, SystemPath and RootFS is set, except that a
+// RootFS container may have a ConfigFile or Expr of host-side settings.
 type CreateRequest struct {
 	Name string
 	// ConfigFile is a configuration in either of nixcloud-container's
@@ -52,7 +53,12 @@ func (r CreateRequest) validate() error {
 			n++
 		}
 	}
-	if n != 1 {
+	switch {
+	case r.RootFS != "" && (r.Flake != "" || r.SystemPath != ""):
+		return fmt.Errorf("%w: --rootfs DIR is the container's system; it goes without --flake or --system", ErrBadRequest)
+	case r.RootFS != "" && n > 2:
+		return fmt.Errorf("%w: give --rootfs DIR with at most one of a settings file or -c EXPR", ErrBadRequest)
+	case r.RootFS == "" && n != 1:
 		return fmt.Errorf("%w: give exactly one of a configuration file, -c EXPR, --flake REF, --system PATH or --rootfs DIR", ErrBadRequest)
 	}
 	if r.Init != "" && r.RootFS == "" {
@@ -201,7 +207,11 @@ func (m *Manager) invocation(rec *state.Container) nix.Invocation {
 
 // settings evaluates and parses the host-side part of the configuration.
 func (m *Manager) settings(ctx context.Context, rec *state.Container) (spec.Spec, error) {
-	raw, err := m.invocation(rec).Settings(ctx)
+	settings := m.invocation(rec).Settings
+	if rec.Source.RootFS != "" {
+		settings = m.invocation(rec).HostSettings
+	}
+	raw, err := settings(ctx)
 	if err != nil {
 		return spec.Spec{}, fmt.Errorf("evaluating %s: %w", rec.Source.ConfigFile, err)
 	}

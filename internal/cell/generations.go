@@ -247,14 +247,14 @@ func (m *Manager) applyLocked(rec *state.Container, st lifecycle.State, restart 
 
 // ErrNoGenerations is the class of generation operations on a container
 // that has none: one that boots a plain root file system.
-var ErrNoGenerations = errors.New("no generations")
+var ErrNoGenerations = errors.New("does not apply")
 
 // noGenerations refuses generation operations on a plain root container.
 func noGenerations(rec *state.Container) error {
 	if rec.Source.RootFS == "" {
 		return nil
 	}
-	return fmt.Errorf("%w: it boots the plain root file system %s (--rootfs), which has no NixOS system and no generations; this does not apply (change the files in that directory instead)", ErrNoGenerations, rec.Source.RootFS)
+	return fmt.Errorf("%w: it boots the plain root file system %s (--rootfs), which has no NixOS system and no generations; change the files in that directory instead", ErrNoGenerations, rec.Source.RootFS)
 }
 
 // ErrSwitchFailed is the class of failed in-place switches.

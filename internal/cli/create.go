@@ -22,7 +22,7 @@ type createCmd struct {
 func (a *app) createCommand() *cobra.Command {
 	c := &createCmd{app: a}
 	cmd := &cobra.Command{
-		Use:   "create NAME [CONFIG.nix | -c EXPR | --flake REF#NAME | --system PATH | --rootfs DIR [--init PATH]] [-n NIX-ARGS]",
+		Use:   "create NAME [CONFIG.nix | -c EXPR | --flake REF#NAME | --system PATH | --rootfs DIR [--init PATH] [SETTINGS.nix | -c EXPR]] [-n NIX-ARGS]",
 		Short: "Build a new container's NixOS system (generation 1), or make one of a directory tree",
 		Long: `Create builds the container's NixOS system with nix-build, as nixos-container
 does (<nixpkgs/nixos> with the configuration plus a container base module), and
@@ -44,6 +44,8 @@ The configuration is one of:
                  mount, so files owned by the host's root (a debootstrap
                  tree) are its root's, and what its root writes there is
                  owned by the host's root. DIR is never deleted by nixcell.
+                 A settings file (or -c) may give it host-side settings:
+                 { ephemeral = true; bindMounts = ...; } (no configuration).
 
 Nix's output streams to stderr while it builds. If anything fails, nothing of
 the container is left.`,
@@ -74,11 +76,11 @@ func (c *createCmd) run(cmd *cobra.Command, args []string) error {
 	if len(args) > 1 {
 		req.ConfigFile = args[1]
 	}
-	if c.expr == "" && c.flake == "" && c.system == "" && c.rootfs == "" && req.ConfigFile == "" {
-		return usageError{errors.New("give a configuration: CONFIG.nix, -c EXPR, --flake REF#NAME, --system PATH or --rootfs DIR")}
-	}
 	if c.init != "" && c.rootfs == "" {
 		return usageError{errors.New("--init goes with --rootfs")}
+	}
+	if c.expr == "" && c.flake == "" && c.system == "" && c.rootfs == "" && req.ConfigFile == "" {
+		return usageError{errors.New("give a configuration: CONFIG.nix, -c EXPR, --flake REF#NAME, --system PATH or --rootfs DIR")}
 	}
 	var err error
 	if req.NixArgs, err = splitArgs(c.nixArgs); err != nil {

@@ -64,6 +64,14 @@ func (inv Invocation) Settings(ctx context.Context) ([]byte, error) {
 	return run(ctx, inv.Log, "nix-instantiate", args...)
 }
 
+// HostSettings evaluates a configuration that holds host-side settings
+// only, as a container without a NixOS system (a plain root file system)
+// has, and returns them as JSON.
+func (inv Invocation) HostSettings(ctx context.Context) ([]byte, error) {
+	args := append([]string{"--eval", "--strict", "--json"}, inv.exprArgs("host-settings")...)
+	return run(ctx, inv.Log, "nix-instantiate", args...)
+}
+
 // Build builds the container's system. outLink is a symlink nix-build
 // creates to the result: it roots the build against the garbage collector
 // until the profile holds it; the caller removes it afterwards.
