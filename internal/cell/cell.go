@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nixcell/nixcell/internal/atomicfile"
 	"github.com/nixcell/nixcell/internal/idmap"
 	"github.com/nixcell/nixcell/internal/lifecycle"
 	"github.com/nixcell/nixcell/internal/lockfile"
@@ -249,8 +250,8 @@ func (m *Manager) runtimeContainer(rec *state.Container) (*runtime.Container, er
 		_, err = os.Stat(filepath.Join(system, "systemd"))
 		c.Systemd = err == nil
 		if rec.Spec.Store == "closure" {
-			if c.StorePaths, err = nix.Closure(context.Background(), system); err != nil {
-				return nil, fmt.Errorf("finding the closure of %s: %w", system, err)
+			if c.StorePaths, err = m.closure(rec.Name, system); err != nil {
+				return nil, err
 			}
 		}
 	}
@@ -265,6 +266,28 @@ func (m *Manager) runtimeContainer(rec *state.Container) (*runtime.Container, er
 		c.IDs = runtime.IDRange{Start: r.Start, Size: r.Size}
 	}
 	return c, nil
+}
+
+// closure returns the store paths of system's closure, from the
+// container's cache when it holds that system's (a closure never changes).
+func (m *Manager) closure(name, system string) ([]string, error) {
+	var cached struct {
+		System string   `json:"system"`
+		Paths  []string `json:"paths"`
+	}
+	path := m.Store.ClosureCache(name)
+	if atomicfile.ReadJSON(path, &cached) == nil && cached.System == system && len(cached.Paths) > 0 {
+		return cached.Paths, nil
+	}
+	paths, err := nix.Closure(context.Background(), system)
+	if err != nil {
+		return nil, fmt.Errorf("finding the closure of %s: %w", system, err)
+	}
+	cached.System, cached.Paths = system, paths
+	if err := atomicfile.WriteJSON(path, cached, 0o600); err != nil {
+		m.warnf("caching the closure of %s: %v", system, err)
+	}
+	return paths, nil
 }
 
 // Start boots the container detached and returns once its init runs.

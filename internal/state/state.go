@@ -9,6 +9,7 @@
 //	STATE/containers/NAME/container.json   the record (Container)
 //	STATE/containers/NAME/configuration.nix an inline (-c) configuration
 //	STATE/containers/NAME/console.log      the init's output, /dev/console inside
+//	STATE/containers/NAME/closure.json     the closure of its system, for store = "closure"
 //	STATE/containers/NAME/root/            the container's root, owned by its ID range
 //	STATE/idmap.json                       ID ranges held by containers
 //	STATE/locks/NAME.lock, global.lock     flock(2) locks
@@ -177,6 +178,11 @@ func (s Store) ConsoleLog(name string) string { return filepath.Join(s.Dir(name)
 func (s Store) InlineConfig(name string) string {
 	return filepath.Join(s.Dir(name), "configuration.nix")
 }
+
+// ClosureCache holds the store closure of the system the container last
+// booted with store = "closure" (a closure never changes, so it is
+// computed once per system).
+func (s Store) ClosureCache(name string) string { return filepath.Join(s.Dir(name), "closure.json") }
 
 // BuildLink is the temporary GC root of a system being built.
 func (s Store) BuildLink(name string) string { return filepath.Join(s.Dir(name), "build-result") }
