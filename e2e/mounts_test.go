@@ -332,6 +332,12 @@ func TestHostInterface(t *testing.T) {
 		}
 	})
 
+	t.Run("exec-killed-by-signal", func(t *testing.T) {
+		if r := in.run("exec", name, "--", "sh", "-c", "kill -9 $$"); r.code != 137 {
+			t.Errorf("exec of a command killed by SIGKILL: %s, want exit 137", r)
+		}
+	})
+
 	in.must("restart", name)
 	if got := strings.TrimSpace(in.exec(name, "cat", "/run/host/container-uuid")); got != uuid {
 		t.Errorf("container UUID changed across a restart: %s, then %s", uuid, got)

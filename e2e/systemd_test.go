@@ -3,10 +3,12 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -136,5 +138,98 @@ func TestSystemd(t *testing.T) {
 	t.Logf("clean stop took %v", time.Since(start).Round(time.Millisecond))
 	if st := in.info(name).State; st != "stopped" {
 		t.Errorf("state after stop: %s", st)
+	}
+
+	t.Run("run-passes-readiness", func(t *testing.T) {
+		msgs, stop := runNotified(t, in, name)
+		if msg := nextMessage(t, msgs, 120*time.Second); msg != "READY=1" {
+			t.Fatalf("first message to run's service manager: %q", msg)
+		}
+		if st := in.run("exec", name, "--", "systemctl", "is-system-running"); st.stdout != "running\n" && st.stdout != "degraded\n" {
+			t.Errorf("when run reported READY=1, systemd was %q", st.stdout)
+		}
+		if code := stop(); code != 0 {
+			t.Errorf("run exited %d after SIGTERM", code)
+		}
+	})
+}
+
+// runNotified runs "nixcell run NAME" as a service manager would run it
+// under a unit of Type=notify: with $NOTIFY_SOCKET set to a socket whose
+// messages arrive on msgs. stop sends it SIGTERM and returns its exit
+// status.
+func runNotified(t *testing.T, in *instance, name string) (msgs <-chan string, stop func() int) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan string, 16)
+	go func() {
+		defer close(ch)
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			ch <- string(buf[:n])
+		}
+	}()
+	cmd := in.cmd("run", name)
+	cmd.Env = append(cmd.Env, "NOTIFY_SOCKET="+path)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	stop = func() int {
+		if stopped {
+			return 0
+		}
+		stopped = true
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		err := cmd.Wait()
+		conn.Close()
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode()
+		}
+		return 0
+	}
+	t.Cleanup(func() { stop() })
+	return ch, stop
+}
+
+// nextMessage waits for the next sd_notify message.
+func nextMessage(t *testing.T, msgs <-chan string, timeout time.Duration) string {
+	t.Helper()
+	select {
+	case m := <-msgs:
+		return m
+	case <-time.After(timeout):
+		t.Fatalf("no sd_notify message within %v", timeout)
+		return ""
+	}
+}
+
+// TestRunPassesReadiness runs a container whose init never reports
+// readiness under a notifying service manager: run reports READY=1 once
+// the init runs, and STOPPING=1 when told to stop.
+func TestRunPassesReadiness(t *testing.T) {
+	in := newInstance(t)
+	name := testutil.Name("notify")
+	in.create(name, webConfig)
+	msgs, stop := runNotified(t, in, name)
+	if msg := nextMessage(t, msgs, 20*time.Second); msg != "READY=1" {
+		t.Fatalf("first message: %q", msg)
+	}
+	if st := in.info(name).State; st != "running" {
+		t.Errorf("state after READY=1: %s", st)
+	}
+	if code := stop(); code != 0 {
+		t.Errorf("run exited %d after SIGTERM", code)
+	}
+	if msg := nextMessage(t, msgs, 5*time.Second); msg != "STOPPING=1" {
+		t.Errorf("message after SIGTERM: %q", msg)
 	}
 }

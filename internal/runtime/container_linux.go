@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
@@ -179,7 +180,7 @@ func (c *Container) Run(stdio Stdio, stop <-chan os.Signal, timeout time.Duratio
 	for {
 		select {
 		case ps := <-done:
-			return exitCode(ps), nil
+			return initStatus(ps), nil
 		case <-stop:
 			sdNotify("STOPPING=1")
 			go func() { _, _ = shutdown(pid, timeout, func() { _ = s.lc.Signal(unix.SIGKILL) }) }()
@@ -432,11 +433,33 @@ func removeCgroupParents(path string) {
 	}
 }
 
+// RebootStatus is run's exit status when the container rebooted itself,
+// as systemd-nspawn's: a service manager can start it again on it
+// (RestartForceExitStatus=133).
+const RebootStatus = 133
+
+// initStatus is run's exit status for the end of the init. reboot(2) in a
+// PID namespace ends its init as if killed by SIGINT for a halt or power
+// off, by SIGHUP for a reboot: those are a clean 0 and RebootStatus.
+func initStatus(ps *os.ProcessState) int {
+	if ps != nil {
+		if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			switch ws.Signal() {
+			case syscall.SIGINT:
+				return 0
+			case syscall.SIGHUP:
+				return RebootStatus
+			}
+		}
+	}
+	return exitCode(ps)
+}
+
 func exitCode(ps *os.ProcessState) int {
 	if ps == nil {
 		return 255
 	}
-	if ws, ok := ps.Sys().(unix.WaitStatus); ok && ws.Signaled() {
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 		return 128 + int(ws.Signal())
 	}
 	return ps.ExitCode()
