@@ -173,6 +173,9 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 		}
 	}
 	rec.Spec.Privileged = rec.Spec.Privileged || req.Privileged
+	if rec.Source.RootFS != "" && rec.Spec.Store == "closure" {
+		return fmt.Errorf("%w: store = \"closure\" selects what a NixOS system sees of /nix/store; a plain root file system gets no Nix store (bind-mount what it needs)", spec.ErrInvalidSpec)
+	}
 	m.warnIneffective(rec.Spec)
 	if rec.Spec.Privileged {
 		m.warnf("%s is privileged: its root is the host's root", req.Name)
