@@ -31,7 +31,8 @@ makes it generation 1 of /nix/var/nix/profiles/per-container/NAME/system.
 The configuration is one of:
   CONFIG.nix     a NixOS module ({ pkgs, name, ip, ... }: { ... }) or
                  nixcloud-container's attribute set { configuration = MODULE;
-                 autostart; network; bindMounts; limits; ephemeral; ... }
+                 autostart; network; bindMounts; tmpfs; ephemeral; store;
+                 limits; ... }
   -c EXPR        the same, inline
   --flake REF#N  the flake's nixosConfigurations.N.config.system.build.toplevel,
                  as nixos-container builds it (N defaults to the container's
