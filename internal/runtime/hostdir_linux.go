@@ -19,8 +19,11 @@ const ContainerManager = "nixcell"
 const hostOSRelease = "/etc/os-release"
 
 // prepareHostDir creates the container's HostDir afresh: the /run/host
-// files, owned by the container's root and bound read-only inside, and the
-// mount points the composed root and store need.
+// files and the mount points the composed root and store need. The /run/host
+// directory and its files belong to the host's root, not to the
+// container's: the container could remount its read-only bind read-write
+// (it made that mount in its own namespaces), and must not then be able
+// to write to the host's /run. Inside they show as nobody's, but readable.
 func (c *Container) prepareHostDir() error {
 	if err := removeHostDir(c.HostDir); err != nil {
 		return err
@@ -28,12 +31,8 @@ func (c *Container) prepareHostDir() error {
 	if err := os.MkdirAll(c.HostDir, 0o711); err != nil {
 		return fmt.Errorf("creating %s: %w", c.HostDir, err)
 	}
-	root := int(c.IDs.Start)
 	host := filepath.Join(c.HostDir, "host")
 	if err := os.Mkdir(host, 0o755); err != nil {
-		return err
-	}
-	if err := os.Chown(host, root, root); err != nil {
 		return err
 	}
 	osRelease, err := os.ReadFile(hostOSRelease)
@@ -48,11 +47,7 @@ func (c *Container) prepareHostDir() error {
 		files["container-uuid"] = c.UUID + "\n"
 	}
 	for name, content := range files {
-		p := filepath.Join(host, name)
-		if err := os.WriteFile(p, []byte(content), 0o444); err != nil {
-			return err
-		}
-		if err := os.Chown(p, root, root); err != nil {
+		if err := os.WriteFile(filepath.Join(host, name), []byte(content), 0o444); err != nil {
 			return err
 		}
 	}

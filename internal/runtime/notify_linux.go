@@ -26,7 +26,7 @@ var ErrNotReady = errors.New("not ready")
 type notifier struct{ fd int }
 
 // openNotifier binds the readiness socket. Only the container's root may
-// send to it.
+// send to it: the socket is its, in a directory it cannot write to.
 func (c *Container) openNotifier() (*notifier, error) {
 	path := filepath.Join(c.HostDir, "host", "notify")
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
