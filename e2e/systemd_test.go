@@ -233,3 +233,56 @@ func TestRunPassesReadiness(t *testing.T) {
 		t.Errorf("message after SIGTERM: %q", msg)
 	}
 }
+
+// TestStartWaitTimeout runs plain roots whose init is named systemd (so
+// start --wait expects READY=1) but never sends it: start --wait fails at
+// the timeout and leaves the container running; an init that exits first
+// fails it at once and leaves it stopped.
+func TestStartWaitTimeout(t *testing.T) {
+	in := newInstance(t)
+	dir := busyboxRoot(t)
+	// Two fake systemds: the fixture's init, which never reports
+	// readiness, and one that exits at once.
+	init, err := os.ReadFile(filepath.Join(dir, "sbin", "init"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	quitter := []byte("#!/bin/sh\nexit 3\n")
+	for path, script := range map[string][]byte{"lib/systemd/systemd": init, "usr/lib/systemd/systemd": quitter} {
+		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(path)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, path), script, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	silent := testutil.Name("silent")
+	in.must("create", silent, "--rootfs", dir, "--init", "/lib/systemd/systemd")
+	start := time.Now()
+	r := in.run("start", "--wait", "--timeout", "1s", silent)
+	want := "nixcell: start " + silent + ": not ready: its init did not report READY=1 within 1s; it keeps running (stop it with nixcell stop " + silent + ")\n"
+	if r.code != 1 || r.stderr != want {
+		t.Errorf("start --wait: %s\nwant stderr %q", r, want)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("start --wait --timeout 1s took %v", took)
+	}
+	if st := in.info(silent).State; st != "running" {
+		t.Errorf("state after the readiness timeout: %s", st)
+	}
+	if got := in.exec(silent, "cat", "/proc/1/cmdline"); got != "/bin/sh\x00/lib/systemd/systemd\x00systemd.getty_auto=0\x00" {
+		t.Errorf("a systemd init's command line is %q", got)
+	}
+	in.must("stop", silent)
+
+	quits := testutil.Name("quits")
+	in.must("create", quits, "--rootfs", dir, "--init", "/usr/lib/systemd/systemd")
+	r = in.run("start", "--wait", "--timeout", "30s", quits)
+	if r.code != 1 || !strings.Contains(r.stderr, "not ready: its init exited before it was ready (its output is in ") {
+		t.Errorf("start --wait of an init that exits: %s", r)
+	}
+	if st := in.info(quits).State; st != "stopped" {
+		t.Errorf("state after the init exited: %s", st)
+	}
+}
