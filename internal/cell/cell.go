@@ -324,6 +324,10 @@ func (m *Manager) startLocked(rec *state.Container, wait time.Duration) error {
 	if rerr := m.recordRunning(rec.Name); err == nil {
 		err = rerr
 	}
+	var notReady *runtime.NotReadyError
+	if errors.As(err, &notReady) {
+		return fmt.Errorf("%w (stop it with nixcell stop %s)", err, rec.Name)
+	}
 	return err
 }
 

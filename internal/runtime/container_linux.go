@@ -85,10 +85,17 @@ func (c *Container) Start() error {
 		return fmt.Errorf("%w: its init exited before it was ready (its output is in %s)", ErrNotReady, c.ConsoleLog)
 	}
 	if err != nil {
-		return fmt.Errorf("%w; it keeps running (stop it with nixcell stop %s)", err, c.Name)
+		return &NotReadyError{Err: err}
 	}
 	return nil
 }
+
+// NotReadyError is a start whose container did not become ready in time
+// but keeps running.
+type NotReadyError struct{ Err error }
+
+func (e *NotReadyError) Error() string { return e.Err.Error() + "; it keeps running" }
+func (e *NotReadyError) Unwrap() error { return e.Err }
 
 // errInitGone means the init exited while nixcell waited for it.
 var errInitGone = errors.New("init exited")
