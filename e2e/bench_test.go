@@ -164,3 +164,38 @@ func dialInNetns(pid int, addr string) bool {
 	}()
 	return <-ok
 }
+
+// manyPaths is a fixture configuration whose system's closure holds 1000
+// more store paths (one per /etc file), about a NixOS system's.
+const manyPaths = `{ environment.etc = builtins.listToAttrs (builtins.genList (i: { name = "bench/f${toString i}"; value.text = "${toString i}\n"; }) 1000); }`
+
+// BenchmarkStartStore measures start (until the command returns) with the
+// whole store visible and with only the system's closure (store =
+// "closure"), for the fixture's system (a handful of paths) and for one
+// with 1000 more paths in its closure.
+func BenchmarkStartStore(b *testing.B) {
+	for _, c := range []struct{ name, store, config string }{
+		{"full", "full", "{ }"},
+		{"closure", "closure", "{ }"},
+		{"full-1000", "full", manyPaths},
+		{"closure-1000", "closure", manyPaths},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			in := benchInstance(b)
+			name := testutil.Name("bstore")
+			file := filepath.Join(b.TempDir(), "c.nix")
+			config := fmt.Sprintf("{ store = %q; configuration = %s; }", c.store, c.config)
+			if err := os.WriteFile(file, []byte(config), 0o644); err != nil {
+				b.Fatal(err)
+			}
+			in.benchMust(b, "create", name, file, "-n", testutil.NixArgs())
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				in.benchMust(b, "start", name)
+				b.StopTimer()
+				in.benchMust(b, "terminate", name)
+				b.StartTimer()
+			}
+		})
+	}
+}

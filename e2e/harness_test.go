@@ -164,7 +164,7 @@ func (in *instance) info(name string) info {
 }
 
 // leaks lists what the instance's containers left on the host: runtime
-// state, cgroups and mounts under its directories.
+// state, host directories, cgroups and mounts under its directories.
 func (in *instance) leaks() []string {
 	var leaks []string
 	if entries, _ := os.ReadDir(in.store.RuntimeRoot()); len(entries) > 0 {
@@ -182,9 +182,14 @@ func (in *instance) leaks() []string {
 			leaks = append(leaks, "cgroup "+filepath.Join(p, in.store.CgroupParent))
 		}
 	}
+	if entries, _ := os.ReadDir(filepath.Join(in.store.Run, "host")); len(entries) > 0 {
+		for _, e := range entries {
+			leaks = append(leaks, "host directory "+filepath.Join(in.store.Run, "host", e.Name()))
+		}
+	}
 	mounts, _ := os.ReadFile("/proc/self/mountinfo")
 	for _, line := range strings.Split(string(mounts), "\n") {
-		if strings.Contains(line, in.dir) {
+		if strings.Contains(line, in.dir) || strings.Contains(line, in.store.Run+"/") {
 			leaks = append(leaks, "mount "+line)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nixcell/nixcell/internal/atomicfile"
 	"github.com/nixcell/nixcell/internal/idmap"
 	"github.com/nixcell/nixcell/internal/lifecycle"
 	"github.com/nixcell/nixcell/internal/lockfile"
@@ -28,6 +29,10 @@ import (
 // DefaultStopTimeout is how long stop waits for a clean shutdown before it
 // kills, as nixos-container's systemd unit does.
 const DefaultStopTimeout = 90 * time.Second
+
+// DefaultStartTimeout is how long start --wait waits for readiness, as
+// systemd's default start timeout.
+const DefaultStartTimeout = 90 * time.Second
 
 // Manager performs operations on the containers of one state directory.
 type Manager struct {
@@ -79,6 +84,9 @@ type Info struct {
 	StartedAt         time.Time `json:"startedAt,omitzero"`
 	Autostart         bool      `json:"autostart"`
 	Privileged        bool      `json:"privileged"`
+	// RootFS is the directory a plain root file system container (create
+	// --rootfs) boots; such a container has no generations.
+	RootFS string `json:"rootfs,omitempty"`
 	// IDs is the host range the container's user IDs map to.
 	IDs       *idmap.Range `json:"ids,omitempty"`
 	IPv4      string       `json:"ipv4"`
@@ -102,10 +110,13 @@ func (m *Manager) Inspect(name string) (Info, error) {
 	info := Info{
 		Name: name, State: st, Pid: status.Pid, StartedAt: status.StartedAt,
 		Autostart: rec.Spec.Autostart, Privileged: rec.Spec.Privileged, CreatedAt: rec.CreatedAt,
+		RootFS: rec.Source.RootFS,
 	}
-	info.Generation, info.System, err = nix.Profile{Name: name}.Current()
-	if err != nil {
-		return Info{}, err
+	if rec.Source.RootFS == "" {
+		info.Generation, info.System, err = nix.Profile{Name: name}.Current()
+		if err != nil {
+			return Info{}, err
+		}
 	}
 	if r, ok := m.running(name, status); ok {
 		info.RunningGeneration = r.Generation
@@ -214,19 +225,42 @@ func (m *Manager) runtimeContainer(rec *state.Container) (*runtime.Container, er
 	c := &runtime.Container{
 		Name:       rec.Name,
 		StateRoot:  m.Store.RuntimeRoot(),
+		HostDir:    m.Store.HostDir(rec.Name),
 		RootFS:     m.Store.RootFS(rec.Name),
 		CgroupPath: m.Store.CgroupPath(rec.Name),
-		ProfileDir: nix.Profile{Name: rec.Name}.Dir(),
-		GCRootsDir: nix.Profile{Name: rec.Name}.GCRootsDir(),
-		Init:       "/nix/var/nix/profiles/system/init",
 		ConsoleLog: m.Store.ConsoleLog(rec.Name),
+		Ephemeral:  rec.Spec.Ephemeral,
+		Tmpfs:      rec.Spec.Tmpfs,
+		UUID:       uuidOf(rec),
 	}
-	gen, _, err := nix.Profile{Name: rec.Name}.Current()
-	if err != nil {
-		return nil, err
+	for _, b := range rec.Spec.BindMounts {
+		c.Binds = append(c.Binds, runtime.Bind{Source: b.HostPath, Destination: b.Destination, ReadOnly: b.IsReadOnly, Create: b.Create})
 	}
-	if gen == 0 {
-		return nil, fmt.Errorf("its profile %s has no generation; run update to build one", nix.Profile{Name: rec.Name}.System())
+	if rec.Source.RootFS != "" {
+		c.RootFS, c.PlainRoot, c.Init = rec.Source.RootFS, true, rec.Source.Init
+		if fi, err := os.Stat(c.RootFS); err != nil || !fi.IsDir() {
+			return nil, fmt.Errorf("its root file system %s is not a directory; restore it, or destroy the container", c.RootFS)
+		}
+		c.Systemd = initIsSystemd(c.RootFS, c.Init)
+	} else {
+		profile := nix.Profile{Name: rec.Name}
+		c.ProfileDir, c.GCRootsDir = profile.Dir(), profile.GCRootsDir()
+		c.Init = "/nix/var/nix/profiles/system/init"
+		gen, system, err := profile.Current()
+		if err != nil {
+			return nil, err
+		}
+		if gen == 0 {
+			return nil, fmt.Errorf("its profile %s has no generation; run update to build one", profile.System())
+		}
+		// A NixOS system's top level links the systemd its init runs.
+		_, err = os.Stat(filepath.Join(system, "systemd"))
+		c.Systemd = err == nil
+		if rec.Spec.Store == "closure" {
+			if c.StorePaths, err = m.closure(rec.Name, system); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if !rec.Spec.Privileged {
 		r, ok, err := m.IDs.Lookup(rec.Name)
@@ -241,30 +275,70 @@ func (m *Manager) runtimeContainer(rec *state.Container) (*runtime.Container, er
 	return c, nil
 }
 
-// Start boots the container detached.
+// closure returns the store paths of system's closure, from the
+// container's cache when it holds that system's (a closure never changes).
+func (m *Manager) closure(name, system string) ([]string, error) {
+	var cached struct {
+		System string   `json:"system"`
+		Paths  []string `json:"paths"`
+	}
+	path := m.Store.ClosureCache(name)
+	if atomicfile.ReadJSON(path, &cached) == nil && cached.System == system && len(cached.Paths) > 0 {
+		return cached.Paths, nil
+	}
+	paths, err := nix.Closure(context.Background(), system)
+	if err != nil {
+		return nil, fmt.Errorf("finding the closure of %s: %w", system, err)
+	}
+	cached.System, cached.Paths = system, paths
+	if err := atomicfile.WriteJSON(path, cached, 0o600); err != nil {
+		m.warnf("caching the closure of %s: %v", system, err)
+	}
+	return paths, nil
+}
+
+// Start boots the container detached and returns once its init runs.
 func (m *Manager) Start(ctx context.Context, name string) error {
+	return m.StartWait(ctx, name, 0)
+}
+
+// StartWait boots the container detached and, when wait is positive,
+// returns only once it is ready, for at most wait: when its init reported
+// READY=1 (systemd does), or when the init runs if it is not one that
+// reports. A container not ready in time keeps running; the error says so.
+func (m *Manager) StartWait(ctx context.Context, name string, wait time.Duration) error {
 	rec, _, unlock, err := m.locked(ctx, name, lifecycle.Start)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	return m.startLocked(ctx, rec)
+	return m.startLocked(ctx, rec, wait)
 }
 
-// startLocked boots rec. Preconditions: the container's lock is held and it
-// is not running.
-func (m *Manager) startLocked(ctx context.Context, rec *state.Container) error {
+// startLocked boots rec, waiting for readiness up to wait when it is
+// positive. Preconditions: the container's lock is held and it is not
+// running.
+func (m *Manager) startLocked(ctx context.Context, rec *state.Container, wait time.Duration) error {
 	c, err := m.prepareStart(ctx, rec)
 	if err != nil {
 		return err
 	}
-	if err := c.Start(); err != nil {
+	c.ReadyTimeout = wait
+	err = c.Start()
+	if err != nil && !errors.As(err, new(*runtime.NotReadyError)) {
 		if serr := m.syncNetwork(ctx, rec.Name, true); serr != nil {
 			m.warnf("%v", serr)
 		}
 		return err
 	}
-	return m.recordRunning(rec.Name)
+	if rerr := m.recordRunning(rec.Name); err == nil {
+		err = rerr
+	}
+	var notReady *runtime.NotReadyError
+	if errors.As(err, &notReady) {
+		return fmt.Errorf("%w (stop it with nixcell stop %s)", err, rec.Name)
+	}
+	return err
 }
 
 // prepareStart readies everything a start of rec needs but the runtime:
@@ -294,6 +368,9 @@ func (m *Manager) recordRunning(name string) error {
 	st, err := runtime.Inspect(m.Store.RuntimeRoot(), name)
 	if err != nil || !st.Running {
 		return err
+	}
+	if rec, err := m.Store.Load(name); err != nil || rec.Source.RootFS != "" {
+		return err // a plain root has no generation to record
 	}
 	gen, system, err := nix.Profile{Name: name}.Current()
 	if err != nil {
@@ -380,7 +457,7 @@ func (m *Manager) Restart(ctx context.Context, name string, timeout time.Duratio
 			return err
 		}
 	}
-	return m.startLocked(ctx, rec)
+	return m.startLocked(ctx, rec, 0)
 }
 
 // Exec runs a process in the running container and returns its exit
@@ -449,6 +526,9 @@ func (m *Manager) removeAll(ctx context.Context, name string) error {
 	if err := runtime.Cleanup(m.Store.RuntimeRoot(), name); err != nil {
 		return err
 	}
+	if err := runtime.RemoveHostDir(m.Store.HostDir(name)); err != nil {
+		return err
+	}
 	if err := m.Store.RemoveRunning(name); err != nil {
 		return err
 	}
@@ -490,9 +570,11 @@ func absConfigPath(path string) (string, error) {
 	return abs, nil
 }
 
-// notYetEffective lists the settings this version reads but does not apply.
+// effective lists the settings this version applies; create and update
+// warn about the others.
 var effective = map[string]bool{
-	"privileged": true, "network.ip": true, "network.ip6": true, "network.enableNat": true,
+	"privileged": true, "bindMounts": true, "tmpfs": true, "ephemeral": true, "store": true,
+	"network.ip": true, "network.ip6": true, "network.enableNat": true,
 	"network.allowPeers": true, "network.hostNetwork": true, "network.hostAddress": true,
 	"network.localAddress": true, "network.hostAddress6": true, "network.localAddress6": true,
 	"network.forwardPorts": true, "network.macvlans": true, "network.enableIPv6": true,

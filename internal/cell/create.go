@@ -14,7 +14,8 @@ import (
 )
 
 // CreateRequest says how to make a new container. Exactly one of
-// ConfigFile, Expr, Flake and SystemPath is set.
+// ConfigFile, Expr, Flake, SystemPath and RootFS is set, except that a
+// RootFS container may have a ConfigFile or Expr of host-side settings.
 type CreateRequest struct {
 	Name string
 	// ConfigFile is a configuration in either of nixcloud-container's
@@ -31,7 +32,15 @@ type CreateRequest struct {
 	NixArgs []string
 	// Privileged runs the container without a user namespace.
 	Privileged bool
+	// RootFS, instead of a NixOS system, is a directory tree to boot as
+	// the container's root, as systemd-nspawn -D does; Init is the program
+	// inside it to run as PID 1 (default DefaultInit).
+	RootFS, Init string
 }
+
+// DefaultInit is the init of a plain root file system container unless
+// create --init says otherwise.
+const DefaultInit = "/sbin/init"
 
 // ErrBadRequest is the class of requests that are wrong before anything is
 // looked at.
@@ -39,13 +48,21 @@ var ErrBadRequest = errors.New("bad request")
 
 func (r CreateRequest) validate() error {
 	n := 0
-	for _, s := range []string{r.ConfigFile, r.Expr, r.Flake, r.SystemPath} {
+	for _, s := range []string{r.ConfigFile, r.Expr, r.Flake, r.SystemPath, r.RootFS} {
 		if s != "" {
 			n++
 		}
 	}
-	if n != 1 {
-		return fmt.Errorf("%w: give exactly one of a configuration file, -c EXPR, --flake REF or --system PATH", ErrBadRequest)
+	switch {
+	case r.RootFS != "" && (r.Flake != "" || r.SystemPath != ""):
+		return fmt.Errorf("%w: --rootfs DIR is the container's system; it goes without --flake or --system", ErrBadRequest)
+	case r.RootFS != "" && n > 2:
+		return fmt.Errorf("%w: give --rootfs DIR with at most one of a settings file or -c EXPR", ErrBadRequest)
+	case r.RootFS == "" && n != 1:
+		return fmt.Errorf("%w: give exactly one of a configuration file, -c EXPR, --flake REF, --system PATH or --rootfs DIR", ErrBadRequest)
+	}
+	if r.Init != "" && r.RootFS == "" {
+		return fmt.Errorf("%w: --init goes with --rootfs; a NixOS system's init is its own", ErrBadRequest)
 	}
 	return spec.ValidateName(r.Name)
 }
@@ -84,6 +101,14 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 			return err
 		}
 	}
+	if req.RootFS != "" {
+		if req.Init == "" {
+			req.Init = DefaultInit
+		}
+		if req.RootFS, err = checkRootFS(req.RootFS, req.Init); err != nil {
+			return err
+		}
+	}
 	lock, err := m.Store.Lock(ctx, req.Name)
 	if err != nil {
 		return err
@@ -110,9 +135,14 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 		}
 	}
 
+	id, err := newUUID()
+	if err != nil {
+		return err
+	}
 	rec = &state.Container{
-		Name: req.Name, Phase: state.Creating, CreatedAt: time.Now().UTC().Truncate(time.Second),
-		Source: state.Source{ConfigFile: req.ConfigFile, Flake: req.Flake, SystemPath: req.SystemPath, NixArgs: req.NixArgs},
+		Name: req.Name, Phase: state.Creating, CreatedAt: time.Now().UTC().Truncate(time.Second), UUID: id,
+		Source: state.Source{ConfigFile: req.ConfigFile, Flake: req.Flake, SystemPath: req.SystemPath, NixArgs: req.NixArgs,
+			RootFS: req.RootFS, Init: req.Init},
 	}
 	if err := m.Store.Save(rec); err != nil {
 		return err
@@ -143,6 +173,9 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 		}
 	}
 	rec.Spec.Privileged = rec.Spec.Privileged || req.Privileged
+	if rec.Source.RootFS != "" && rec.Spec.Store == "closure" {
+		return fmt.Errorf("%w: store = \"closure\" selects what a NixOS system sees of /nix/store; a plain root file system gets no Nix store (bind-mount what it needs)", spec.ErrInvalidSpec)
+	}
 	m.warnIneffective(rec.Spec)
 	if err := m.allocateAddresses(ctx, rec); err != nil {
 		return err
@@ -153,6 +186,11 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 		return fmt.Errorf("allocating an ID range: %w", err)
 	}
 
+	if rec.Source.RootFS != "" {
+		// Nothing to build: the directory is the system.
+		rec.Phase = state.Created
+		return m.Store.Save(rec)
+	}
 	system := rec.Source.SystemPath
 	if system == "" {
 		if system, err = m.build(ctx, rec); err != nil {
@@ -186,7 +224,11 @@ func (m *Manager) invocation(rec *state.Container) nix.Invocation {
 
 // settings evaluates and parses the host-side part of the configuration.
 func (m *Manager) settings(ctx context.Context, rec *state.Container) (spec.Spec, error) {
-	raw, err := m.invocation(rec).Settings(ctx)
+	settings := m.invocation(rec).Settings
+	if rec.Source.RootFS != "" {
+		settings = m.invocation(rec).HostSettings
+	}
+	raw, err := settings(ctx)
 	if err != nil {
 		return spec.Spec{}, fmt.Errorf("evaluating %s: %w", rec.Source.ConfigFile, err)
 	}

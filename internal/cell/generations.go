@@ -71,6 +71,9 @@ func (m *Manager) Update(ctx context.Context, req UpdateRequest) (res ChangeResu
 		return res, err
 	}
 	defer unlock()
+	if err := noGenerations(rec); err != nil {
+		return res, err
+	}
 
 	src, err := m.updatedSource(rec, req)
 	if err != nil {
@@ -219,6 +222,12 @@ func (m *Manager) applyLocked(rec *state.Container, st lifecycle.State, restart 
 	if known && was.System == system {
 		return AppliedNothing, nil
 	}
+	if rec.Spec.Store == "closure" && !restart {
+		// The new system's store paths are not in the view the container
+		// booted with.
+		fmt.Fprintf(m.Log, "restarting %s into generation %d: it sees only the store closure it booted, so it cannot switch in place\n", rec.Name, gen)
+		restart = true
+	}
 	if restart {
 		if _, err := runtime.Stop(m.Store.RuntimeRoot(), rec.Name, DefaultStopTimeout); err != nil {
 			return "", err
@@ -226,7 +235,7 @@ func (m *Manager) applyLocked(rec *state.Container, st lifecycle.State, restart 
 		if err := m.syncNetwork(context.Background(), rec.Name, false); err != nil {
 			return "", err
 		}
-		return AppliedRestarted, m.startLocked(context.Background(), rec)
+		return AppliedRestarted, m.startLocked(context.Background(), rec, 0)
 	}
 	fmt.Fprintf(m.Log, "switching %s to generation %d in place\n", rec.Name, gen)
 	if err := m.switchInPlace(rec.Name, system); err != nil {
@@ -244,6 +253,18 @@ func (m *Manager) applyLocked(rec *state.Container, st lifecycle.State, restart 
 		return "", err
 	}
 	return AppliedSwitched, nil
+}
+
+// ErrNoGenerations is the class of generation operations on a container
+// that has none: one that boots a plain root file system.
+var ErrNoGenerations = errors.New("does not apply")
+
+// noGenerations refuses generation operations on a plain root container.
+func noGenerations(rec *state.Container) error {
+	if rec.Source.RootFS == "" {
+		return nil
+	}
+	return fmt.Errorf("%w: it boots the plain root file system %s (--rootfs), which has no NixOS system and no generations; change the files in that directory instead", ErrNoGenerations, rec.Source.RootFS)
 }
 
 // ErrSwitchFailed is the class of failed in-place switches.
@@ -303,6 +324,9 @@ func (m *Manager) changeGeneration(ctx context.Context, name string, pick func(g
 		return res, err
 	}
 	defer unlock()
+	if err := noGenerations(rec); err != nil {
+		return res, err
+	}
 	profile := nix.Profile{Name: name}
 	gens, err := profile.Generations()
 	if err != nil {
@@ -345,6 +369,9 @@ func (m *Manager) ListGenerations(name string) ([]GenerationInfo, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := noGenerations(rec); err != nil {
+		return nil, err
+	}
 	profile := nix.Profile{Name: name}
 	gens, err := profile.Generations()
 	if err != nil {
@@ -375,6 +402,9 @@ func (m *Manager) DeleteGenerations(ctx context.Context, name string, selection 
 		return nil, err
 	}
 	defer unlock()
+	if err := noGenerations(rec); err != nil {
+		return nil, err
+	}
 	profile := nix.Profile{Name: name}
 	gens, err := profile.Generations()
 	if err != nil {

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -10,20 +11,38 @@ import (
 )
 
 func (a *app) startCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "start NAME",
+	var wait bool
+	cmd := &cobra.Command{
+		Use:   "start NAME [--wait [--timeout 90s]]",
 		Short: "Boot the container in the background",
 		Long: `Start boots the container's current generation with its init as PID 1 in new
-namespaces and returns once the init runs. No nixcell process stays behind.`,
+namespaces and returns once the init runs. No nixcell process stays behind.
+
+With --wait it returns once the container is ready: when its init reports
+READY=1 on $NOTIFY_SOCKET (systemd does, so a NixOS system or a --rootfs
+container whose init is systemd), or as soon as the init runs for an init
+that does not report. If it is not ready within --timeout, start fails and
+the container keeps running; if its init exits first, start fails and the
+container is stopped.`,
 		Args: nameArg(0),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := a.manager()
-			if err != nil {
-				return err
+	}
+	cmd.Flags().BoolVar(&wait, "wait", false, "return once the container is ready (READY=1 from systemd)")
+	d := durationValue(cell.DefaultStartTimeout)
+	cmd.Flags().VarP(&d, "timeout", "t", "with --wait: how long to wait for readiness (e.g. 30s, 2m, or seconds)")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		m, err := a.manager()
+		if err != nil {
+			return err
+		}
+		if !wait {
+			if cmd.Flags().Changed("timeout") {
+				return usageError{errors.New("--timeout goes with --wait")}
 			}
 			return m.Start(cmd.Context(), args[0])
-		},
+		}
+		return m.StartWait(cmd.Context(), args[0], time.Duration(d))
 	}
+	return cmd
 }
 
 // timeoutFlag adds --timeout (a duration, or plain seconds as in
@@ -143,7 +162,9 @@ func (a *app) runCommand() *cobra.Command {
 		Long: `Run boots the container like start, but stays in the foreground with the
 init's output on stdout and stderr, and exits with the init's exit status.
 SIGTERM or SIGINT shut the container down as stop does. This is the form for a
-service manager (one unit per container).`,
+service manager (one unit per container): under a unit of Type=notify it
+passes readiness through (READY=1 once the container is ready, as start --wait
+defines it, and STOPPING=1 when asked to stop).`,
 		Args: nameArg(0),
 	}
 	timeout := timeoutFlag(cmd)

@@ -50,7 +50,11 @@ func (a *app) listCommand() *cobra.Command {
 			w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "NAME\tSTATE\tGENERATION\tIPV4\tIPV6\tAUTOSTART")
 			for _, i := range infos {
-				fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%t\n", i.Name, i.State, i.Generation, orDash(i.IPv4), orDash(i.IPv6), i.Autostart)
+				gen := fmt.Sprint(i.Generation)
+				if i.RootFS != "" {
+					gen = "-" // a plain root file system has no generations
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%t\n", i.Name, i.State, gen, orDash(i.IPv4), orDash(i.IPv6), i.Autostart)
 			}
 			return w.Flush()
 		},

@@ -68,6 +68,14 @@ func (inv Invocation) Settings(ctx context.Context) ([]byte, error) {
 	return run(ctx, inv.Log, "nix-instantiate", args...)
 }
 
+// HostSettings evaluates a configuration that holds host-side settings
+// only, as a container without a NixOS system (a plain root file system)
+// has, and returns them as JSON.
+func (inv Invocation) HostSettings(ctx context.Context) ([]byte, error) {
+	args := append([]string{"--eval", "--strict", "--json"}, inv.exprArgs("host-settings")...)
+	return run(ctx, inv.Log, "nix-instantiate", args...)
+}
+
 // Build builds the container's system. outLink is a symlink nix-build
 // creates to the result: it roots the build against the garbage collector
 // until the profile holds it; the caller removes it afterwards.
@@ -171,4 +179,18 @@ func FlakeRef(arg, container string) (string, error) {
 		ref = abs
 	}
 	return ref + "#" + name, nil
+}
+
+// Closure returns the store paths that path needs at run time, itself
+// included (nix-store --query --requisites).
+func Closure(ctx context.Context, path string) ([]string, error) {
+	out, err := run(ctx, nil, "nix-store", "--query", "--requisites", path)
+	if err != nil {
+		return nil, err
+	}
+	paths := strings.Fields(string(out))
+	if len(paths) == 0 {
+		return nil, fmt.Errorf("nix-store found no closure for %s", path)
+	}
+	return paths, nil
 }

@@ -3,6 +3,9 @@ package runtime
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
+	"strings"
+	"time"
 
 	"github.com/opencontainers/cgroups"
 	devconfig "github.com/opencontainers/cgroups/devices/config"
@@ -21,8 +24,20 @@ type Container struct {
 	// StateRoot is the libcontainer state root (one directory per running
 	// container, on a tmpfs so a host reboot forgets them).
 	StateRoot string
+	// HostDir is this container's directory for what the host gives it
+	// while it runs (see state.Store.HostDir): recreated at every start,
+	// removed by Cleanup.
+	HostDir string
 	// RootFS is the container's root directory on the host.
 	RootFS string
+	// PlainRoot says RootFS is a plain directory tree (create --rootfs)
+	// rather than a NixOS root nixcell made: it is not prepared, and it is
+	// owned by the host's IDs, so an unprivileged container sees it
+	// through an idmapped mount (host root's files are its root's).
+	PlainRoot bool
+	// Ephemeral containers boot RootFS under an overlay whose upper layer
+	// is a fresh tmpfs: their writes to the root vanish when they stop.
+	Ephemeral bool
 	// CgroupPath is the container's absolute cgroup path, the same in every
 	// hierarchy.
 	CgroupPath string
@@ -31,12 +46,34 @@ type Container struct {
 	// root.
 	IDs IDRange
 	// ProfileDir and GCRootsDir are the host directories mounted at
-	// /nix/var/nix/profiles and /nix/var/nix/gcroots inside.
+	// /nix/var/nix/profiles and /nix/var/nix/gcroots inside. Both empty
+	// means the container gets none of the host's Nix directories (a plain
+	// root).
 	ProfileDir, GCRootsDir string
+	// StorePaths, when not nil, is all the container sees of /nix/store
+	// (its system's closure) instead of the whole store.
+	StorePaths []string
+	// Binds are host paths mounted inside; Tmpfs are paths inside that get
+	// an empty tmpfs. Both are sorted by destination.
+	Binds []Bind
+	Tmpfs []string
 	// Init is the path, inside the container, of the program to run as PID 1.
 	Init string
 	// ConsoleLog receives the init's output; it is also /dev/console inside.
 	ConsoleLog string
+	// UUID is the container's stable ID, given to the init as
+	// $container_uuid and in /run/host/container-uuid.
+	UUID string
+	// Systemd says the init is systemd (directly, or a script that execs
+	// it, as NixOS's stage 2 does). It reports when it has booted (READY=1
+	// on $NOTIFY_SOCKET); an init that does not counts as ready as soon as
+	// it runs. And since /dev/console is a log file, not a terminal, it is
+	// told not to start a getty there: systemd.getty_auto=0 on its command
+	// line, which systemd in a container reads as its kernel command line.
+	Systemd bool
+	// ReadyTimeout, when positive, makes Start wait until the container is
+	// ready, for at most this long.
+	ReadyTimeout time.Duration
 	// Env is added to the init's environment.
 	Env []string
 	// HostNetwork shares the host's network namespace instead of creating
@@ -46,6 +83,27 @@ type Container struct {
 	// before its init program starts, with the init's host PID: the host
 	// configures the container's network there.
 	BeforeInit func(pid int) error
+}
+
+// Bind is a host path mounted into the container. A read-write one is
+// idmapped with the container's mapping (the host's IDs appear as the same
+// IDs inside, and what the container's root writes belongs to the host's
+// root); a read-only one is a plain bind.
+type Bind struct {
+	Source, Destination string
+	ReadOnly            bool
+	// Create makes a missing Source (mode 0755, owned by the host's root)
+	// instead of failing.
+	Create bool
+}
+
+// MissingHostPathError is a bind mount whose host path does not exist.
+type MissingHostPathError struct {
+	Destination, HostPath string
+}
+
+func (e *MissingHostPathError) Error() string {
+	return fmt.Sprintf("bind mount %s: host path %s does not exist; create it or set create = true", e.Destination, e.HostPath)
 }
 
 // IDRange is the host UID and GID range of an unprivileged container.
@@ -69,10 +127,6 @@ var capabilities = []string{
 	"CAP_SYS_TTY_CONFIG",
 }
 
-// hostOSRelease is bound at /run/host/os-release, as systemd expects of a
-// container manager.
-const hostOSRelease = "/etc/os-release"
-
 // nixBind is one of the host's Nix directories a container sees.
 type nixBind struct {
 	source, dest string
@@ -80,8 +134,15 @@ type nixBind struct {
 }
 
 func (c *Container) nixBinds() []nixBind {
+	if c.ProfileDir == "" {
+		return nil
+	}
+	store := "/nix/store"
+	if c.StorePaths != nil {
+		store = c.closureStore()
+	}
 	return []nixBind{
-		{"/nix/store", "/nix/store", true},
+		{store, "/nix/store", true},
 		{"/nix/var/nix/db", "/nix/var/nix/db", true},
 		{"/nix/var/nix/daemon-socket", "/nix/var/nix/daemon-socket", true},
 		{c.ProfileDir, "/nix/var/nix/profiles", false},
@@ -95,10 +156,6 @@ func (c *Container) config() (*configs.Config, error) {
 		noExec = unix.MS_NOEXEC | unix.MS_NOSUID | unix.MS_NODEV
 		tmp    = unix.MS_NOSUID | unix.MS_NODEV
 	)
-	osRelease, err := filepath.EvalSymlinks(hostOSRelease)
-	if err != nil {
-		return nil, fmt.Errorf("finding the host's os-release: %w", err)
-	}
 	mounts := []*configs.Mount{
 		{Source: "proc", Destination: "/proc", Device: "proc", Flags: noExec},
 		{Source: "tmpfs", Destination: "/dev", Device: "tmpfs", Flags: unix.MS_NOSUID | unix.MS_STRICTATIME, Data: "mode=755,size=65536k"},
@@ -107,23 +164,34 @@ func (c *Container) config() (*configs.Config, error) {
 		{Source: "mqueue", Destination: "/dev/mqueue", Device: "mqueue", Flags: noExec},
 		{Source: c.ConsoleLog, Destination: "/dev/console", Device: "bind", Flags: unix.MS_BIND | noExec},
 		c.sysMount(noExec),
-		{Source: "tmpfs", Destination: "/run", Device: "tmpfs", Flags: tmp | unix.MS_STRICTATIME, Data: "mode=755"},
-		{Source: "tmpfs", Destination: "/tmp", Device: "tmpfs", Flags: tmp | unix.MS_STRICTATIME, Data: "mode=1777"},
-		{Source: osRelease, Destination: "/run/host/os-release", Device: "bind", Flags: unix.MS_BIND | unix.MS_RDONLY | noExec},
 	}
+	if unifiedMount() != "" {
+		// Mounted inside the container's cgroup namespace: its root is the
+		// container's own (delegated) cgroup.
+		mounts = append(mounts, &configs.Mount{Source: "cgroup2", Destination: "/sys/fs/cgroup", Device: "cgroup2", Flags: noExec})
+	}
+	mounts = append(mounts,
+		&configs.Mount{Source: "tmpfs", Destination: "/run", Device: "tmpfs", Flags: tmp | unix.MS_STRICTATIME, Data: "mode=755"},
+		&configs.Mount{Source: "tmpfs", Destination: "/tmp", Device: "tmpfs", Flags: tmp | unix.MS_STRICTATIME, Data: "mode=1777"},
+		&configs.Mount{Source: filepath.Join(c.HostDir, "host"), Destination: "/run/host", Device: "bind", Flags: unix.MS_BIND | unix.MS_RDONLY | noExec},
+	)
 	for _, b := range c.nixBinds() {
 		flags := unix.MS_BIND | unix.MS_NOSUID | unix.MS_NODEV
 		if b.readOnly {
 			flags |= unix.MS_RDONLY
 		}
 		m := &configs.Mount{Source: b.source, Destination: b.dest, Device: "bind", Flags: flags}
-		if !c.Privileged() {
+		if b.source == c.closureStore() {
+			// Its submounts are idmapped already.
+			m.Flags |= unix.MS_REC
+		} else if !c.Privileged() {
 			// The host's root owns these; through an idmapped mount they
 			// appear owned by the container's root, and nothing is chowned.
 			m.IDMapping = &configs.MountIDMapping{UIDMappings: c.idMaps(), GIDMappings: c.idMaps()}
 		}
 		mounts = append(mounts, m)
 	}
+	mounts = append(mounts, c.userMounts()...)
 
 	var rules []*devconfig.Rule
 	for _, d := range specconv.AllowedDevices {
@@ -139,7 +207,8 @@ func (c *Container) config() (*configs.Config, error) {
 		networks = []*configs.Network{{Type: "loopback", Address: "127.0.0.1/0", Gateway: "localhost"}}
 	}
 	cfg := &configs.Config{
-		Rootfs:     c.RootFS,
+		Rootfs:     c.bootRoot(),
+		Labels:     []string{hostDirLabel + "=" + c.HostDir},
 		Hostname:   c.Name,
 		Namespaces: namespaces,
 		Capabilities: &configs.Capabilities{
@@ -164,6 +233,41 @@ func (c *Container) config() (*configs.Config, error) {
 		cfg.GIDMappings = c.idMaps()
 	}
 	return cfg, nil
+}
+
+// hostDirLabel records HostDir in libcontainer's state, so that Cleanup
+// finds it.
+const hostDirLabel = "nixcell.hostdir"
+
+// userMounts are the container's bind mounts and tmpfs mounts, in
+// destination order so that nested ones come after their parents.
+func (c *Container) userMounts() []*configs.Mount {
+	type entry struct {
+		dest string
+		m    *configs.Mount
+	}
+	var all []entry
+	for _, b := range c.Binds {
+		m := &configs.Mount{Source: b.Source, Destination: b.Destination, Device: "bind", Flags: unix.MS_BIND | unix.MS_REC}
+		if b.ReadOnly {
+			m.Flags |= unix.MS_RDONLY
+		} else if !c.Privileged() {
+			m.IDMapping = &configs.MountIDMapping{UIDMappings: c.idMaps(), GIDMappings: c.idMaps(), Recursive: true}
+		}
+		all = append(all, entry{b.Destination, m})
+	}
+	for _, t := range c.Tmpfs {
+		// libcontainer gives the tmpfs the mode of the directory it
+		// covers (1777 when there is none).
+		all = append(all, entry{t, &configs.Mount{Source: "tmpfs", Destination: t, Device: "tmpfs",
+			Flags: unix.MS_NOSUID | unix.MS_NODEV}})
+	}
+	slices.SortStableFunc(all, func(a, b entry) int { return strings.Compare(a.dest, b.dest) })
+	mounts := make([]*configs.Mount, len(all))
+	for i, e := range all {
+		mounts[i] = e.m
+	}
+	return mounts
 }
 
 func (c *Container) idMaps() []configs.IDMap {

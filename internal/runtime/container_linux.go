@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
@@ -16,7 +17,7 @@ import (
 
 // DefaultPath is the PATH of the init and of exec'd processes: NixOS's
 // system profile first, so commands resolve before and after activation.
-const DefaultPath = "/run/wrappers/bin:/run/current-system/sw/bin:/nix/var/nix/profiles/system/sw/bin:/usr/bin:/bin"
+const DefaultPath = "/run/wrappers/bin:/run/current-system/sw/bin:/nix/var/nix/profiles/system/sw/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // ErrNotRunning means the container has no live init.
 var ErrNotRunning = errors.New("container is not running")
@@ -60,25 +61,69 @@ func Inspect(stateRoot, name string) (Status, error) {
 	return Status{Running: true, Pid: s.InitProcessPid, StartedAt: bootTime().Add(ticksToDuration(s.InitProcessStartTime))}, nil
 }
 
-// Start boots the container detached: it returns once the init runs, and
-// leaves no process of its own behind. On error nothing of the start
-// remains.
-func (c *Container) Start() (retErr error) {
-	lc, _, err := c.create(nil)
+// Start boots the container detached: it returns once the init runs, or,
+// with ReadyTimeout set, once the container is ready (see Systemd).
+// It leaves no process of its own behind. On error nothing of the start
+// remains, except after a readiness timeout: then the container keeps
+// running and the error says so.
+func (c *Container) Start() error {
+	s, err := c.create(nil)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if retErr != nil {
-			_ = lc.Signal(unix.SIGKILL)
-			_ = lc.Destroy()
-			c.removeCgroupParents()
-		}
-	}()
-	if err := lc.Exec(); err != nil {
+	defer s.notify.Close()
+	if err := s.lc.Exec(); err != nil {
+		s.abort(c)
 		return fmt.Errorf("starting init: %w", err)
 	}
+	if c.ReadyTimeout <= 0 {
+		return nil
+	}
+	err = c.waitReady(s, c.ReadyTimeout)
+	if errors.Is(err, errInitGone) {
+		_ = Cleanup(c.StateRoot, c.Name)
+		return fmt.Errorf("%w: its init exited before it was ready (its output is in %s)", ErrNotReady, c.ConsoleLog)
+	}
+	if err != nil {
+		return &NotReadyError{Err: err}
+	}
 	return nil
+}
+
+// NotReadyError is a start whose container did not become ready in time
+// but keeps running.
+type NotReadyError struct{ Err error }
+
+func (e *NotReadyError) Error() string { return e.Err.Error() + "; it keeps running" }
+func (e *NotReadyError) Unwrap() error { return e.Err }
+
+// errInitGone means the init exited while nixcell waited for it.
+var errInitGone = errors.New("init exited")
+
+// waitReady waits until the container is ready: READY=1 from an init that
+// reports readiness, or at once for one that does not. A zero timeout
+// waits as long as the init lives.
+func (c *Container) waitReady(s *started, timeout time.Duration) error {
+	if !c.Systemd {
+		return nil
+	}
+	pid, err := s.proc.Pid()
+	if err != nil {
+		return err
+	}
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return errInitGone
+	}
+	if err != nil {
+		return fmt.Errorf("pidfd_open %d: %w", pid, err)
+	}
+	defer unix.Close(pidfd)
+	err = s.notify.waitReady(pidfd, timeout)
+	if err != nil && exited(pidfd, 0) {
+		return errInitGone
+	}
+	return err
 }
 
 // Stdio is the standard streams of a foreground container or exec'd
@@ -94,79 +139,130 @@ type Stdio struct {
 // (typically SIGTERM or SIGINT forwarded from a service manager) shut it
 // down as Stop does. started is called once the init runs, or when the
 // start failed. The runtime state is removed before Run returns.
+//
+// Under a service manager that set $NOTIFY_SOCKET, Run passes readiness
+// through: READY=1 once the container is ready (see Systemd), and
+// STOPPING=1 when asked to stop.
 func (c *Container) Run(stdio Stdio, stop <-chan os.Signal, timeout time.Duration, started func()) (code int, retErr error) {
-	lc, proc, err := c.create(&stdio)
+	s, err := c.create(&stdio)
 	if err != nil {
 		started()
 		return 0, err
 	}
 	defer func() {
-		_ = lc.Signal(unix.SIGKILL)
-		if err := lc.Destroy(); err != nil && retErr == nil {
+		_ = s.lc.Signal(unix.SIGKILL)
+		if err := s.lc.Destroy(); err != nil && retErr == nil {
 			retErr = err
 		}
 		c.removeCgroupParents()
+		if err := removeHostDir(c.HostDir); err != nil && retErr == nil {
+			retErr = err
+		}
 	}()
-	err = lc.Exec()
+	err = s.lc.Exec()
 	started()
 	if err != nil {
+		s.notify.Close()
 		return 0, fmt.Errorf("starting init: %w", err)
 	}
-	pid, err := proc.Pid()
+	if os.Getenv("NOTIFY_SOCKET") != "" {
+		go func() {
+			defer s.notify.Close()
+			if c.waitReady(s, 0) == nil {
+				sdNotify("READY=1")
+			}
+		}()
+	} else {
+		s.notify.Close()
+	}
+	pid, err := s.proc.Pid()
 	if err != nil {
 		return 0, err
 	}
 	done := make(chan *os.ProcessState, 1)
 	go func() {
-		ps, _ := proc.Wait()
+		ps, _ := s.proc.Wait()
 		done <- ps
 	}()
 	for {
 		select {
 		case ps := <-done:
-			return exitCode(ps), nil
+			return initStatus(ps), nil
 		case <-stop:
-			go func() { _, _ = shutdown(pid, timeout, func() { _ = lc.Signal(unix.SIGKILL) }) }()
+			sdNotify("STOPPING=1")
+			go func() { _, _ = shutdown(pid, timeout, func() { _ = s.lc.Signal(unix.SIGKILL) }) }()
 		}
 	}
 }
 
+// started is a container whose init has been created and waits to be
+// started (Exec).
+type started struct {
+	lc     *libcontainer.Container
+	proc   *libcontainer.Process
+	notify *notifier
+}
+
+// abort kills and removes what create made.
+func (s *started) abort(c *Container) {
+	s.notify.Close()
+	_ = s.lc.Signal(unix.SIGKILL)
+	_ = s.lc.Destroy()
+	c.removeCgroupParents()
+	_ = removeHostDir(c.HostDir)
+}
+
 // create makes the libcontainer container and starts its init, which then
 // waits for Exec. stdio nil means detached: output goes to the console log.
-func (c *Container) create(stdio *Stdio) (*libcontainer.Container, *libcontainer.Process, error) {
+func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 	if err := c.checkHost(); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	if err := c.prepareRoot(); err != nil {
-		return nil, nil, err
+	if err := c.prepareBinds(); err != nil {
+		return nil, err
 	}
+	if !c.PlainRoot {
+		if err := c.prepareRoot(); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.prepareHostDir(); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			_ = removeHostDir(c.HostDir)
+		}
+	}()
+	notify, err := c.openNotifier()
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			notify.Close()
+		}
+	}()
 	cfg, err := c.config()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	log, err := c.openConsoleLog()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	defer log.Close()
 	if err := os.MkdirAll(c.StateRoot, 0o700); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	lc, err := libcontainer.Create(c.StateRoot, c.Name, cfg)
-	if errors.Is(err, libcontainer.ErrExist) {
-		// Left by an init that died on its own; the caller checked that
-		// the container does not run.
-		if err := Cleanup(c.StateRoot, c.Name); err != nil {
-			return nil, nil, err
-		}
-		lc, err = libcontainer.Create(c.StateRoot, c.Name, cfg)
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("creating runtime state: %w", err)
+	env := append([]string{"PATH=" + DefaultPath, "HOME=/root", "TERM=linux", "NOTIFY_SOCKET=" + NotifySocket}, c.hostEnv()...)
+	args := []string{c.Init}
+	if c.Systemd {
+		args = append(args, "systemd.getty_auto=0")
 	}
 	proc := &libcontainer.Process{
-		Args: []string{c.Init},
-		Env:  append([]string{"PATH=" + DefaultPath, "container=nixcell", "HOME=/root", "TERM=linux"}, c.Env...),
+		Args: args,
+		Env:  append(env, c.Env...),
 		Cwd:  "/",
 		Init: true,
 	}
@@ -175,10 +271,45 @@ func (c *Container) create(stdio *Stdio) (*libcontainer.Container, *libcontainer
 	} else {
 		proc.Stdout, proc.Stderr = log, log
 	}
-	if err := lc.Start(proc); err != nil {
-		_ = lc.Destroy()
-		c.removeCgroupParents()
-		return nil, nil, fmt.Errorf("starting container: %w", err)
+	var lc *libcontainer.Container
+	start := func() error {
+		var err error
+		lc, err = libcontainer.Create(c.StateRoot, c.Name, cfg)
+		if errors.Is(err, libcontainer.ErrExist) {
+			// Left by an init that died on its own; the caller checked that
+			// the container does not run.
+			if err := cleanupState(c.StateRoot, c.Name); err != nil {
+				return err
+			}
+			lc, err = libcontainer.Create(c.StateRoot, c.Name, cfg)
+		}
+		if err != nil {
+			return fmt.Errorf("creating runtime state: %w", err)
+		}
+		if err := lc.Start(proc); err != nil {
+			_ = lc.Destroy()
+			c.removeCgroupParents()
+			return fmt.Errorf("starting container: %w", err)
+		}
+		return nil
+	}
+	if c.needsPrivateMounts() {
+		err = inPrivateMounts(func() error {
+			if err := c.mountPrivate(); err != nil {
+				return err
+			}
+			return start()
+		})
+	} else {
+		err = start()
+	}
+	if err != nil {
+		return nil, err
+	}
+	s := &started{lc: lc, proc: proc, notify: notify}
+	if err := c.delegateCgroup(); err != nil {
+		s.abort(c)
+		return nil, err
 	}
 	if c.BeforeInit != nil {
 		pid, err := proc.Pid()
@@ -186,17 +317,39 @@ func (c *Container) create(stdio *Stdio) (*libcontainer.Container, *libcontainer
 			err = c.BeforeInit(pid)
 		}
 		if err != nil {
-			_ = lc.Signal(unix.SIGKILL)
-			_ = lc.Destroy()
-			c.removeCgroupParents()
-			return nil, nil, err
+			s.abort(c)
+			return nil, err
 		}
 	}
-	return lc, proc, nil
+	return s, nil
 }
 
-// Cleanup removes the runtime state and cgroups of a container whose init
-// is gone, killing whatever is left. It is idempotent.
+// prepareBinds checks that every bind mount's host path exists, creating
+// those that may be created.
+func (c *Container) prepareBinds() error {
+	for _, b := range c.Binds {
+		_, err := os.Stat(b.Source)
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("bind mount %s: %w", b.Destination, err)
+		}
+		if !b.Create {
+			return &MissingHostPathError{Destination: b.Destination, HostPath: b.Source}
+		}
+		if err := os.MkdirAll(b.Source, 0o755); err != nil {
+			return fmt.Errorf("bind mount %s: creating host path: %w", b.Destination, err)
+		}
+		if err := os.Chmod(b.Source, 0o755); err != nil {
+			return fmt.Errorf("bind mount %s: %w", b.Destination, err)
+		}
+	}
+	return nil
+}
+
+// Cleanup removes the runtime state, cgroups and host directory of a
+// container whose init is gone, killing whatever is left. It is idempotent.
 func Cleanup(stateRoot, name string) error {
 	lc, err := libcontainer.Load(stateRoot, name)
 	if errors.Is(err, libcontainer.ErrNotExist) {
@@ -204,6 +357,23 @@ func Cleanup(stateRoot, name string) error {
 	}
 	if err != nil {
 		// State that cannot even be loaded is of no use to anyone.
+		return os.RemoveAll(filepath.Join(stateRoot, name))
+	}
+	hostDir := labelValue(lc.Config().Labels, hostDirLabel)
+	if err := cleanupState(stateRoot, name); err != nil {
+		return err
+	}
+	return removeHostDir(hostDir)
+}
+
+// cleanupState removes the libcontainer state and cgroups of a container,
+// killing whatever is left of it.
+func cleanupState(stateRoot, name string) error {
+	lc, err := libcontainer.Load(stateRoot, name)
+	if errors.Is(err, libcontainer.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
 		return os.RemoveAll(filepath.Join(stateRoot, name))
 	}
 	_ = lc.Signal(unix.SIGKILL)
@@ -216,6 +386,20 @@ func Cleanup(stateRoot, name string) error {
 	}
 	removeCgroupParents(cgroup)
 	return nil
+}
+
+// RemoveHostDir removes what a container's HostDir holds; Cleanup does it
+// for a container with runtime state, this is for one without (a start
+// killed before libcontainer recorded anything).
+func RemoveHostDir(dir string) error { return removeHostDir(dir) }
+
+func labelValue(labels []string, key string) string {
+	for _, l := range labels {
+		if v, ok := strings.CutPrefix(l, key+"="); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // Kill sends SIGKILL to the init, which takes every process of the PID
@@ -266,11 +450,33 @@ func removeCgroupParents(path string) {
 	}
 }
 
+// RebootStatus is run's exit status when the container rebooted itself,
+// as systemd-nspawn's: a service manager can start it again on it
+// (RestartForceExitStatus=133).
+const RebootStatus = 133
+
+// initStatus is run's exit status for the end of the init. reboot(2) in a
+// PID namespace ends its init as if killed by SIGINT for a halt or power
+// off, by SIGHUP for a reboot: those are a clean 0 and RebootStatus.
+func initStatus(ps *os.ProcessState) int {
+	if ps != nil {
+		if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			switch ws.Signal() {
+			case syscall.SIGINT:
+				return 0
+			case syscall.SIGHUP:
+				return RebootStatus
+			}
+		}
+	}
+	return exitCode(ps)
+}
+
 func exitCode(ps *os.ProcessState) int {
 	if ps == nil {
 		return 255
 	}
-	if ws, ok := ps.Sys().(unix.WaitStatus); ok && ws.Signaled() {
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 		return 128 + int(ws.Signal())
 	}
 	return ps.ExitCode()

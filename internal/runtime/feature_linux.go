@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -38,10 +39,15 @@ var idmapFileSystems = map[int64]struct {
 }
 
 // checkHost returns an *UnsupportedFeatureError when the kernel cannot run
-// the container: user namespaces for an unprivileged one, and idmapped
-// mounts on each host directory it binds. Failing here gives the user the
-// cause instead of a mount error from deep inside the runtime.
+// the container: user namespaces for an unprivileged one, idmapped mounts
+// on each host directory it sees through one, and overlayfs for an
+// ephemeral one. Failing here gives the user the cause instead of a mount
+// error from deep inside the runtime.
 func (c *Container) checkHost() error {
+	if c.Ephemeral && !hasFileSystem("overlay") {
+		return &UnsupportedFeatureError{"the kernel has no overlay file system, which ephemeral containers need",
+			"load the overlay module (modprobe overlay), or set ephemeral = false"}
+	}
 	if c.Privileged() {
 		return nil
 	}
@@ -50,24 +56,81 @@ func (c *Container) checkHost() error {
 			"set the sysctl user.max_user_namespaces above 0, or create the container with --privileged"}
 	}
 	kernel := kernelVersion()
-	for _, b := range c.nixBinds() {
+	for _, dir := range c.idmappedSources() {
 		var st unix.Statfs_t
-		if err := unix.Statfs(b.source, &st); err != nil {
-			return fmt.Errorf("%s: %w", b.source, err)
+		if err := unix.Statfs(dir, &st); err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				continue // a bind mount's host path, created or reported later
+			}
+			return fmt.Errorf("%s: %w", dir, err)
 		}
 		fs, ok := idmapFileSystems[int64(st.Type)]
 		if !ok {
 			return &UnsupportedFeatureError{
-				fmt.Sprintf("%s is not on a file system that supports idmapped mounts (file system type %#x)", b.source, st.Type),
+				fmt.Sprintf("%s is not on a file system that supports idmapped mounts (file system type %#x)", dir, st.Type),
 				"put it on ext4, xfs, btrfs or tmpfs, or create the container with --privileged"}
 		}
 		if kernel[0] < fs.since[0] || kernel[0] == fs.since[0] && kernel[1] < fs.since[1] {
 			return &UnsupportedFeatureError{
-				fmt.Sprintf("%s is on %s, whose idmapped mounts need Linux %d.%d (this is %d.%d)", b.source, fs.name, fs.since[0], fs.since[1], kernel[0], kernel[1]),
+				fmt.Sprintf("%s is on %s, whose idmapped mounts need Linux %d.%d (this is %d.%d)", dir, fs.name, fs.since[0], fs.since[1], kernel[0], kernel[1]),
 				"upgrade the kernel, or create the container with --privileged"}
 		}
 	}
 	return nil
+}
+
+// idmappedSources are the host directories an unprivileged container sees
+// through idmapped mounts.
+func (c *Container) idmappedSources() []string {
+	var dirs []string
+	for _, b := range c.nixBinds() {
+		if b.source == c.closureStore() {
+			dirs = append(dirs, "/nix/store")
+			continue
+		}
+		dirs = append(dirs, b.source)
+	}
+	for _, b := range c.Binds {
+		if !b.ReadOnly {
+			dirs = append(dirs, b.Source)
+		}
+	}
+	if c.PlainRoot {
+		dirs = append(dirs, c.RootFS)
+	}
+	return dirs
+}
+
+// hasFileSystem tells whether the kernel knows the file system type
+// (/proc/filesystems, which lists modules already loaded).
+func hasFileSystem(name string) bool {
+	data, err := os.ReadFile("/proc/filesystems")
+	if err != nil {
+		return true // let the mount itself say
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 0 && f[len(f)-1] == name {
+			return true
+		}
+	}
+	// Not loaded yet: mounting it would load the module, if there is one.
+	_, err = os.Stat("/sys/module/" + name)
+	return err == nil || moduleAvailable(name)
+}
+
+// moduleAvailable tells whether a loadable module of that name exists for
+// the running kernel.
+func moduleAvailable(name string) bool {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return true
+	}
+	data, err := os.ReadFile("/lib/modules/" + unix.ByteSliceToString(u.Release[:]) + "/modules.dep")
+	if err != nil {
+		return true
+	}
+	return strings.Contains(string(data), "/"+name+".ko")
 }
 
 func kernelVersion() [2]int {

@@ -52,8 +52,9 @@ func Stop(stateRoot, name string, timeout time.Duration) (StopResult, error) {
 // shutdown delivers the stop signal to pid and waits for it to exit, calling
 // kill at the timeout. PID 1 of a PID namespace ignores signals it has no
 // handler for, so a signal sent while the init is still starting would be
-// lost: the signal is sent only once the init has a handler for it (its
-// SigCgt mask in /proc), checked until the timeout.
+// lost: the signal is sent only once the init has a handler for it or
+// blocks it (its SigCgt and SigBlk masks in /proc), checked until the
+// timeout.
 func shutdown(pid int, timeout time.Duration, kill func()) (StopResult, error) {
 	var res StopResult
 	pidfd, err := unix.PidfdOpen(pid, 0)
@@ -105,19 +106,25 @@ func exited(pidfd int, d time.Duration) bool {
 	}
 }
 
-// catches tells whether pid has a handler installed for sig.
+// catches tells whether pid will act on sig: it has a handler installed
+// for it, or it blocks it (systemd blocks the signals it handles and reads
+// them from a signalfd; a blocked signal is queued, never dropped).
 func catches(pid int, sig unix.Signal) bool {
 	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
 		return false
 	}
 	defer f.Close()
+	bit := uint64(1) << (uint(sig) - 1)
+	found := false
 	s := bufio.NewScanner(f)
 	for s.Scan() {
-		if v, ok := strings.CutPrefix(s.Text(), "SigCgt:"); ok {
-			mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-			return err == nil && mask&(1<<(uint(sig)-1)) != 0
+		for _, field := range []string{"SigBlk:", "SigCgt:"} {
+			if v, ok := strings.CutPrefix(s.Text(), field); ok {
+				mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+				found = found || err == nil && mask&bit != 0
+			}
 		}
 	}
-	return false
+	return found
 }

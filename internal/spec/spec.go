@@ -29,9 +29,14 @@ type Spec struct {
 	// BindMounts are host paths mounted into the container, sorted by
 	// Destination.
 	BindMounts []BindMount `json:"bindMounts,omitempty"`
+	// Tmpfs are paths inside the container that get an empty tmpfs at
+	// every start, as nixos-container's `tmpfs` option; sorted.
+	Tmpfs []string `json:"tmpfs,omitempty"`
 	// Limits caps the container's resources; zero fields are unlimited.
 	Limits Limits `json:"limits"`
-	// Ephemeral containers start from an empty root every time.
+	// Ephemeral containers start from a fresh root every time: what the
+	// container writes to its root is gone when it stops (bind mounts keep
+	// theirs).
 	Ephemeral bool `json:"ephemeral,omitempty"`
 	// Privileged runs the container without its own user namespace, so its
 	// root is the host's root. Never the default.
@@ -129,6 +134,7 @@ func (s Spec) SetAttributes() []string {
 	add(len(n.Macvlans) > 0, "network.macvlans")
 	add(len(n.ForwardPorts) > 0, "network.forwardPorts")
 	add(len(s.BindMounts) > 0, "bindMounts")
+	add(len(s.Tmpfs) > 0, "tmpfs")
 	add(s.Limits.MemoryBytes > 0, "limits.memory")
 	add(s.Limits.CPUs > 0, "limits.cpus")
 	add(s.Limits.Pids > 0, "limits.pids")
@@ -155,6 +161,9 @@ func Parse(data []byte) (Spec, error) {
 		},
 		"limits": func(raw json.RawMessage, at string) {
 			s.Limits = d.limits(raw, at)
+		},
+		"tmpfs": func(raw json.RawMessage, at string) {
+			s.Tmpfs = d.tmpfs(raw, at)
 		},
 		"ephemeral":  d.boolInto(&s.Ephemeral),
 		"privileged": d.boolInto(&s.Privileged),
@@ -209,6 +218,15 @@ func (s Spec) Validate() error {
 	}
 	if n.HostAddress6.IsValid() != n.LocalAddress6.IsValid() {
 		return fail("network.hostAddress6 and network.localAddress6 must be set together")
+	}
+	mounted := map[string]bool{}
+	for _, b := range s.BindMounts {
+		mounted[b.Destination] = true
+	}
+	for _, t := range s.Tmpfs {
+		if mounted[t] {
+			return fail("%s is both a bind mount and a tmpfs", t)
+		}
 	}
 	seen := map[string]bool{}
 	for _, f := range n.ForwardPorts {
@@ -453,6 +471,7 @@ func (d *decoder) bindMounts(raw json.RawMessage, at string) []BindMount {
 				d.fail(where, "%s %q must be an absolute, clean path", p.name, p.v)
 			}
 		}
+		d.mountPoint(where, b.Destination)
 		mounts = append(mounts, b)
 	}
 	slices.SortFunc(mounts, func(a, b BindMount) int { return strings.Compare(a.Destination, b.Destination) })
@@ -462,6 +481,53 @@ func (d *decoder) bindMounts(raw json.RawMessage, at string) []BindMount {
 		}
 	}
 	return mounts
+}
+
+// reservedMounts are where the runtime mounts what every container needs:
+// a user mount there, above or (for those marked) below would hide it or
+// interfere with it.
+var reservedMounts = []struct {
+	path  string
+	below bool
+}{{"/proc", true}, {"/sys", true}, {"/dev", false}, {"/run/host", true}}
+
+// mountPoint rejects mount points that would hide the root or what the
+// runtime mounts.
+func (d *decoder) mountPoint(at, p string) {
+	if p == "/" {
+		d.fail(at, "cannot mount over the root file system")
+		return
+	}
+	for _, r := range reservedMounts {
+		if p == r.path || strings.HasPrefix(r.path, p+"/") || r.below && strings.HasPrefix(p, r.path+"/") {
+			d.fail(at, "%s is mounted by nixcell itself; choose another mount point", p)
+			return
+		}
+	}
+}
+
+// tmpfs reads the `tmpfs` list: mount points inside the container.
+func (d *decoder) tmpfs(raw json.RawMessage, at string) []string {
+	var paths []string
+	for i, item := range d.list(raw, at) {
+		where := fmt.Sprintf("%s[%d]", at, i)
+		p := d.str(item, where)
+		if d.err != nil {
+			return nil
+		}
+		if !path.IsAbs(p) || path.Clean(p) != p {
+			d.fail(where, "mount point %q must be an absolute, clean path", p)
+		}
+		d.mountPoint(where, p)
+		paths = append(paths, p)
+	}
+	slices.Sort(paths)
+	for i := 1; i < len(paths); i++ {
+		if paths[i] == paths[i-1] {
+			d.fail(at, "%q is listed twice", paths[i])
+		}
+	}
+	return paths
 }
 
 func (d *decoder) limits(raw json.RawMessage, at string) Limits {

@@ -42,7 +42,8 @@ func TestParseFull(t *testing.T) {
 		"autostart": true,
 		"network": {"bridge": "br0", "ip": "10.101.0.5", "ip6": "fd00::5/64", "enableNat": true,
 			"forwardPorts": [{"protocol": "udp", "hostPort": 53}, {"hostPort": 8080, "containerPort": 80, "hostAddress": "127.0.0.1"}]},
-		"bindMounts": {"/data": {"hostPath": "/srv/data", "isReadOnly": false}, "/etc/ro": {}},
+		"bindMounts": {"/data": {"hostPath": "/srv/data", "isReadOnly": false, "create": true}, "/etc/ro": {}},
+		"tmpfs": ["/var/cache", "/srv/scratch"],
 		"limits": {"memory": "512M", "cpus": 1.5, "pids": 2000},
 		"ephemeral": true,
 		"store": "closure",
@@ -61,9 +62,10 @@ func TestParseFull(t *testing.T) {
 			},
 		},
 		BindMounts: []BindMount{
-			{Destination: "/data", HostPath: "/srv/data", IsReadOnly: false},
+			{Destination: "/data", HostPath: "/srv/data", IsReadOnly: false, Create: true},
 			{Destination: "/etc/ro", HostPath: "/etc/ro", IsReadOnly: true},
 		},
+		Tmpfs:          []string{"/srv/scratch", "/var/cache"},
 		Limits:         Limits{MemoryBytes: 512 << 20, CPUs: 1.5, Pids: 2000},
 		Ephemeral:      true,
 		Store:          "closure",
@@ -73,7 +75,7 @@ func TestParseFull(t *testing.T) {
 		t.Errorf("Parse:\n got %+v\nwant %+v", s, want)
 	}
 	wantSet := []string{"autostart", "network.bridge", "network.ip", "network.ip6", "network.enableNat",
-		"network.forwardPorts", "bindMounts", "limits.memory", "limits.cpus", "limits.pids", "ephemeral", "store", "allowedDevices"}
+		"network.forwardPorts", "bindMounts", "tmpfs", "limits.memory", "limits.cpus", "limits.pids", "ephemeral", "store", "allowedDevices"}
 	if got := s.SetAttributes(); !reflect.DeepEqual(got, wantSet) {
 		t.Errorf("SetAttributes = %v, want %v", got, wantSet)
 	}
@@ -109,6 +111,15 @@ func TestParseErrors(t *testing.T) {
 		`{"bindMounts": {"data": {}}}`:                                                             "absolute, clean path",
 		`{"bindMounts": {"/data": {"hostPath": "/a/../b"}}}`:                                       "absolute, clean path",
 		`{"bindMounts": {"/data": {"hostpath": "/a"}}}`:                                            "unknown attribute",
+		`{"bindMounts": {"/": {"hostPath": "/srv"}}}`:                                              "cannot mount over the root",
+		`{"bindMounts": {"/run": {}}}`:                                                             "/run is mounted by nixcell itself",
+		`{"bindMounts": {"/proc/x": {}}}`:                                                          "/proc/x is mounted by nixcell itself",
+		`{"tmpfs": "/var/cache"}`:                                                                  "tmpfs: must be a list",
+		`{"tmpfs": [1]}`:                                                                           "tmpfs[0]: must be a string",
+		`{"tmpfs": ["var/cache"]}`:                                                                 "absolute, clean path",
+		`{"tmpfs": ["/a", "/a"]}`:                                                                  `"/a" is listed twice`,
+		`{"tmpfs": ["/dev"]}`:                                                                      "mounted by nixcell itself",
+		`{"tmpfs": ["/data"], "bindMounts": {"/data": {}}}`:                                        "both a bind mount and a tmpfs",
 		`{"limits": {"memory": "lots"}}`:                                                           `"lots" is not a size`,
 		`{"limits": {"cpus": 0}}`:                                                                  "positive number of CPUs",
 		`{"limits": {"pids": 1.5}}`:                                                                "positive whole number",

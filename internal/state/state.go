@@ -9,11 +9,13 @@
 //	STATE/containers/NAME/container.json   the record (Container)
 //	STATE/containers/NAME/configuration.nix an inline (-c) configuration
 //	STATE/containers/NAME/console.log      the init's output, /dev/console inside
+//	STATE/containers/NAME/closure.json     the closure of its system, for store = "closure"
 //	STATE/containers/NAME/root/            the container's root, owned by its ID range
 //	STATE/idmap.json                       ID ranges held by containers
 //	STATE/network.json                     network settings and addresses held by containers
 //	STATE/locks/NAME.lock, global.lock     flock(2) locks
 //	RUN/containers/NAME/                   libcontainer's state of a running container
+//	RUN/host/NAME/                         files the host gives a running container (HostDir)
 //	RUN/running/NAME.json                  the generation it booted or last switched to (Running)
 package state
 
@@ -70,6 +72,10 @@ type Container struct {
 	Source Source `json:"source"`
 	// Spec is the host-side configuration.
 	Spec spec.Spec `json:"spec"`
+	// UUID identifies the container for its whole life; its init gets it
+	// as container_uuid (systemd makes it the machine ID). Records written
+	// before it existed have none; see cell's uuidOf.
+	UUID string `json:"uuid,omitempty"`
 }
 
 // Source is where a container's system comes from.
@@ -86,6 +92,13 @@ type Source struct {
 	Flake string `json:"flake,omitempty"`
 	// NixArgs are passed to every Nix call for this container.
 	NixArgs []string `json:"nixArgs,omitempty"`
+	// RootFS, instead of a NixOS system, is a plain directory tree that
+	// is the container's root (create --rootfs), booted with Init. Such a
+	// container has no Nix profile and no generations.
+	RootFS string `json:"rootfs,omitempty"`
+	// Init is the program run as PID 1 of a RootFS container, a path
+	// inside it.
+	Init string `json:"init,omitempty"`
 }
 
 // Running is what a running container's init booted, or what it was last
@@ -171,11 +184,23 @@ func (s Store) InlineConfig(name string) string {
 	return filepath.Join(s.Dir(name), "configuration.nix")
 }
 
+// ClosureCache holds the store closure of the system the container last
+// booted with store = "closure" (a closure never changes, so it is
+// computed once per system).
+func (s Store) ClosureCache(name string) string { return filepath.Join(s.Dir(name), "closure.json") }
+
 // BuildLink is the temporary GC root of a system being built.
 func (s Store) BuildLink(name string) string { return filepath.Join(s.Dir(name), "build-result") }
 
 // RuntimeRoot is libcontainer's state root.
 func (s Store) RuntimeRoot() string { return filepath.Join(s.Run, "containers") }
+
+// HostDir holds what the host provides a running container: the files
+// bound at /run/host inside (the readiness socket among them) and the
+// mount points of a composed root. It is recreated at every start and
+// removed when the container stops; nothing is ever mounted there in the
+// host's mount namespace.
+func (s Store) HostDir(name string) string { return filepath.Join(s.Run, "host", name) }
 
 // CgroupPath is the container's absolute cgroup path.
 func (s Store) CgroupPath(name string) string { return s.CgroupParent + "/" + name }

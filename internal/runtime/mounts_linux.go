@@ -1,0 +1,374 @@
+package runtime
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"strings"
+	"syscall"
+
+	"github.com/opencontainers/cgroups"
+	"golang.org/x/sys/unix"
+)
+
+// Some containers need mounts made before libcontainer sees them: a root
+// composed of layers (ephemeral), a root seen through an idmapped mount (a
+// plain root file system owned by the host's IDs), and a store that holds
+// only a closure. libcontainer cannot mount anything at "/", and the
+// closure view is hundreds of mounts that are cheaper made once here than
+// as idmapped binds one by one.
+//
+// These mounts are made in a mount namespace of their own, on a thread that
+// is thrown away afterwards; the container's init is started from that
+// thread, so its mount namespace is a copy of that one. Nothing is ever
+// mounted in the host's namespace: when the container's last process ends,
+// the kernel drops every one of these mounts, and with them the ephemeral
+// root's tmpfs. A stop, a kill, an init that dies on its own and a nixcell
+// killed halfway all leave nothing mounted behind.
+//
+// Layout of HostDir during a start (mount points are empty directories in
+// the host's namespace):
+//
+//	HostDir/host/    files for /run/host inside (bound read-only)
+//	HostDir/lower/   RootFS, bound (idmapped for a plain root)
+//	HostDir/upper/   the ephemeral root's tmpfs: data/ and work/ of the overlay
+//	HostDir/root/    the composed root libcontainer boots
+//	HostDir/nix/     the host's /nix/store, idmapped, for the closure view
+//	HostDir/store/   a tmpfs with a bind of each closure path, /nix/store inside
+
+// inPrivateMounts runs f on a locked thread in a new mount namespace whose
+// mounts receive the host's but do not propagate back. Processes that f
+// starts inherit that namespace. The thread is discarded when f returns.
+func inPrivateMounts(f func() error) error {
+	// The cgroup library opens /sys/fs/cgroup once and keeps the handle
+	// for the life of the process: open it here, in the host's namespace,
+	// not in the private one, which is gone when this returns.
+	_, _ = cgroups.ReadFile("/sys/fs/cgroup", "cgroup.controllers")
+	errc := make(chan error, 1)
+	go func() {
+		goruntime.LockOSThread() // never unlocked: the thread ends with this goroutine
+		if err := unix.Unshare(unix.CLONE_NEWNS | unix.CLONE_FS); err != nil {
+			errc <- fmt.Errorf("creating a mount namespace: %w", err)
+			return
+		}
+		if err := unix.Mount("", "/", "", unix.MS_SLAVE|unix.MS_REC, ""); err != nil {
+			errc <- fmt.Errorf("making the mount namespace a slave of the host's: %w", err)
+			return
+		}
+		errc <- f()
+	}()
+	return <-errc
+}
+
+// needsPrivateMounts tells whether the container's root or store must be
+// composed before libcontainer runs.
+func (c *Container) needsPrivateMounts() bool {
+	return c.composedRoot() || c.StorePaths != nil
+}
+
+// composedRoot tells whether the root libcontainer boots is a mount made
+// by nixcell rather than RootFS itself.
+func (c *Container) composedRoot() bool {
+	return c.Ephemeral || c.PlainRoot && !c.Privileged()
+}
+
+// bootRoot is the directory libcontainer gets as the container's root.
+func (c *Container) bootRoot() string {
+	if c.composedRoot() {
+		return filepath.Join(c.HostDir, "root")
+	}
+	return c.RootFS
+}
+
+// closureStore is the directory bound at /nix/store when only the closure
+// is visible.
+func (c *Container) closureStore() string { return filepath.Join(c.HostDir, "store") }
+
+// mountPrivate makes the composed root and the closure store. It must run
+// inside inPrivateMounts.
+func (c *Container) mountPrivate() error {
+	var userns *os.File
+	if !c.Privileged() && (c.PlainRoot || c.StorePaths != nil) {
+		var err error
+		if userns, err = c.idmapUserns(); err != nil {
+			return err
+		}
+		defer userns.Close()
+	}
+	if c.composedRoot() {
+		if err := c.mountRoot(userns); err != nil {
+			return err
+		}
+	}
+	if c.StorePaths != nil {
+		if err := c.mountClosureStore(userns); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// mountRoot mounts the root the container boots at HostDir/root: RootFS
+// (idmapped when it is a plain root of an unprivileged container), under
+// an overlay whose upper layer is a fresh tmpfs when the container is
+// ephemeral.
+func (c *Container) mountRoot(userns *os.File) error {
+	lower := filepath.Join(c.HostDir, "lower")
+	root := filepath.Join(c.HostDir, "root")
+	target := root
+	if c.Ephemeral {
+		target = lower
+	}
+	if c.PlainRoot && userns != nil {
+		if err := idmappedBind(c.RootFS, target, userns, 0); err != nil {
+			return fmt.Errorf("mounting the root %s idmapped: %w", c.RootFS, err)
+		}
+	} else if err := unix.Mount(c.RootFS, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("binding the root %s: %w", c.RootFS, err)
+	}
+	if !c.Ephemeral {
+		return nil
+	}
+	upper := filepath.Join(c.HostDir, "upper")
+	if err := unix.Mount("tmpfs", upper, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0700"); err != nil {
+		return fmt.Errorf("mounting the ephemeral root's tmpfs: %w", err)
+	}
+	// The upper directory is the overlay's root directory: it takes the
+	// owner and mode of the root it covers (as the container sees it).
+	var st unix.Stat_t
+	if err := unix.Stat(lower, &st); err != nil {
+		return err
+	}
+	data, work := filepath.Join(upper, "data"), filepath.Join(upper, "work")
+	for _, d := range []string{data, work} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			return err
+		}
+	}
+	if err := os.Chmod(data, os.FileMode(st.Mode&0o7777)); err != nil {
+		return err
+	}
+	if err := os.Chown(data, int(st.Uid), int(st.Gid)); err != nil {
+		return err
+	}
+	opts := "lowerdir=" + lower + ",upperdir=" + data + ",workdir=" + work
+	if err := unix.Mount("overlay", root, "overlay", 0, opts); err != nil {
+		return fmt.Errorf("mounting the ephemeral root (overlay %s): %w", opts, err)
+	}
+	return nil
+}
+
+// mountClosureStore builds the closure view of /nix/store at
+// HostDir/store: a tmpfs holding a read-only bind of each closure path,
+// taken from one idmapped mount of the host's store, so every path appears
+// root-owned inside as the full store does. Bind mounts of the container
+// that go below /nix/store get their mount points here too, since the
+// tmpfs ends up read-only.
+func (c *Container) mountClosureStore(userns *os.File) error {
+	store := c.closureStore()
+	src := "/nix/store"
+	if userns != nil {
+		src = filepath.Join(c.HostDir, "nix")
+		if err := idmappedBind("/nix/store", src, userns, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV); err != nil {
+			return fmt.Errorf("mounting /nix/store idmapped: %w", err)
+		}
+	}
+	if err := unix.Mount("tmpfs", store, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
+		return fmt.Errorf("mounting the closure store's tmpfs: %w", err)
+	}
+	root := int(c.IDs.Start)
+	if err := os.Chown(store, root, root); err != nil {
+		return err
+	}
+	for _, p := range c.StorePaths {
+		base := filepath.Base(p)
+		if filepath.Dir(p) != "/nix/store" || base == "." || base == ".." {
+			return fmt.Errorf("%q is not a store path", p)
+		}
+		from, to := filepath.Join(src, base), filepath.Join(store, base)
+		fi, err := os.Lstat(from)
+		if err != nil {
+			return fmt.Errorf("closure path %s: %w", p, err)
+		}
+		switch {
+		case fi.Mode()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(from)
+			if err != nil {
+				return err
+			}
+			if err := os.Symlink(target, to); err != nil {
+				return err
+			}
+			if err := os.Lchown(to, root, root); err != nil {
+				return err
+			}
+			continue
+		case fi.IsDir():
+			err = os.Mkdir(to, 0o555)
+		default:
+			err = os.WriteFile(to, nil, 0o444)
+		}
+		if err != nil {
+			return fmt.Errorf("mount point for %s: %w", p, err)
+		}
+		if err := unix.Mount(from, to, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("binding %s: %w", p, err)
+		}
+		if userns == nil {
+			if err := unix.Mount("", to, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+				return fmt.Errorf("making %s read-only: %w", p, err)
+			}
+		}
+	}
+	for _, b := range c.Binds {
+		rel, ok := strings.CutPrefix(b.Destination, "/nix/store/")
+		if !ok {
+			continue
+		}
+		if err := mountPointFor(b.Source, filepath.Join(store, rel)); err != nil {
+			return fmt.Errorf("bind mount %s: %w", b.Destination, err)
+		}
+	}
+	if err := unix.Mount("", store, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+		return fmt.Errorf("making the closure store read-only: %w", err)
+	}
+	return nil
+}
+
+// mountPointFor creates at dst (and its parents) a directory, or an empty
+// file when src is not a directory, unless something is there already.
+func mountPointFor(src, dst string) error {
+	if _, err := os.Lstat(dst); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	if fi, err := os.Stat(src); err == nil && !fi.IsDir() {
+		return os.WriteFile(dst, nil, 0o444)
+	}
+	return os.Mkdir(dst, 0o755)
+}
+
+// idmappedBind clones the mount tree at src, maps its IDs through userns
+// and applies attrs, then attaches it at dst.
+func idmappedBind(src, dst string, userns *os.File, attrs uint64) error {
+	fd, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	if err != nil {
+		return fmt.Errorf("open_tree %s: %w", src, err)
+	}
+	defer unix.Close(fd)
+	attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP | attrs, Userns_fd: uint64(userns.Fd())}
+	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, attr); err != nil {
+		return fmt.Errorf("idmapping %s: %w", src, err)
+	}
+	if err := unix.MoveMount(fd, "", unix.AT_FDCWD, dst, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("attaching %s at %s: %w", src, dst, err)
+	}
+	return nil
+}
+
+// idmapUserns returns a user namespace with the container's ID mapping,
+// which idmapped mounts take as their mapping. It belongs to a helper
+// process that stops before it runs anything (it is traced from birth,
+// so it halts at exec) and is killed once its namespace is open.
+// Preconditions: called on a locked thread (tracing requires it).
+func (c *Container) idmapUserns() (*os.File, error) {
+	m := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(c.IDs.Start), Size: int(c.IDs.Size)}}
+	p, err := os.StartProcess("/proc/self/exe", []string{"nixcell-idmap"}, &os.ProcAttr{
+		Sys: &syscall.SysProcAttr{
+			Cloneflags:  unix.CLONE_NEWUSER,
+			UidMappings: m, GidMappings: m,
+			Ptrace: true,
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating a user namespace for idmapped mounts: %w", err)
+	}
+	defer func() {
+		_ = p.Kill()
+		_, _ = p.Wait()
+	}()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/user", p.Pid))
+	if err != nil {
+		return nil, fmt.Errorf("opening the idmap user namespace: %w", err)
+	}
+	return f, nil
+}
+
+// removeHostDir deletes a container's HostDir. Nothing is mounted there in
+// the host's namespace by design; should anything be, it refuses rather
+// than delete through the mount into what is mounted.
+func removeHostDir(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	mounted, err := mountsUnder(dir)
+	if err != nil {
+		return err
+	}
+	if len(mounted) > 0 {
+		return fmt.Errorf("not removing %s: %s is mounted in the host's mount namespace; unmount it", dir, mounted[0])
+	}
+	if err := os.RemoveAll(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("removing %s: %w", dir, err)
+	}
+	return nil
+}
+
+// mountsUnder lists the mount points at or below dir in this process's
+// mount namespace.
+func mountsUnder(dir string) ([]string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var found []string
+	s := bufio.NewScanner(f)
+	s.Buffer(make([]byte, 64*1024), 1024*1024)
+	for s.Scan() {
+		fields := strings.Fields(s.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeMountinfo(fields[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			found = append(found, mp)
+		}
+	}
+	return found, s.Err()
+}
+
+// unescapeMountinfo undoes the octal escapes (\040 for a space, ...) of
+// /proc/self/mountinfo.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var v byte
+			ok := true
+			for _, d := range s[i+1 : i+4] {
+				if d < '0' || d > '7' {
+					ok = false
+					break
+				}
+				v = v*8 + byte(d-'0')
+			}
+			if ok {
+				b.WriteByte(v)
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
