@@ -104,13 +104,17 @@ func (c *Container) config() (*configs.Config, error) {
 		{Source: "tmpfs", Destination: "/tmp", Device: "tmpfs", Flags: tmp | unix.MS_STRICTATIME, Data: "mode=1777"},
 		{Source: osRelease, Destination: "/run/host/os-release", Device: "bind", Flags: unix.MS_BIND | unix.MS_RDONLY | noExec},
 	}
-	for _, b := range c.nixBinds() {
+	for i, b := range c.nixBinds() {
 		flags := unix.MS_BIND | unix.MS_NOSUID | unix.MS_NODEV
 		if b.readOnly {
 			flags |= unix.MS_RDONLY
 		}
 		m := &configs.Mount{Source: b.source, Destination: b.dest, Device: "bind", Flags: flags}
-		if !c.Privileged() {
+		if b.readOnly && !c.Privileged() {
+			// Idmapped and locked read-only on the host while the
+			// container starts (lockedro_linux.go).
+			m.Source = c.stagedPath(i)
+		} else if !c.Privileged() {
 			// The host's root owns these; through an idmapped mount they
 			// appear owned by the container's root, and nothing is chowned.
 			m.IDMapping = &configs.MountIDMapping{UIDMappings: c.idMaps(), GIDMappings: c.idMaps()}

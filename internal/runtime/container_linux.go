@@ -164,6 +164,15 @@ func (c *Container) create(stdio *Stdio) (*libcontainer.Container, *libcontainer
 	if err != nil {
 		return nil, nil, fmt.Errorf("creating runtime state: %w", err)
 	}
+	if !c.Privileged() {
+		// Needed only until the container's root is set up, which Start
+		// below waits for.
+		if err := c.stageReadOnlyBinds(); err != nil {
+			_ = lc.Destroy()
+			return nil, nil, err
+		}
+		defer unstage(c.stagingDir())
+	}
 	proc := &libcontainer.Process{
 		Args: []string{c.Init},
 		Env:  append([]string{"PATH=" + DefaultPath, "container=nixcell", "HOME=/root", "TERM=linux"}, c.Env...),
@@ -186,6 +195,7 @@ func (c *Container) create(stdio *Stdio) (*libcontainer.Container, *libcontainer
 // Cleanup removes the runtime state and cgroups of a container whose init
 // is gone, killing whatever is left. It is idempotent.
 func Cleanup(stateRoot, name string) error {
+	unstage(stagingDir(stateRoot, name)) // left by a killed start
 	lc, err := libcontainer.Load(stateRoot, name)
 	if errors.Is(err, libcontainer.ErrNotExist) {
 		return nil
