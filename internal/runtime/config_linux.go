@@ -141,6 +141,7 @@ func (c *Container) config() (*configs.Config, error) {
 			Path:      c.CgroupPath,
 			Resources: &cgroups.Resources{Devices: rules},
 		},
+		Seccomp: seccompFilter(),
 		Devices: specconv.AllowedDevices,
 		Mounts:  mounts,
 		MaskPaths: []string{

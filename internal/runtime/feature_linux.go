@@ -38,10 +38,14 @@ var idmapFileSystems = map[int64]struct {
 }
 
 // checkHost returns an *UnsupportedFeatureError when the kernel cannot run
-// the container: user namespaces for an unprivileged one, and idmapped
-// mounts on each host directory it binds. Failing here gives the user the
-// cause instead of a mount error from deep inside the runtime.
+// the container: seccomp filters for every one, user namespaces for an
+// unprivileged one, and idmapped mounts on each host directory it binds.
+// Failing here gives the user the cause instead of a mount error from deep
+// inside the runtime.
 func (c *Container) checkHost() error {
+	if err := checkSeccomp(); err != nil {
+		return err
+	}
 	if c.Privileged() {
 		return nil
 	}
