@@ -81,6 +81,9 @@ type Info struct {
 	IPv4      string       `json:"ipv4"`
 	IPv6      string       `json:"ipv6"`
 	CreatedAt time.Time    `json:"createdAt"`
+
+	// Limits are the limits in effect (zero fields: unlimited).
+	Limits spec.Limits `json:"limits"`
 }
 
 // Inspect reports the state of the named container.
@@ -99,6 +102,7 @@ func (m *Manager) Inspect(name string) (Info, error) {
 	info := Info{
 		Name: name, State: st, Pid: status.Pid, StartedAt: status.StartedAt,
 		Autostart: rec.Spec.Autostart, Privileged: rec.Spec.Privileged, CreatedAt: rec.CreatedAt,
+		Limits: rec.Limits(),
 	}
 	info.Generation, info.System, err = nix.Profile{Name: name}.Current()
 	if err != nil {
@@ -213,6 +217,7 @@ func (m *Manager) runtimeContainer(rec *state.Container) (*runtime.Container, er
 		GCRootsDir: nix.Profile{Name: rec.Name}.GCRootsDir(),
 		Init:       "/nix/var/nix/profiles/system/init",
 		ConsoleLog: m.Store.ConsoleLog(rec.Name),
+		Limits:     runtimeLimits(rec.Limits()),
 	}
 	gen, _, err := nix.Profile{Name: rec.Name}.Current()
 	if err != nil {
@@ -451,8 +456,11 @@ func absConfigPath(path string) (string, error) {
 	return abs, nil
 }
 
-// notYetEffective lists the settings this version reads but does not apply.
-var effective = map[string]bool{"privileged": true}
+// effective lists the settings this version applies; create and update
+// warn about the others.
+var effective = map[string]bool{
+	"privileged": true, "limits.memory": true, "limits.cpus": true, "limits.pids": true,
+}
 
 func (m *Manager) warnIneffective(s spec.Spec) {
 	var ignored []string

@@ -31,6 +31,9 @@ type CreateRequest struct {
 	NixArgs []string
 	// Privileged runs the container without a user namespace.
 	Privileged bool
+	// Limits replace the configuration's limits (--memory, --cpus,
+	// --pids); they are kept for later updates.
+	Limits spec.LimitOverrides
 }
 
 // ErrBadRequest is the class of requests that are wrong before anything is
@@ -112,7 +115,8 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 
 	rec = &state.Container{
 		Name: req.Name, Phase: state.Creating, CreatedAt: time.Now().UTC().Truncate(time.Second),
-		Source: state.Source{ConfigFile: req.ConfigFile, Flake: req.Flake, SystemPath: req.SystemPath, NixArgs: req.NixArgs},
+		Source:         state.Source{ConfigFile: req.ConfigFile, Flake: req.Flake, SystemPath: req.SystemPath, NixArgs: req.NixArgs},
+		LimitOverrides: req.Limits,
 	}
 	if err := m.Store.Save(rec); err != nil {
 		return err

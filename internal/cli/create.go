@@ -15,6 +15,7 @@ type createCmd struct {
 	system     string
 	nixArgs    string
 	privileged bool
+	limits     limitFlags
 }
 
 func (a *app) createCommand() *cobra.Command {
@@ -37,11 +38,18 @@ The configuration is one of:
   --system PATH  a NixOS system already built in the store
 
 Nix's output streams to stderr while it builds. If anything fails, nothing of
-the container is left.`,
+the container is left.
+
+` + limitFlagsHelp + `
+
+--privileged runs the container without a user namespace: its root is the
+host's root, kept in check only by the capability bounding set, the seccomp
+filter and the device allowlist. Avoid it.`,
 		Example: `  nixcell create web ./web.nix -n "-I nixpkgs=/src/nixpkgs"
   nixcell create db -c '{ services.postgresql.enable = true; }'
   nixcell create app --flake /etc/nixos#app
-  nixcell create app --system /nix/store/...-nixos-system-app`,
+  nixcell create app --system /nix/store/...-nixos-system-app
+  nixcell create web ./web.nix --memory 512M --cpus 1.5 --pids 2000`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			return nameArg(1)(cmd, args)
 		},
@@ -53,6 +61,7 @@ the container is left.`,
 	f.StringVar(&c.system, "system", "", "prebuilt NixOS system store path")
 	f.StringVarP(&c.nixArgs, "nix-args", "n", "", `extra Nix arguments, e.g. "-I nixpkgs=/src/nixpkgs"`)
 	f.BoolVar(&c.privileged, "privileged", false, "no user namespace: container root is host root (not recommended)")
+	c.limits.add(cmd)
 	return cmd
 }
 
@@ -67,6 +76,9 @@ func (c *createCmd) run(cmd *cobra.Command, args []string) error {
 	var err error
 	if req.NixArgs, err = splitArgs(c.nixArgs); err != nil {
 		return usageError{err}
+	}
+	if req.Limits, err = c.limits.overrides(cmd); err != nil {
+		return err
 	}
 	m, err := c.manager()
 	if err != nil {

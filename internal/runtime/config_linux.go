@@ -39,6 +39,8 @@ type Container struct {
 	ConsoleLog string
 	// Env is added to the init's environment.
 	Env []string
+	// Limits cap its resources; SetLimits changes them while it runs.
+	Limits Limits
 }
 
 // IDRange is the host UID and GID range of an unprivileged container.
@@ -126,6 +128,8 @@ func (c *Container) config() (*configs.Config, error) {
 	for _, d := range specconv.AllowedDevices {
 		rules = append(rules, &d.Rule)
 	}
+	resources := &cgroups.Resources{Devices: rules}
+	c.Limits.apply(resources)
 	namespaces := configs.Namespaces{
 		{Type: configs.NEWNS}, {Type: configs.NEWUTS}, {Type: configs.NEWIPC},
 		{Type: configs.NEWPID}, {Type: configs.NEWNET}, {Type: configs.NEWCGROUP},
@@ -139,7 +143,7 @@ func (c *Container) config() (*configs.Config, error) {
 		},
 		Cgroups: &cgroups.Cgroup{
 			Path:      c.CgroupPath,
-			Resources: &cgroups.Resources{Devices: rules},
+			Resources: resources,
 		},
 		Seccomp: seccompFilter(),
 		Devices: specconv.AllowedDevices,

@@ -13,6 +13,7 @@
 //	STATE/idmap.json                       ID ranges held by containers
 //	STATE/locks/NAME.lock, global.lock     flock(2) locks
 //	RUN/containers/NAME/                   libcontainer's state of a running container
+//	RUN/staging/NAME/                      host-side mounts while the container starts (runtime)
 //	RUN/running/NAME.json                  the generation it booted or last switched to (Running)
 package state
 
@@ -69,6 +70,15 @@ type Container struct {
 	Source Source `json:"source"`
 	// Spec is the host-side configuration.
 	Spec spec.Spec `json:"spec"`
+	// LimitOverrides are the limits given on the command line; they
+	// replace those of Spec (see Limits).
+	LimitOverrides spec.LimitOverrides `json:"limitOverrides,omitzero"`
+}
+
+// Limits are the limits that take effect: the configuration's, with those
+// given on the command line replacing them.
+func (c *Container) Limits() spec.Limits {
+	return c.Spec.Limits.With(c.LimitOverrides)
 }
 
 // Source is where a container's system comes from.
