@@ -141,6 +141,9 @@ func TestLifecycle(t *testing.T) {
 		if r.code != 42 || r.stdout != "from stdin\n" || r.stderr != "to-stderr\n" {
 			t.Errorf("exec: %s", r)
 		}
+		if r := in.run("exec", name, "--", "sh", "-c", "kill -9 $$"); r.code != 128+9 {
+			t.Errorf("exec of a process killed by SIGKILL: %s, want exit 137", r)
+		}
 		r = in.run("exec", name, "--", "no-such-command")
 		if r.code != 125 || !strings.Contains(r.stderr, "no-such-command") {
 			t.Errorf("exec of a missing command: %s", r)

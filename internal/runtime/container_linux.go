@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
@@ -268,7 +269,9 @@ func exitCode(ps *os.ProcessState) int {
 	if ps == nil {
 		return 255
 	}
-	if ws, ok := ps.Sys().(unix.WaitStatus); ok && ws.Signaled() {
+	// os.ProcessState carries a syscall.WaitStatus; unix.WaitStatus is a
+	// different type and never matches.
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 		return 128 + int(ws.Signal())
 	}
 	return ps.ExitCode()
