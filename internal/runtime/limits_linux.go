@@ -60,8 +60,8 @@ func swapAccounting() bool {
 }
 
 // SetLimits applies new limits to the running container at once, without
-// restarting it. A limit the kernel refuses (memory below what the
-// container uses now, for example) leaves the previous limits in force.
+// restarting it. A memory limit below what the container uses now is
+// refused, and a refused change leaves the previous limits in force.
 func SetLimits(stateRoot, name string, l Limits) error {
 	lc, err := loadRunning(stateRoot, name)
 	if err != nil {
@@ -70,6 +70,9 @@ func SetLimits(stateRoot, name string, l Limits) error {
 	cfg := lc.Config()
 	res := *cfg.Cgroups.Resources
 	l.apply(&res)
+	// cgroup v2 would OOM-kill processes to get below a lower memory.max;
+	// refuse such a limit instead, as cgroup v1 does (EBUSY).
+	res.MemoryCheckBeforeUpdate = true
 	cg := *cfg.Cgroups
 	cg.Resources = &res
 	cfg.Cgroups = &cg
