@@ -128,6 +128,7 @@ func (c *Container) config() (*configs.Config, error) {
 	for _, d := range specconv.AllowedDevices {
 		rules = append(rules, &d.Rule)
 	}
+	caps := grantedCapabilities()
 	resources := &cgroups.Resources{Devices: rules}
 	c.Limits.apply(resources)
 	namespaces := configs.Namespaces{
@@ -139,7 +140,7 @@ func (c *Container) config() (*configs.Config, error) {
 		Hostname:   c.Name,
 		Namespaces: namespaces,
 		Capabilities: &configs.Capabilities{
-			Bounding: capabilities, Effective: capabilities, Permitted: capabilities,
+			Bounding: caps, Effective: caps, Permitted: caps,
 		},
 		Cgroups: &cgroups.Cgroup{
 			Path:      c.CgroupPath,

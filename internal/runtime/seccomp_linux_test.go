@@ -50,3 +50,14 @@ func TestSeccompFilter(t *testing.T) {
 		}
 	}
 }
+
+func TestCapabilityBitsCoverTheList(t *testing.T) {
+	for _, c := range capabilities {
+		if _, ok := capabilityBits[c]; !ok {
+			t.Errorf("%s has no bit number", c)
+		}
+	}
+	if got := grantedCapabilities(); len(got) == 0 || len(got) > len(capabilities) {
+		t.Errorf("granted %v", got)
+	}
+}
