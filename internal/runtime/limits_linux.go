@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 
 	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/runc/libcontainer"
@@ -102,9 +105,10 @@ type MemoryStats struct {
 	// MaxUsageBytes is the peak usage (cgroup v1 and v2 from Linux 5.19).
 	MaxUsageBytes uint64 `json:"maxUsageBytes,omitempty"`
 	LimitBytes    uint64 `json:"limitBytes"`
-	// LimitHits counts how often the usage hit the limit (memory.failcnt;
-	// the "max" events on v2).
-	LimitHits uint64 `json:"limitHits"`
+	// OOMKills counts the processes the kernel's OOM killer ended in the
+	// container's cgroup since it was created (oom_kill in
+	// memory.oom_control on v1, memory.events on v2).
+	OOMKills uint64 `json:"oomKills"`
 }
 
 // CPUStats is the container's CPU use.
@@ -151,7 +155,6 @@ func ReadStats(stateRoot, name string) (Stats, error) {
 			UsageBytes:    mem.Usage.Usage,
 			MaxUsageBytes: mem.Usage.MaxUsage,
 			LimitBytes:    mem.Usage.Limit,
-			LimitHits:     mem.Usage.Failcnt,
 		},
 		CPU: CPUStats{
 			UsageNanos:     cpu.CpuUsage.TotalUsage,
@@ -167,7 +170,31 @@ func ReadStats(stateRoot, name string) (Stats, error) {
 	if r := lc.Config().Cgroups.Resources; r != nil && r.CpuQuota > 0 && r.CpuPeriod > 0 {
 		s.CPU.Limit = float64(r.CpuQuota) / float64(r.CpuPeriod)
 	}
+	if state, err := lc.State(); err == nil {
+		s.Memory.OOMKills = oomKills(state.CgroupPaths)
+	}
 	return s, nil
+}
+
+// oomKills reads the OOM kill count of a cgroup, which libcontainer's
+// statistics lack (and memory.failcnt, which they have, stays 0 on recent
+// kernels); 0 when the kernel does not say.
+func oomKills(paths map[string]string) uint64 {
+	file := filepath.Join(paths["memory"], "memory.oom_control")
+	if cgroups.IsCgroup2UnifiedMode() {
+		file = filepath.Join(paths[""], "memory.events")
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "oom_kill "); ok {
+			n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+			return n
+		}
+	}
+	return 0
 }
 
 // loadRunning loads the libcontainer container of a running container.
