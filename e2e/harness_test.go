@@ -179,7 +179,7 @@ func (in *instance) leaks() []string {
 	}
 	mounts, _ := os.ReadFile("/proc/self/mountinfo")
 	for _, line := range strings.Split(string(mounts), "\n") {
-		if strings.Contains(line, in.dir) {
+		if strings.Contains(line, in.dir) || strings.Contains(line, in.store.Run+"/") {
 			leaks = append(leaks, "mount "+line)
 		}
 	}

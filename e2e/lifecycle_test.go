@@ -41,7 +41,7 @@ func TestCreateForms(t *testing.T) {
   limits.memory = "256M";
   configuration = { name, ... }: { services.httpd.enable = true; system.fixture.label = "from-set-${name}"; };
 }`)}, nixArgs...)
-		}, "no effect yet in this version of nixcell: autostart, limits.memory"},
+		}, "no effect yet in this version of nixcell: autostart\n"},
 		{"inline", func(name string) []string {
 			return append([]string{"create", name, "-c", `{ system.fixture.label = "inline"; }`}, nixArgs...)
 		}, ""},
