@@ -20,8 +20,8 @@ func (a *app) statsCommand() *cobra.Command {
 in use (page cache and tmpfs files included, as the kernel charges them), its
 limit and peak, and how many processes the OOM killer ended; CPU time used,
 the CPU limit and how long the limit held the container back; and the number
-of processes and threads and their limit. With --json the numbers
-are exact: bytes and nanoseconds, 0 for no limit.`,
+of processes and threads and their limit. With --json the numbers are exact:
+bytes and nanoseconds, 0 for no limit.`,
 		Example: `  nixcell stats web
   nixcell stats web --json`,
 		Args: nameArg(0),
