@@ -503,10 +503,11 @@ func TestMemoryHogOOMKilled(t *testing.T) {
 func TestLimitsUpdateLive(t *testing.T) {
 	in := newInstance(t)
 	name := testutil.Name("limited")
-	config := func(memory string, cpus string, pids int) string {
+	configWith := func(memory string, cpus string, pids int, module string) string {
 		return nixFile(t, "limits.nix", fmt.Sprintf(`{ limits = { memory = %q; cpus = %s; pids = %d; };
-  configuration = { services.httpd.enable = true; }; }`, memory, cpus, pids))
+  configuration = { services.httpd.enable = true; %s }; }`, memory, cpus, pids, module))
 	}
+	config := func(memory string, cpus string, pids int) string { return configWith(memory, cpus, pids, "") }
 	// --pids overrides the file's pids and stays until a flag changes it.
 	in.must(append([]string{"create", name, config("128M", "1", 100), "--pids", "90"}, nixArgs...)...)
 	in.must("start", name)
@@ -546,6 +547,13 @@ func TestLimitsUpdateLive(t *testing.T) {
 	if after := in.must("state", "--json", name); after != before {
 		t.Errorf("the refused update changed the record:\n%s\n%s", before, after)
 	}
+
+	// A failed switch undoes the limits applied before it.
+	r = in.run(append([]string{"update", name, configWith("48M", "0.25", 70, "system.fixture.failSwitch = true;")}, nixArgs...)...)
+	if r.code != 1 || !strings.Contains(r.stderr, "switch-to-configuration failed") {
+		t.Errorf("update with a failing switch: %s", r)
+	}
+	want("after the failed switch", kernelLimits{memory: strconv.Itoa(64 << 20), cpuQuota: "50000", pids: "max"})
 
 	// A stopped container gets its new limits at the next start.
 	in.must("stop", name)
