@@ -3,7 +3,9 @@ package e2e
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,11 +13,13 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	libseccomp "github.com/seccomp/libseccomp-golang"
 
+	"github.com/nixcell/nixcell/internal/nix"
 	"github.com/nixcell/nixcell/internal/testutil"
 )
 
@@ -190,6 +194,26 @@ func TestEscapeAttempts(t *testing.T) {
 			if _, err := os.Lstat(marker); err == nil {
 				os.Remove(marker)
 				t.Errorf("the container created %s on the host", marker)
+			}
+		}
+	})
+	t.Run("plant-a-setuid-program-for-host-users", func(t *testing.T) {
+		// The profile directory is written as the host's root (idmapped),
+		// so root inside can make a setuid-root program there; host users
+		// must not be able to reach it.
+		in.exec(a, "sh", "-c", "cp /run/current-system/sw/bin/busybox /nix/var/nix/profiles/evil && chmod 4755 /nix/var/nix/profiles/evil")
+		evil := filepath.Join(nix.ProfilesDir, a, "evil")
+		// As nobody on the host (busybox as "id"; it drops the setuid
+		// privilege itself, so it only shows that the program ran).
+		cmd := &exec.Cmd{Path: evil, Args: []string{"id", "-u"},
+			SysProcAttr: &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}}
+		out, err := cmd.CombinedOutput()
+		if !errors.Is(err, fs.ErrPermission) {
+			t.Errorf("a host user ran the container's setuid program: %v, output %q", err, out)
+		}
+		for _, dir := range []string{nix.ProfilesDir, nix.GCRootsDir} {
+			if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm()&0o077 != 0 {
+				t.Errorf("%s is open to other users: %v %v", dir, fi.Mode(), err)
 			}
 		}
 	})

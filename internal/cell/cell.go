@@ -219,6 +219,11 @@ func (m *Manager) runtimeContainer(rec *state.Container) (*runtime.Container, er
 		ConsoleLog: m.Store.ConsoleLog(rec.Name),
 		Limits:     runtimeLimits(rec.Limits()),
 	}
+	// Containers made by earlier versions have their profile's parent
+	// open to every host user.
+	if err := (nix.Profile{Name: rec.Name}).Ensure(); err != nil {
+		return nil, err
+	}
 	gen, _, err := nix.Profile{Name: rec.Name}.Current()
 	if err != nil {
 		return nil, err
