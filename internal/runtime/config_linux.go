@@ -130,7 +130,7 @@ func (c *Container) config() (*configs.Config, error) {
 	}
 	caps := grantedCapabilities()
 	resources := &cgroups.Resources{Devices: rules}
-	c.Limits.apply(resources)
+	c.Limits.apply(resources, false)
 	namespaces := configs.Namespaces{
 		{Type: configs.NEWNS}, {Type: configs.NEWUTS}, {Type: configs.NEWIPC},
 		{Type: configs.NEWPID}, {Type: configs.NEWNET}, {Type: configs.NEWCGROUP},

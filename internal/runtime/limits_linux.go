@@ -29,26 +29,36 @@ type Limits struct {
 // cpuPeriod is the CFS period in microseconds (the kernel's default).
 const cpuPeriod = 100_000
 
-// apply sets the limits on r. Every limit is written, unlimited ones as
-// -1, so applying new limits to a running container also lifts the ones
-// that were dropped.
-func (l Limits) apply(r *cgroups.Resources) {
-	r.Memory, r.MemorySwap = -1, 0 // libcontainer lifts swap with memory
+// apply sets the limits on r. With lift, unlimited ones are written as -1
+// ("max"), so that new limits for a running container also lift the ones
+// that were dropped; without, they are left out, and a new cgroup keeps the
+// kernel's defaults (no limit).
+func (l Limits) apply(r *cgroups.Resources, lift bool) {
+	r.Memory, r.MemorySwap = 0, 0
+	if lift {
+		r.Memory = -1 // libcontainer lifts memory+swap with it
+	}
 	if l.MemoryBytes > 0 {
 		r.Memory = int64(min(l.MemoryBytes, math.MaxInt64))
 		if swapAccounting() {
 			r.MemorySwap = r.Memory
 		}
 	}
-	r.CpuPeriod, r.CpuQuota = cpuPeriod, -1
+	r.CpuPeriod, r.CpuQuota = 0, 0
+	if lift {
+		r.CpuPeriod, r.CpuQuota = cpuPeriod, -1
+	}
 	if l.CPUs > 0 {
-		r.CpuQuota = int64(math.Round(l.CPUs * cpuPeriod))
+		r.CpuPeriod, r.CpuQuota = cpuPeriod, int64(math.Round(l.CPUs*cpuPeriod))
 	}
-	pids := int64(-1)
-	if l.Pids > 0 {
-		pids = l.Pids
+	r.PidsLimit = nil
+	if lift || l.Pids > 0 {
+		pids := int64(-1)
+		if l.Pids > 0 {
+			pids = l.Pids
+		}
+		r.PidsLimit = &pids
 	}
-	r.PidsLimit = &pids
 }
 
 // swapAccounting tells whether the memory cgroup can limit swap. cgroup v2
@@ -72,7 +82,7 @@ func SetLimits(stateRoot, name string, l Limits) error {
 	}
 	cfg := lc.Config()
 	res := *cfg.Cgroups.Resources
-	l.apply(&res)
+	l.apply(&res, true)
 	// cgroup v2 would OOM-kill processes to get below a lower memory.max;
 	// refuse such a limit instead, as cgroup v1 does (EBUSY).
 	res.MemoryCheckBeforeUpdate = true
