@@ -17,8 +17,9 @@ import (
 // unlimited.
 type Limits struct {
 	// MemoryBytes caps memory; swap counts against it (memory.memsw on
-	// cgroup v1, memory.swap.max = 0 on v2), so the kernel's OOM killer
-	// acts at the limit instead of the container swapping past it.
+	// cgroup v1 where the kernel accounts swap, memory.swap.max = 0 on v2),
+	// so the kernel's OOM killer acts at the limit instead of the container
+	// swapping past it.
 	MemoryBytes uint64
 	// CPUs caps CPU time: 1.5 is a CFS quota of 150 ms per 100 ms period.
 	CPUs float64
