@@ -68,6 +68,11 @@ func TestBadInput(t *testing.T) {
 		{"unknown flag", []string{"start", "--bogus", existing}, 2, "unknown flag: --bogus"},
 		{"missing name", []string{"stop"}, 2, "missing container name"},
 		{"bad timeout", []string{"stop", "--timeout", "soon", existing}, 2, `"soon" is not a duration`},
+		{"bad memory limit", []string{"create", fresh, "-c", "{ }", "--memory", "lots"}, 2, `--memory: "lots" is not a size such as "512M" or "2G", or max for no limit`},
+		{"tiny cpu limit", []string{"update", stopped, "--cpus", "0.001"}, 2, "--cpus: must be at least 0.01 CPUs"},
+		{"bad pids limit", []string{"create", fresh, "-c", "{ }", "--pids", "-5"}, 2, `--pids: "-5" is not a positive whole number of processes`},
+		{"bad limit in the file", append([]string{"create", fresh, nixFile(t, "badcpus.nix", `{ limits.cpus = 0.001; configuration = { }; }`)}, nixArgs...), 1, "limits.cpus: must be at least 0.01 CPUs"},
+		{"stats of a stopped container", []string{"stats", stopped}, 1, "nixcell: stats " + stopped + ": it is not running"},
 	}
 	for _, c := range cases {
 		t.Run(strings.ReplaceAll(c.what, " ", "-"), func(t *testing.T) {

@@ -41,7 +41,7 @@ func TestCreateForms(t *testing.T) {
   limits.memory = "256M";
   configuration = { name, ... }: { services.httpd.enable = true; system.fixture.label = "from-set-${name}"; };
 }`)}, nixArgs...)
-		}, "no effect yet in this version of nixcell: autostart, limits.memory"},
+		}, "no effect yet in this version of nixcell: autostart\n"},
 		{"inline", func(name string) []string {
 			return append([]string{"create", name, "-c", `{ system.fixture.label = "inline"; }`}, nixArgs...)
 		}, ""},
@@ -140,6 +140,9 @@ func TestLifecycle(t *testing.T) {
 		r := in.runIn("from stdin\n", "exec", name, "--", "sh", "-c", "cat; echo to-stderr >&2; exit 42")
 		if r.code != 42 || r.stdout != "from stdin\n" || r.stderr != "to-stderr\n" {
 			t.Errorf("exec: %s", r)
+		}
+		if r := in.run("exec", name, "--", "sh", "-c", "kill -9 $$"); r.code != 128+9 {
+			t.Errorf("exec of a process killed by SIGKILL: %s, want exit 137", r)
 		}
 		r = in.run("exec", name, "--", "no-such-command")
 		if r.code != 125 || !strings.Contains(r.stderr, "no-such-command") {

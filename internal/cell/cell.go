@@ -92,6 +92,9 @@ type Info struct {
 	IPv4      string       `json:"ipv4"`
 	IPv6      string       `json:"ipv6"`
 	CreatedAt time.Time    `json:"createdAt"`
+
+	// Limits are the limits in effect (zero fields: unlimited).
+	Limits spec.Limits `json:"limits"`
 }
 
 // Inspect reports the state of the named container.
@@ -110,7 +113,7 @@ func (m *Manager) Inspect(name string) (Info, error) {
 	info := Info{
 		Name: name, State: st, Pid: status.Pid, StartedAt: status.StartedAt,
 		Autostart: rec.Spec.Autostart, Privileged: rec.Spec.Privileged, CreatedAt: rec.CreatedAt,
-		RootFS: rec.Source.RootFS,
+		RootFS: rec.Source.RootFS, Limits: rec.Limits(),
 	}
 	if rec.Source.RootFS == "" {
 		info.Generation, info.System, err = nix.Profile{Name: name}.Current()
@@ -232,6 +235,7 @@ func (m *Manager) runtimeContainer(rec *state.Container) (*runtime.Container, er
 		Ephemeral:  rec.Spec.Ephemeral,
 		Tmpfs:      rec.Spec.Tmpfs,
 		UUID:       uuidOf(rec),
+		Limits:     runtimeLimits(rec.Limits()),
 	}
 	for _, b := range rec.Spec.BindMounts {
 		c.Binds = append(c.Binds, runtime.Bind{Source: b.HostPath, Destination: b.Destination, ReadOnly: b.IsReadOnly, Create: b.Create})
@@ -244,6 +248,11 @@ func (m *Manager) runtimeContainer(rec *state.Container) (*runtime.Container, er
 		c.Systemd = initIsSystemd(c.RootFS, c.Init)
 	} else {
 		profile := nix.Profile{Name: rec.Name}
+		// Containers made by earlier versions have their profile's parent
+		// open to every host user.
+		if err := profile.Ensure(); err != nil {
+			return nil, err
+		}
 		c.ProfileDir, c.GCRootsDir = profile.Dir(), profile.GCRootsDir()
 		c.Init = "/nix/var/nix/profiles/system/init"
 		gen, system, err := profile.Current()
@@ -574,6 +583,7 @@ func absConfigPath(path string) (string, error) {
 // warn about the others.
 var effective = map[string]bool{
 	"privileged": true, "bindMounts": true, "tmpfs": true, "ephemeral": true, "store": true,
+	"limits.memory": true, "limits.cpus": true, "limits.pids": true,
 	"network.ip": true, "network.ip6": true, "network.enableNat": true,
 	"network.allowPeers": true, "network.hostNetwork": true, "network.hostAddress": true,
 	"network.localAddress": true, "network.hostAddress6": true, "network.localAddress6": true,

@@ -36,6 +36,9 @@ type CreateRequest struct {
 	// the container's root, as systemd-nspawn -D does; Init is the program
 	// inside it to run as PID 1 (default DefaultInit).
 	RootFS, Init string
+	// Limits replace the configuration's limits (--memory, --cpus,
+	// --pids); they are kept for later updates.
+	Limits spec.LimitOverrides
 }
 
 // DefaultInit is the init of a plain root file system container unless
@@ -143,6 +146,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 		Name: req.Name, Phase: state.Creating, CreatedAt: time.Now().UTC().Truncate(time.Second), UUID: id,
 		Source: state.Source{ConfigFile: req.ConfigFile, Flake: req.Flake, SystemPath: req.SystemPath, NixArgs: req.NixArgs,
 			RootFS: req.RootFS, Init: req.Init},
+		LimitOverrides: req.Limits,
 	}
 	if err := m.Store.Save(rec); err != nil {
 		return err

@@ -31,6 +31,9 @@ type UpdateRequest struct {
 	// Restart reboots a running container into the new generation instead
 	// of switching it in place.
 	Restart bool
+	// Limits replace the configuration's limits from now on (--memory,
+	// --cpus, --pids), on top of those given before.
+	Limits spec.LimitOverrides
 }
 
 // Applied says what became of a generation.
@@ -55,6 +58,9 @@ type ChangeResult struct {
 	New        bool          `json:"new"` // a new generation was made
 	Applied    Applied       `json:"applied"`
 	Took       time.Duration `json:"took"`
+	// Limits are the new limits when an update changed them (applied at
+	// once to a running container), nil otherwise.
+	Limits *spec.Limits `json:"limits,omitempty"`
 }
 
 // Update builds the container's next generation and applies it: a stopped
@@ -81,6 +87,7 @@ func (m *Manager) Update(ctx context.Context, req UpdateRequest) (res ChangeResu
 	}
 	next := *rec
 	next.Source = src
+	next.LimitOverrides = rec.LimitOverrides.Merge(req.Limits)
 	inline := m.Store.InlineConfig(rec.Name)
 	if req.Expr != "" {
 		// Build from a new file; it replaces the recorded one only when the
@@ -114,6 +121,24 @@ func (m *Manager) Update(ctx context.Context, req UpdateRequest) (res ChangeResu
 			return res, err
 		}
 		defer os.Remove(m.Store.BuildLink(rec.Name))
+	}
+	if limits := next.Limits(); limits != rec.Limits() {
+		res.Limits = &limits
+	}
+	if st == lifecycle.Running {
+		// Limits apply at once, before the switch: if the kernel refuses
+		// them, nothing has changed yet. Set even when unchanged, so the
+		// kernel's agree with the record.
+		if err := m.setLimitsLocked(rec.Name, next.Limits()); err != nil {
+			return res, err
+		}
+		defer func() {
+			if retErr != nil && res.Limits != nil {
+				if err := m.setLimitsLocked(rec.Name, rec.Limits()); err != nil && !errors.Is(err, runtime.ErrNotRunning) {
+					m.warnf("restoring the previous limits: %v", err)
+				}
+			}
+		}()
 	}
 	profile := nix.Profile{Name: rec.Name}
 	var current string

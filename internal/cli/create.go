@@ -17,6 +17,7 @@ type createCmd struct {
 	privileged bool
 	rootfs     string
 	init       string
+	limits     limitFlags
 }
 
 func (a *app) createCommand() *cobra.Command {
@@ -49,12 +50,19 @@ The configuration is one of:
                  { ephemeral = true; bindMounts = ...; } (no configuration).
 
 Nix's output streams to stderr while it builds. If anything fails, nothing of
-the container is left.`,
+the container is left.
+
+` + limitFlagsHelp + `
+
+--privileged runs the container without a user namespace: its root is the
+host's root, kept in check only by the capability bounding set, the seccomp
+filter and the device allowlist. Avoid it.`,
 		Example: `  nixcell create web ./web.nix -n "-I nixpkgs=/src/nixpkgs"
   nixcell create db -c '{ services.postgresql.enable = true; }'
   nixcell create app --flake /etc/nixos#app
   nixcell create app --system /nix/store/...-nixos-system-app
-  nixcell create deb --rootfs /var/lib/machines/deb --init /lib/systemd/systemd`,
+  nixcell create deb --rootfs /var/lib/machines/deb --init /lib/systemd/systemd
+  nixcell create web ./web.nix --memory 512M --cpus 1.5 --pids 2000`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			return nameArg(1)(cmd, args)
 		},
@@ -68,6 +76,7 @@ the container is left.`,
 	f.BoolVar(&c.privileged, "privileged", false, "no user namespace: container root is host root (not recommended)")
 	f.StringVar(&c.rootfs, "rootfs", "", "boot this directory tree instead of a NixOS system")
 	f.StringVar(&c.init, "init", "", "with --rootfs: the init to run, a path inside DIR (default /sbin/init)")
+	c.limits.add(cmd)
 	return cmd
 }
 
@@ -86,6 +95,9 @@ func (c *createCmd) run(cmd *cobra.Command, args []string) error {
 	var err error
 	if req.NixArgs, err = splitArgs(c.nixArgs); err != nil {
 		return usageError{err}
+	}
+	if req.Limits, err = c.limits.overrides(cmd); err != nil {
+		return err
 	}
 	m, err := c.manager()
 	if err != nil {

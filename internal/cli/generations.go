@@ -15,12 +15,13 @@ type updateCmd struct {
 	*app
 	expr, flake, system, nixArgs string
 	restart, asJSON              bool
+	limits                       limitFlags
 }
 
 func (a *app) updateCommand() *cobra.Command {
 	c := &updateCmd{app: a}
 	cmd := &cobra.Command{
-		Use:   "update NAME [CONFIG.nix | -c EXPR | --flake REF#NAME | --system PATH] [-n NIX-ARGS] [--restart]",
+		Use:   "update NAME [CONFIG.nix | -c EXPR | --flake REF#NAME | --system PATH] [-n NIX-ARGS] [--restart] [--memory SIZE] [--cpus N] [--pids N]",
 		Short: "Build the container's next generation and apply it",
 		Long: `Update builds a new generation from the given configuration, or, without one,
 from the configuration recorded at the last create or update (re-evaluated, so
@@ -31,7 +32,17 @@ switched in place, as nixos-rebuild switch would: the generation's
 bin/switch-to-configuration switch runs inside it. --restart reboots it
 instead. If the build or the switch fails, the container stays as it was: a
 failed switch is undone (the previous generation is switched back in and the
-new one deleted).`,
+new one deleted).
+
+Changed limits (the configuration's limits = { ... } or the flags below) are
+applied to a running container at once, before the switch and without a
+restart; if the kernel refuses them (a memory limit below what the container
+uses now), nothing changes. A stopped container gets them at its next start.
+
+` + limitFlagsHelp,
+		Example: `  nixcell update web                    # re-evaluate the recorded configuration
+  nixcell update web ./web.nix --restart
+  nixcell update web --memory 1G --pids max`,
 		Args: nameArg(1),
 		RunE: c.run,
 	}
@@ -42,6 +53,7 @@ new one deleted).`,
 	f.StringVarP(&c.nixArgs, "nix-args", "n", "", "extra Nix arguments (replace the recorded ones)")
 	f.BoolVar(&c.restart, "restart", false, "reboot a running container instead of switching it in place")
 	f.BoolVar(&c.asJSON, "json", false, "print the result as JSON")
+	c.limits.add(cmd)
 	return cmd
 }
 
@@ -56,6 +68,10 @@ func (c *updateCmd) run(cmd *cobra.Command, args []string) error {
 			return usageError{err}
 		}
 		req.SetNixArgs = true
+	}
+	var err error
+	if req.Limits, err = c.limits.overrides(cmd); err != nil {
+		return err
 	}
 	m, err := c.manager()
 	if err != nil {
@@ -92,6 +108,9 @@ func (a *app) report(name string, res cell.ChangeResult, asJSON bool) error {
 		cell.AppliedRestarted: "restarted",
 		cell.AppliedNothing:   "already running",
 	}[res.Applied]
+	if res.Limits != nil {
+		how += "; limits now " + res.Limits.String()
+	}
 	fmt.Fprintf(a.stderr, "%s: %s, %s (%s)\n", name, what, how, res.Took.Round(time.Millisecond))
 	return nil
 }

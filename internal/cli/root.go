@@ -120,8 +120,9 @@ func (a *app) command() *cobra.Command {
 		Short: "Run NixOS system containers, unprivileged, with the host's Nix store",
 		Long: `nixcell runs NixOS system containers. Each container has its own NixOS
 system, built by Nix into a profile of generations, its own user ID range (its
-root is not the host's root), the host's /nix/store shared read-only, and no
-host process once started.
+root is not the host's root), the host's /nix/store shared read-only, a
+seccomp filter and systemd-nspawn's capability set, memory, CPU and process
+limits (nixcell stats shows the use), and no host process once started.
 
 State lives in /var/lib/nixcell (--state-dir, NIXCELL_STATE_DIR).
 
@@ -148,6 +149,7 @@ State lives in /var/lib/nixcell (--state-dir, NIXCELL_STATE_DIR).
 		a.restartCommand(), a.destroyCommand(), a.loginCommand(), a.execCommand(), a.listCommand(),
 		a.stateCommand(), a.existsCommand(), a.updateCommand(), a.listGenerationsCommand(),
 		a.switchGenerationCommand(), a.rollbackCommand(), a.deleteGenerationsCommand(), a.showIPCommand(), a.networkCommand(),
+		a.statsCommand(),
 	)
 	return root
 }

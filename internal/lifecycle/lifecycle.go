@@ -32,6 +32,7 @@ const (
 	Login     Op = "login"
 	Destroy   Op = "destroy"
 	Update    Op = "update"
+	Stats     Op = "stats"
 )
 
 // Sentinel classes for errors.Is.
@@ -66,8 +67,8 @@ func (e *TransitionError) Unwrap() error { return e.err }
 // the reason they are refused.
 var refused = map[State]map[Op]error{
 	Creating: {Start: ErrIncomplete, Stop: ErrIncomplete, Terminate: ErrIncomplete, Restart: ErrIncomplete,
-		Exec: ErrIncomplete, Login: ErrIncomplete, Update: ErrIncomplete},
-	Stopped: {Stop: ErrNotRunning, Terminate: ErrNotRunning, Exec: ErrNotRunning, Login: ErrNotRunning},
+		Exec: ErrIncomplete, Login: ErrIncomplete, Update: ErrIncomplete, Stats: ErrIncomplete},
+	Stopped: {Stop: ErrNotRunning, Terminate: ErrNotRunning, Exec: ErrNotRunning, Login: ErrNotRunning, Stats: ErrNotRunning},
 	Running: {Start: ErrAlreadyRunning},
 }
 

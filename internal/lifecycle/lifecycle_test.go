@@ -6,11 +6,11 @@ import (
 )
 
 func TestCheck(t *testing.T) {
-	all := []Op{Start, Stop, Terminate, Restart, Exec, Login, Destroy, Update}
+	all := []Op{Start, Stop, Terminate, Restart, Exec, Login, Destroy, Update, Stats}
 	allowed := map[State][]Op{
 		Creating: {Destroy},
 		Stopped:  {Start, Restart, Destroy, Update},
-		Running:  {Stop, Terminate, Restart, Exec, Login, Destroy, Update},
+		Running:  {Stop, Terminate, Restart, Exec, Login, Destroy, Update, Stats},
 	}
 	for st, ok := range allowed {
 		okSet := map[Op]bool{}

@@ -38,11 +38,22 @@ func (p Profile) GCRootsDir() string { return filepath.Join(GCRootsDir, p.Name) 
 // System is the profile's link to the current generation.
 func (p Profile) System() string { return filepath.Join(p.Dir(), "system") }
 
-// Ensure creates the profile and GC root directories.
+// Ensure creates the profile and GC root directories, and closes their
+// parents (ProfilesDir, GCRootsDir) to everyone but root.
+//
+// A container writes its profile and GC root directories through idmapped
+// mounts, that is as the host's root: it can create a setuid-root program
+// there. The mounts inside are nosuid, but on the host the directories
+// would be open to every user, who could run it. Nothing but root needs to
+// reach them on the host (nix-env, the garbage collector and nixcell run as
+// root), and the container sees only its own directory.
 func (p Profile) Ensure() error {
 	for _, d := range []string{p.Dir(), p.GCRootsDir()} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("creating %s: %w", d, err)
+		}
+		if err := os.Chmod(filepath.Dir(d), 0o700); err != nil {
+			return fmt.Errorf("closing %s to other users: %w", filepath.Dir(d), err)
 		}
 	}
 	return nil

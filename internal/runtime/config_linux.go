@@ -83,6 +83,8 @@ type Container struct {
 	// before its init program starts, with the init's host PID: the host
 	// configures the container's network there.
 	BeforeInit func(pid int) error
+	// Limits cap its resources; SetLimits changes them while it runs.
+	Limits Limits
 }
 
 // Bind is a host path mounted into the container. A read-write one is
@@ -175,15 +177,20 @@ func (c *Container) config() (*configs.Config, error) {
 		&configs.Mount{Source: "tmpfs", Destination: "/tmp", Device: "tmpfs", Flags: tmp | unix.MS_STRICTATIME, Data: "mode=1777"},
 		&configs.Mount{Source: filepath.Join(c.HostDir, "host"), Destination: "/run/host", Device: "bind", Flags: unix.MS_BIND | unix.MS_RDONLY | noExec},
 	)
-	for _, b := range c.nixBinds() {
+	for i, b := range c.nixBinds() {
 		flags := unix.MS_BIND | unix.MS_NOSUID | unix.MS_NODEV
 		if b.readOnly {
 			flags |= unix.MS_RDONLY
 		}
 		m := &configs.Mount{Source: b.source, Destination: b.dest, Device: "bind", Flags: flags}
 		if b.source == c.closureStore() {
-			// Its submounts are idmapped already.
+			// Its submounts are idmapped already, and locked: they were
+			// made in the container's private mount namespace.
 			m.Flags |= unix.MS_REC
+		} else if b.readOnly && !c.Privileged() {
+			// Idmapped and locked read-only on the host while the
+			// container starts (lockedro_linux.go).
+			m.Source = c.stagedPath(i)
 		} else if !c.Privileged() {
 			// The host's root owns these; through an idmapped mount they
 			// appear owned by the container's root, and nothing is chowned.
@@ -197,6 +204,9 @@ func (c *Container) config() (*configs.Config, error) {
 	for _, d := range specconv.AllowedDevices {
 		rules = append(rules, &d.Rule)
 	}
+	caps := grantedCapabilities()
+	resources := &cgroups.Resources{Devices: rules}
+	c.Limits.apply(resources, false)
 	namespaces := configs.Namespaces{
 		{Type: configs.NEWNS}, {Type: configs.NEWUTS}, {Type: configs.NEWIPC},
 		{Type: configs.NEWPID}, {Type: configs.NEWCGROUP},
@@ -212,12 +222,13 @@ func (c *Container) config() (*configs.Config, error) {
 		Hostname:   c.Name,
 		Namespaces: namespaces,
 		Capabilities: &configs.Capabilities{
-			Bounding: capabilities, Effective: capabilities, Permitted: capabilities,
+			Bounding: caps, Effective: caps, Permitted: caps,
 		},
 		Cgroups: &cgroups.Cgroup{
 			Path:      c.CgroupPath,
-			Resources: &cgroups.Resources{Devices: rules},
+			Resources: resources,
 		},
+		Seccomp: seccompFilter(),
 		Devices: specconv.AllowedDevices,
 		Mounts:  mounts,
 		MaskPaths: []string{

@@ -260,6 +260,14 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 	if c.Systemd {
 		args = append(args, "systemd.getty_auto=0")
 	}
+	if !c.Privileged() {
+		// Needed only until the container's root is set up, which Start
+		// below waits for.
+		if err := c.stageReadOnlyBinds(); err != nil {
+			return nil, err
+		}
+		defer unstage(c.stagingDir())
+	}
 	proc := &libcontainer.Process{
 		Args: args,
 		Env:  append(env, c.Env...),
@@ -351,6 +359,7 @@ func (c *Container) prepareBinds() error {
 // Cleanup removes the runtime state, cgroups and host directory of a
 // container whose init is gone, killing whatever is left. It is idempotent.
 func Cleanup(stateRoot, name string) error {
+	unstage(stagingDir(stateRoot, name)) // left by a killed start
 	lc, err := libcontainer.Load(stateRoot, name)
 	if errors.Is(err, libcontainer.ErrNotExist) {
 		return nil
@@ -476,6 +485,8 @@ func exitCode(ps *os.ProcessState) int {
 	if ps == nil {
 		return 255
 	}
+	// os.ProcessState carries a syscall.WaitStatus; unix.WaitStatus is a
+	// different type and never matches.
 	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 		return 128 + int(ws.Signal())
 	}

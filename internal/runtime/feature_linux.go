@@ -39,11 +39,14 @@ var idmapFileSystems = map[int64]struct {
 }
 
 // checkHost returns an *UnsupportedFeatureError when the kernel cannot run
-// the container: user namespaces for an unprivileged one, idmapped mounts
-// on each host directory it sees through one, and overlayfs for an
-// ephemeral one. Failing here gives the user the cause instead of a mount
-// error from deep inside the runtime.
+// the container: seccomp filters for every one, user namespaces for an
+// unprivileged one, idmapped mounts on each host directory it sees through
+// one, and overlayfs for an ephemeral one. Failing here gives the user the
+// cause instead of a mount error from deep inside the runtime.
 func (c *Container) checkHost() error {
+	if err := checkSeccomp(); err != nil {
+		return err
+	}
 	if c.Ephemeral && !hasFileSystem("overlay") {
 		return &UnsupportedFeatureError{"the kernel has no overlay file system, which ephemeral containers need",
 			"load the overlay module (modprobe overlay), or set ephemeral = false"}

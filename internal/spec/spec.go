@@ -96,7 +96,10 @@ type BindMount struct {
 	Create bool `json:"create,omitempty"`
 }
 
-// Limits is the `limits` attribute set.
+// Limits is the `limits` attribute set: the container's memory in bytes
+// (swap counts against it, so swap cannot stretch it), its CPU time in CPUs
+// (1.5 is 150 ms per 100 ms) and its number of processes and threads. Zero
+// is unlimited.
 type Limits struct {
 	MemoryBytes uint64  `json:"memoryBytes,omitempty"`
 	CPUs        float64 `json:"cpus,omitempty"`
@@ -543,6 +546,8 @@ func (d *decoder) limits(raw json.RawMessage, at string) Limits {
 			l.CPUs = d.number(raw, at)
 			if l.CPUs <= 0 {
 				d.fail(at, "must be a positive number of CPUs, not %v", l.CPUs)
+			} else if err := checkCPUs(l.CPUs); err != nil {
+				d.fail(at, "%v", err)
 			}
 		},
 		"pids": func(raw json.RawMessage, at string) {

@@ -148,3 +148,63 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+func TestLimitOverrides(t *testing.T) {
+	mem, cpus, pids := uint64(64<<20), 0.5, int64(0)
+	base := Limits{MemoryBytes: 1 << 30, CPUs: 2, Pids: 100}
+	o := LimitOverrides{MemoryBytes: &mem}.Merge(LimitOverrides{CPUs: &cpus})
+	got := base.With(o)
+	if want := (Limits{MemoryBytes: 64 << 20, CPUs: 0.5, Pids: 100}); got != want {
+		t.Errorf("With = %+v, want %+v", got, want)
+	}
+	// A later override replaces an earlier one; zero means unlimited.
+	o = o.Merge(LimitOverrides{Pids: &pids})
+	if got := base.With(o); got.Pids != 0 || got.MemoryBytes != 64<<20 {
+		t.Errorf("With after merge = %+v", got)
+	}
+	if !(LimitOverrides{}).IsZero() || o.IsZero() {
+		t.Error("IsZero")
+	}
+	if s := (Limits{MemoryBytes: 512 << 20, CPUs: 1.5}).String(); s != "memory 512MiB, cpus 1.5, pids max" {
+		t.Errorf("String = %q", s)
+	}
+}
+
+func TestParseLimitFlags(t *testing.T) {
+	if n, err := ParseMemoryLimit("512M"); err != nil || n != 512<<20 {
+		t.Errorf("ParseMemoryLimit(512M) = %d, %v", n, err)
+	}
+	if n, err := ParseMemoryLimit("max"); err != nil || n != 0 {
+		t.Errorf("ParseMemoryLimit(max) = %d, %v", n, err)
+	}
+	if _, err := ParseMemoryLimit("lots"); err == nil || !strings.Contains(err.Error(), "or max for no limit") {
+		t.Errorf("ParseMemoryLimit(lots) = %v", err)
+	}
+	if f, err := ParseCPULimit("1.5"); err != nil || f != 1.5 {
+		t.Errorf("ParseCPULimit(1.5) = %v, %v", f, err)
+	}
+	for _, bad := range []string{"0", "0.001", "-1", "NaN", "two"} {
+		if _, err := ParseCPULimit(bad); err == nil {
+			t.Errorf("ParseCPULimit(%q) succeeded", bad)
+		}
+	}
+	if n, err := ParsePidsLimit("2000"); err != nil || n != 2000 {
+		t.Errorf("ParsePidsLimit(2000) = %d, %v", n, err)
+	}
+	for _, bad := range []string{"0", "1.5", "-3", "many"} {
+		if _, err := ParsePidsLimit(bad); err == nil {
+			t.Errorf("ParsePidsLimit(%q) succeeded", bad)
+		}
+	}
+	if _, err := Parse([]byte(`{"limits": {"cpus": 0.001}}`)); err == nil || !strings.Contains(err.Error(), "limits.cpus: must be at least 0.01 CPUs") {
+		t.Errorf("Parse(cpus 0.001) = %v", err)
+	}
+}
+
+func TestFormatSize(t *testing.T) {
+	for n, want := range map[uint64]string{0: "0B", 1000: "1000B", 1536: "1.5KiB", 64 << 20: "64MiB", 3 << 30: "3GiB"} {
+		if got := FormatSize(n); got != want {
+			t.Errorf("FormatSize(%d) = %q, want %q", n, got, want)
+		}
+	}
+}

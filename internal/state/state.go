@@ -16,6 +16,7 @@
 //	STATE/locks/NAME.lock, global.lock     flock(2) locks
 //	RUN/containers/NAME/                   libcontainer's state of a running container
 //	RUN/host/NAME/                         files the host gives a running container (HostDir)
+//	RUN/staging/NAME/                      host-side mounts while the container starts (runtime)
 //	RUN/running/NAME.json                  the generation it booted or last switched to (Running)
 package state
 
@@ -76,6 +77,15 @@ type Container struct {
 	// as container_uuid (systemd makes it the machine ID). Records written
 	// before it existed have none; see cell's uuidOf.
 	UUID string `json:"uuid,omitempty"`
+	// LimitOverrides are the limits given on the command line; they
+	// replace those of Spec (see Limits).
+	LimitOverrides spec.LimitOverrides `json:"limitOverrides,omitzero"`
+}
+
+// Limits are the limits that take effect: the configuration's, with those
+// given on the command line replacing them.
+func (c *Container) Limits() spec.Limits {
+	return c.Spec.Limits.With(c.LimitOverrides)
 }
 
 // Source is where a container's system comes from.
