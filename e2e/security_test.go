@@ -611,3 +611,33 @@ func TestStats(t *testing.T) {
 		}
 	}
 }
+
+// TestAllowedDevices gives a container /dev/net/tun: it can open the node,
+// which another container does not even have.
+func TestAllowedDevices(t *testing.T) {
+	in := newInstance(t)
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		testutil.Skip(t, "the host has no /dev/net/tun")
+	}
+	with, without := testutil.Name("tun"), testutil.Name("notun")
+	in.create(with, `{ allowedDevices = [ { node = "/dev/net/tun"; modifier = "rw"; } ]; configuration = { }; }`)
+	in.create(without, `{ }`)
+	in.must("start", with)
+	in.must("start", without)
+	// Reading a tun device that was opened but not attached fails with
+	// EBADFD: the open itself worked.
+	if r := in.run("exec", with, "--", "cat", "/dev/net/tun"); !strings.Contains(r.stderr, "File descriptor in bad state") {
+		t.Errorf("opening the allowed /dev/net/tun: %s", r)
+	}
+	if owner := strings.Fields(in.exec(with, "ls", "-ln", "/dev/net/tun")); len(owner) < 4 || owner[2] != "0" {
+		t.Errorf("the device is not the container root's: %v", owner)
+	}
+	if r := in.run("exec", without, "--", "cat", "/dev/net/tun"); r.code == 0 || !strings.Contains(r.stderr, "No such file") {
+		t.Errorf("/dev/net/tun in a container that was not given it: %s", r)
+	}
+	missing := testutil.Name("nodev")
+	in.create(missing, `{ allowedDevices = [ { node = "/dev/nonexistent"; modifier = "rw"; } ]; configuration = { }; }`)
+	if r := in.run("start", missing); r.code != 1 || !strings.Contains(r.stderr, "allowedDevices: /dev/nonexistent does not exist on the host") {
+		t.Errorf("start with a missing device: %s", r)
+	}
+}

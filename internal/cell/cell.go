@@ -240,6 +240,10 @@ func (m *Manager) runtimeContainer(rec *state.Container) (*runtime.Container, er
 	for _, b := range rec.Spec.BindMounts {
 		c.Binds = append(c.Binds, runtime.Bind{Source: b.HostPath, Destination: b.Destination, ReadOnly: b.IsReadOnly, Create: b.Create})
 	}
+	c.DeviceDir = filepath.Join(m.Store.Dir(rec.Name), "devices")
+	for _, d := range rec.Spec.AllowedDevices {
+		c.Devices = append(c.Devices, runtime.Device{Path: d.Node, Permissions: d.Modifier})
+	}
 	if rec.Source.RootFS != "" {
 		c.RootFS, c.PlainRoot, c.Init = rec.Source.RootFS, true, rec.Source.Init
 		if fi, err := os.Stat(c.RootFS); err != nil || !fi.IsDir() {
@@ -583,7 +587,7 @@ func absConfigPath(path string) (string, error) {
 // warn about the others.
 var effective = map[string]bool{
 	"privileged": true, "bindMounts": true, "tmpfs": true, "ephemeral": true, "store": true,
-	"limits.memory": true, "limits.cpus": true, "limits.pids": true,
+	"limits.memory": true, "limits.cpus": true, "limits.pids": true, "allowedDevices": true,
 	"network.ip": true, "network.ip6": true, "network.enableNat": true,
 	"network.allowPeers": true, "network.hostNetwork": true, "network.hostAddress": true,
 	"network.localAddress": true, "network.hostAddress6": true, "network.localAddress6": true,

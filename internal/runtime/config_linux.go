@@ -85,6 +85,11 @@ type Container struct {
 	BeforeInit func(pid int) error
 	// Limits cap its resources; SetLimits changes them while it runs.
 	Limits Limits
+	// Devices are host device nodes it may use besides the standard ones.
+	Devices []Device
+	// DeviceDir holds an unprivileged container's copies of Devices; it
+	// must be on a host file system that is not mounted nodev.
+	DeviceDir string
 }
 
 // Bind is a host path mounted into the container. A read-write one is
@@ -204,6 +209,12 @@ func (c *Container) config() (*configs.Config, error) {
 	for _, d := range specconv.AllowedDevices {
 		rules = append(rules, &d.Rule)
 	}
+	extraRules, extraNodes, deviceMounts, err := c.extraDevices()
+	if err != nil {
+		return nil, err
+	}
+	rules = append(rules, extraRules...)
+	mounts = append(mounts, deviceMounts...)
 	caps := grantedCapabilities()
 	resources := &cgroups.Resources{Devices: rules}
 	c.Limits.apply(resources, false)
@@ -229,7 +240,7 @@ func (c *Container) config() (*configs.Config, error) {
 			Resources: resources,
 		},
 		Seccomp: seccompFilter(),
-		Devices: specconv.AllowedDevices,
+		Devices: append(append([]*devconfig.Device(nil), specconv.AllowedDevices...), extraNodes...),
 		Mounts:  mounts,
 		MaskPaths: []string{
 			"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",

@@ -1,0 +1,93 @@
+package runtime
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	devconfig "github.com/opencontainers/cgroups/devices/config"
+	"github.com/opencontainers/runc/libcontainer/configs"
+	"golang.org/x/sys/unix"
+)
+
+// Device is a host device node the container may use besides the standard
+// ones (allowedDevices, as nixos-container's).
+type Device struct {
+	Path string // the node on the host and inside, e.g. /dev/net/tun
+	// Permissions are the device cgroup's: r (read), w (write), m (mknod).
+	Permissions string
+}
+
+// extraDevices turns the allowed devices into device cgroup rules and into
+// nodes inside. A privileged container gets a node made by libcontainer.
+// An unprivileged one cannot use the host's node (owned by the host's root,
+// whom its root cannot act as: a 0600 node such as /dev/net/tun would not
+// open), nor a node of its own on a file system it mounted (those ignore
+// device nodes), and devtmpfs has no idmapped mounts. So the host makes a
+// copy of the node, owned by the container's root, in DeviceDir on the
+// host's own file system, and binds that.
+func (c *Container) extraDevices() (rules []*devconfig.Rule, nodes []*devconfig.Device, mounts []*configs.Mount, err error) {
+	for _, d := range c.Devices {
+		var st unix.Stat_t
+		if err := unix.Stat(d.Path, &st); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil, nil, nil, fmt.Errorf("allowedDevices: %s does not exist on the host", d.Path)
+			}
+			return nil, nil, nil, fmt.Errorf("allowedDevices: %s: %w", d.Path, err)
+		}
+		var typ devconfig.Type
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFCHR:
+			typ = devconfig.CharDevice
+		case unix.S_IFBLK:
+			typ = devconfig.BlockDevice
+		default:
+			return nil, nil, nil, fmt.Errorf("allowedDevices: %s is not a device node", d.Path)
+		}
+		rule := devconfig.Rule{
+			Type: typ, Major: int64(unix.Major(st.Rdev)), Minor: int64(unix.Minor(st.Rdev)),
+			Permissions: devconfig.Permissions(d.Permissions), Allow: true,
+		}
+		rules = append(rules, &rule)
+		if c.Privileged() {
+			nodes = append(nodes, &devconfig.Device{Rule: rule, Path: d.Path, FileMode: fs.FileMode(st.Mode & 0o7777)})
+			continue
+		}
+		copyPath, err := c.deviceCopy(d.Path, st)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		mounts = append(mounts, &configs.Mount{
+			Source: copyPath, Destination: d.Path, Device: "bind", Flags: unix.MS_BIND | unix.MS_NOSUID | unix.MS_NOEXEC,
+		})
+	}
+	return rules, nodes, mounts, nil
+}
+
+// deviceCopy makes (or remakes) the container's copy of a host device node
+// in DeviceDir, owned by the container's root and with the host node's
+// mode.
+func (c *Container) deviceCopy(path string, st unix.Stat_t) (string, error) {
+	if c.DeviceDir == "" {
+		return "", fmt.Errorf("allowedDevices: %s: no directory for device nodes", path)
+	}
+	if err := os.MkdirAll(c.DeviceDir, 0o711); err != nil {
+		return "", err
+	}
+	copyPath := filepath.Join(c.DeviceDir, strings.ReplaceAll(strings.TrimPrefix(path, "/"), "/", "-"))
+	_ = os.Remove(copyPath)
+	if err := unix.Mknod(copyPath, st.Mode&(unix.S_IFMT|0o777), int(st.Rdev)); err != nil {
+		return "", fmt.Errorf("allowedDevices: copying %s: %w", path, err)
+	}
+	// umask may have narrowed the mode mknod got.
+	if err := unix.Chmod(copyPath, st.Mode&0o777); err != nil {
+		return "", err
+	}
+	if err := os.Lchown(copyPath, int(c.IDs.Start), int(c.IDs.Start)); err != nil {
+		return "", err
+	}
+	return copyPath, nil
+}
