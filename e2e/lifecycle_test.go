@@ -38,10 +38,10 @@ func TestCreateForms(t *testing.T) {
 		{"attribute set", func(name string) []string {
 			return append([]string{"create", name, nixFile(t, "s.nix", `{
   autostart = true;
-  limits.memory = "256M";
+  network.bridge = "br0";
   configuration = { name, ... }: { services.httpd.enable = true; system.fixture.label = "from-set-${name}"; };
 }`)}, nixArgs...)
-		}, "no effect yet in this version of nixcell: autostart\n"},
+		}, "no effect yet in this version of nixcell: network.bridge\n"},
 		{"inline", func(name string) []string {
 			return append([]string{"create", name, "-c", `{ system.fixture.label = "inline"; }`}, nixArgs...)
 		}, ""},
@@ -349,5 +349,27 @@ func TestManyAtOnce(t *testing.T) {
 				t.Errorf("ranges at %d and %d overlap", a, b)
 			}
 		}
+	}
+}
+
+// TestAutostart starts only the stopped containers that have autostart.
+func TestAutostart(t *testing.T) {
+	in := newInstance(t)
+	on, off, running := testutil.Name("auto"), testutil.Name("manual"), testutil.Name("already")
+	in.create(on, `{ autostart = true; configuration = { }; }`)
+	in.create(off, `{ }`)
+	in.create(running, `{ autostart = true; configuration = { }; }`)
+	in.must("start", running)
+	r := in.run("autostart")
+	if r.code != 0 || strings.TrimSpace(r.stdout) != on {
+		t.Errorf("autostart: %s; want only %s started", r, on)
+	}
+	for name, want := range map[string]string{on: "running", off: "stopped", running: "running"} {
+		if got := in.info(name).State; got != want {
+			t.Errorf("%s is %s, want %s", name, got, want)
+		}
+	}
+	if r := in.run("list", "--json"); !strings.Contains(r.stdout, `"autostart": true`) {
+		t.Errorf("list does not show autostart: %s", r.stdout)
 	}
 }

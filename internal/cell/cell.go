@@ -587,7 +587,7 @@ func absConfigPath(path string) (string, error) {
 // warn about the others.
 var effective = map[string]bool{
 	"privileged": true, "bindMounts": true, "tmpfs": true, "ephemeral": true, "store": true,
-	"limits.memory": true, "limits.cpus": true, "limits.pids": true, "allowedDevices": true,
+	"limits.memory": true, "limits.cpus": true, "limits.pids": true, "allowedDevices": true, "autostart": true,
 	"network.ip": true, "network.ip6": true, "network.enableNat": true,
 	"network.allowPeers": true, "network.hostNetwork": true, "network.hostAddress": true,
 	"network.localAddress": true, "network.hostAddress6": true, "network.localAddress6": true,
@@ -604,4 +604,30 @@ func (m *Manager) warnIneffective(s spec.Spec) {
 	if len(ignored) > 0 {
 		m.warnf("these settings are stored but have no effect yet in this version of nixcell: %s", strings.Join(ignored, ", "))
 	}
+}
+
+// Autostart starts every stopped container whose configuration has
+// autostart = true, as a host's boot does; it goes on past failures and
+// returns the names it started and the errors of the others.
+func (m *Manager) Autostart(ctx context.Context) (started []string, err error) {
+	names, err := m.Store.Names()
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, n := range names {
+		rec, err := m.Store.Load(n)
+		if err != nil || !rec.Spec.Autostart || rec.Phase != state.Created {
+			continue
+		}
+		if st, _, err := m.stateOf(rec); err != nil || st != lifecycle.Stopped {
+			continue
+		}
+		if err := m.Start(ctx, n); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", n, err))
+			continue
+		}
+		started = append(started, n)
+	}
+	return started, errors.Join(errs...)
 }
