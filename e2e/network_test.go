@@ -564,6 +564,12 @@ func TestNetworkModes(t *testing.T) {
 	dummy := fmt.Sprintf("ncmv%d", tn.n)
 	run(t, "ip", "link", "add", dummy, "type", "veth", "peer", "name", dummy+"p")
 	defer exec.Command("ip", "link", "del", dummy).Run()
+	// A bridge of the host's own, for network.bridge.
+	ownBridge, ownNet := fmt.Sprintf("ncbr%d", tn.n), fmt.Sprintf("10.%d.7", tn.n)
+	run(t, "ip", "link", "add", ownBridge, "type", "bridge")
+	defer exec.Command("ip", "link", "del", ownBridge).Run()
+	run(t, "ip", "addr", "add", ownNet+".1/24", "dev", ownBridge)
+	run(t, "ip", "link", "set", ownBridge, "up")
 	before := hostState(t, in)
 
 	veth := testutil.Name("veth")
@@ -584,6 +590,24 @@ func TestNetworkModes(t *testing.T) {
 	if r := in.run("exec", veth, "--", "ip", "link", "show", "mv-"+dummy); r.code != 0 || !strings.Contains(r.stdout, "UP") {
 		t.Errorf("macvlan in the container: %s", r)
 	}
+
+	onOwn := testutil.Name("ownbr")
+	in.create(onOwn, fmt.Sprintf(`{ network = { bridge = "%s"; ip = "%s.2/24"; };
+  configuration = { services.httpd.enable = true; services.httpd.text = "on the host's bridge\n"; }; }`, ownBridge, ownNet))
+	in.must("start", onOwn)
+	if got := in.addrs(onOwn).IPv4; got != ownNet+".2" {
+		t.Errorf("show-ip on the host's bridge: %s", got)
+	}
+	waitFor(t, 10*time.Second, "the container on the host's bridge to answer", func() bool {
+		body, _ := httpGet(t, "", join(ownNet+".2", 80))
+		return body == "on the host's bridge\n"
+	})
+	bad := testutil.Name("ownbr")
+	r := in.run(append([]string{"create", bad, nixFile(t, "bad.nix", fmt.Sprintf(`{ network.bridge = "%s"; configuration = { }; }`, ownBridge))}, nixArgs...)...)
+	if r.code != 1 || !strings.Contains(r.stderr, "set network.ip with its prefix length") {
+		t.Errorf("network.bridge without network.ip: %s", r)
+	}
+	in.must("destroy", onOwn)
 
 	v4only := testutil.Name("v4only")
 	in.create(v4only, `{ network.enableIPv6 = false; configuration = { }; }`)

@@ -12,7 +12,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/nixcell/nixcell/internal/atomicfile"
@@ -583,28 +582,6 @@ func absConfigPath(path string) (string, error) {
 	return abs, nil
 }
 
-// effective lists the settings this version applies; create and update
-// warn about the others.
-var effective = map[string]bool{
-	"privileged": true, "bindMounts": true, "tmpfs": true, "ephemeral": true, "store": true,
-	"limits.memory": true, "limits.cpus": true, "limits.pids": true, "allowedDevices": true, "autostart": true,
-	"network.ip": true, "network.ip6": true, "network.enableNat": true,
-	"network.allowPeers": true, "network.hostNetwork": true, "network.hostAddress": true,
-	"network.localAddress": true, "network.hostAddress6": true, "network.localAddress6": true,
-	"network.forwardPorts": true, "network.macvlans": true, "network.enableIPv6": true,
-}
-
-func (m *Manager) warnIneffective(s spec.Spec) {
-	var ignored []string
-	for _, a := range s.SetAttributes() {
-		if !effective[a] {
-			ignored = append(ignored, a)
-		}
-	}
-	if len(ignored) > 0 {
-		m.warnf("these settings are stored but have no effect yet in this version of nixcell: %s", strings.Join(ignored, ", "))
-	}
-}
 
 // Autostart starts every stopped container whose configuration has
 // autostart = true, as a host's boot does; it goes on past failures and

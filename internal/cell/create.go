@@ -180,7 +180,6 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 	if rec.Source.RootFS != "" && rec.Spec.Store == "closure" {
 		return fmt.Errorf("%w: store = \"closure\" selects what a NixOS system sees of /nix/store; a plain root file system gets no Nix store (bind-mount what it needs)", spec.ErrInvalidSpec)
 	}
-	m.warnIneffective(rec.Spec)
 	if err := m.allocateAddresses(ctx, rec); err != nil {
 		return err
 	}

@@ -107,7 +107,6 @@ func (m *Manager) Update(ctx context.Context, req UpdateRequest) (res ChangeResu
 		}
 		next.Spec.Privileged = rec.Spec.Privileged
 	}
-	m.warnIneffective(next.Spec)
 	if err := m.allocateAddresses(ctx, &next); err != nil {
 		return res, err
 	}

@@ -142,11 +142,17 @@ func (m *Manager) addresses(rec *state.Container, st network.State) Addresses {
 		IPv4: addrString(a.HostOnly4), IPv6: addrString(a.HostOnly6),
 		NATIPv4: addrString(a.NAT4), NATIPv6: addrString(a.NAT6), HostNetwork: n.HostNetwork,
 	}
-	if n.LocalAddress.IsValid() {
-		out.IPv4 = n.LocalAddress.Addr().String()
-	}
-	if n.LocalAddress6.IsValid() {
-		out.IPv6 = n.LocalAddress6.Addr().String()
+	for _, p := range []struct {
+		dst           *string
+		local, custom netip.Prefix
+	}{{&out.IPv4, n.LocalAddress, n.IP}, {&out.IPv6, n.LocalAddress6, n.IP6}} {
+		switch {
+		case *p.dst != "":
+		case p.local.IsValid():
+			*p.dst = p.local.Addr().String()
+		case p.custom.IsValid() && n.Bridge != "": // a bridge of the host's own
+			*p.dst = p.custom.Addr().String()
+		}
 	}
 	return out
 }

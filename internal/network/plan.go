@@ -161,6 +161,14 @@ func (s Settings) Allocate(name string, n spec.Network, held Addresses, taken ma
 	if n.HostNetwork || n.HostAddress.IsValid() || n.HostAddress6.IsValid() {
 		return out, nil // these modes use no managed bridge
 	}
+	if s.customBridge(n) {
+		// A bridge of the host's own: its subnet is not nixcell's to
+		// allocate from, so network.ip says the address.
+		if !n.IP.IsValid() || n.IP.Bits() == 32 {
+			return out, fmt.Errorf("network.bridge %s is not one of nixcell's bridges: set network.ip with its prefix length (e.g. \"192.168.1.50/24\")", n.Bridge)
+		}
+		return out, nil
+	}
 	used := map[netip.Addr]string{}
 	for other, a := range taken {
 		if other == name {
@@ -254,6 +262,14 @@ type Interface struct {
 	Gateway4, Gateway6 netip.Addr
 	// Isolated ports of the host-only bridge cannot reach each other.
 	Isolated bool
+	// Custom is true on a bridge of the host's own (network.bridge), which
+	// nixcell neither creates nor filters.
+	Custom bool
+}
+
+// customBridge tells whether n attaches to a bridge of the host's own.
+func (s Settings) customBridge(n spec.Network) bool {
+	return n.Bridge != "" && n.Bridge != s.BridgeHostOnly
 }
 
 // Plan is what a container's network looks like when it runs.
@@ -287,6 +303,12 @@ func (s Settings) PlanFor(name string, n spec.Network, a Addresses) Plan {
 		return Plan{HostNetwork: true}
 	}
 	hostOnly, nat := s.Bridges()
+	if s.customBridge(n) {
+		return Plan{Interfaces: []Interface{{
+			Name: "eth0", HostName: HostIfName(s.Table, name, "eth0"), Bridge: n.Bridge, Custom: true,
+			Addrs: validPrefixes(n.IP, n.IP6),
+		}}, Macvlans: n.Macvlans}
+	}
 	if n.HostAddress.IsValid() || n.HostAddress6.IsValid() {
 		i := Interface{Name: "eth0", HostName: HostIfName(s.Table, name, "eth0")}
 		if n.HostAddress.IsValid() {

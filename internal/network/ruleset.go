@@ -47,16 +47,17 @@ func (d Desired) bridgesInUse() (hostOnly, nat bool) {
 // forwardTarget is where a container's forwarded ports go: its host-only
 // address, or its private veth address.
 func (c Running) forwardTarget(v6 bool) netip.Addr {
+	a, local, fixed := c.Addresses.HostOnly4, c.Network.LocalAddress, c.Network.IP
 	if v6 {
-		if c.Addresses.HostOnly6.IsValid() {
-			return c.Addresses.HostOnly6
-		}
-		return c.Network.LocalAddress6.Addr()
+		a, local, fixed = c.Addresses.HostOnly6, c.Network.LocalAddress6, c.Network.IP6
 	}
-	if c.Addresses.HostOnly4.IsValid() {
-		return c.Addresses.HostOnly4
+	switch {
+	case a.IsValid():
+		return a
+	case local.IsValid():
+		return local.Addr()
 	}
-	return c.Network.LocalAddress.Addr()
+	return fixed.Addr() // on a bridge of the host's own
 }
 
 func quote(s string) string { return `"` + s + `"` }

@@ -112,41 +112,6 @@ type Device struct {
 	Modifier string `json:"modifier"`
 }
 
-// SetAttributes lists, as attribute paths, the settings that differ from
-// the defaults, so callers can say which of them take effect.
-func (s Spec) SetAttributes() []string {
-	var set []string
-	add := func(cond bool, name string) {
-		if cond {
-			set = append(set, name)
-		}
-	}
-	n := s.Network
-	add(s.Autostart, "autostart")
-	add(n.Bridge != "", "network.bridge")
-	add(n.IP.IsValid(), "network.ip")
-	add(n.IP6.IsValid(), "network.ip6")
-	add(n.EnableNat, "network.enableNat")
-	add(n.AllowPeers, "network.allowPeers")
-	add(n.NoIPv6, "network.enableIPv6")
-	add(n.HostNetwork, "network.hostNetwork")
-	add(n.HostAddress.IsValid(), "network.hostAddress")
-	add(n.LocalAddress.IsValid(), "network.localAddress")
-	add(n.HostAddress6.IsValid(), "network.hostAddress6")
-	add(n.LocalAddress6.IsValid(), "network.localAddress6")
-	add(len(n.Macvlans) > 0, "network.macvlans")
-	add(len(n.ForwardPorts) > 0, "network.forwardPorts")
-	add(len(s.BindMounts) > 0, "bindMounts")
-	add(len(s.Tmpfs) > 0, "tmpfs")
-	add(s.Limits.MemoryBytes > 0, "limits.memory")
-	add(s.Limits.CPUs > 0, "limits.cpus")
-	add(s.Limits.Pids > 0, "limits.pids")
-	add(s.Ephemeral, "ephemeral")
-	add(s.Privileged, "privileged")
-	add(s.Store != "" && s.Store != "full", "store")
-	add(len(s.AllowedDevices) > 0, "allowedDevices")
-	return set
-}
 
 // Parse reads the JSON that Nix printed for the attribute set form of a
 // configuration, without its `configuration` attribute, and validates it.
