@@ -582,7 +582,6 @@ func absConfigPath(path string) (string, error) {
 	return abs, nil
 }
 
-
 // Autostart starts every stopped container whose configuration has
 // autostart = true, as a host's boot does; it goes on past failures and
 // returns the names it started and the errors of the others.

@@ -112,7 +112,6 @@ type Device struct {
 	Modifier string `json:"modifier"`
 }
 
-
 // Parse reads the JSON that Nix printed for the attribute set form of a
 // configuration, without its `configuration` attribute, and validates it.
 // Unknown attributes are errors: a misspelt option must not be ignored.
