@@ -348,17 +348,11 @@ func (m *Manager) changeGeneration(ctx context.Context, name string, pick func(g
 		return res, err
 	}
 	defer unlock()
-	if err := noGenerations(rec); err != nil {
-		return res, err
-	}
-	profile := nix.Profile{Name: name}
-	gens, err := profile.Generations()
+	profile, gens, current, err := generationsOf(rec)
 	if err != nil {
 		return res, err
 	}
-	if res.Previous, _, err = profile.Current(); err != nil {
-		return res, err
-	}
+	res.Previous = current
 	if res.Generation, err = pick(gens, res.Previous); err != nil {
 		return res, err
 	}
@@ -393,15 +387,7 @@ func (m *Manager) ListGenerations(name string) ([]GenerationInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := noGenerations(rec); err != nil {
-		return nil, err
-	}
-	profile := nix.Profile{Name: name}
-	gens, err := profile.Generations()
-	if err != nil {
-		return nil, err
-	}
-	current, _, err := profile.Current()
+	_, gens, current, err := generationsOf(rec)
 	if err != nil {
 		return nil, err
 	}
@@ -426,15 +412,7 @@ func (m *Manager) DeleteGenerations(ctx context.Context, name string, selection 
 		return nil, err
 	}
 	defer unlock()
-	if err := noGenerations(rec); err != nil {
-		return nil, err
-	}
-	profile := nix.Profile{Name: name}
-	gens, err := profile.Generations()
-	if err != nil {
-		return nil, err
-	}
-	current, _, err := profile.Current()
+	profile, gens, current, err := generationsOf(rec)
 	if err != nil {
 		return nil, err
 	}
@@ -465,4 +443,18 @@ func (m *Manager) DeleteGenerations(ctx context.Context, name string, selection 
 		return nil, err
 	}
 	return doomed, nil
+}
+
+// generationsOf reads the generations of rec's profile and the current one.
+func generationsOf(rec *state.Container) (nix.Profile, []nix.Generation, int, error) {
+	profile := nix.Profile{Name: rec.Name}
+	if err := noGenerations(rec); err != nil {
+		return profile, nil, 0, err
+	}
+	gens, err := profile.Generations()
+	if err != nil {
+		return profile, nil, 0, err
+	}
+	current, _, err := profile.Current()
+	return profile, gens, current, err
 }
