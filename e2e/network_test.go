@@ -638,3 +638,24 @@ func TestNetworkModes(t *testing.T) {
 		t.Errorf("host network state changed:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 }
+
+// TestNetworkDiedOnItsOwn checks that the rules and name of a container
+// whose init exited by itself go at the next network change.
+func TestNetworkDiedOnItsOwn(t *testing.T) {
+	in := newInstance(t)
+	brief, other := testutil.Name("brief"), testutil.Name("other")
+	in.create(brief, `{ network.forwardPorts = [ { hostPort = 31999; containerPort = 80; } ]; configuration = { system.fixture.exitAfter = 1; }; }`)
+	in.create(other, `{ }`)
+	in.must("start", brief)
+	if out, err := exec.Command("getent", "hosts", brief).Output(); err != nil {
+		t.Fatalf("%s does not resolve while it runs: %v %s", brief, err, out)
+	}
+	waitFor(t, 20*time.Second, brief+" to exit on its own", func() bool { return in.run("state", brief).code == 3 })
+	in.must("start", other) // any network change prunes what died
+	if out, err := exec.Command("getent", "hosts", brief).Output(); err == nil {
+		t.Errorf("%s still resolves after its init exited: %s", brief, out)
+	}
+	if rules := run(t, "nft", "list", "table", "inet", "nixcell-"+in.store.ID); strings.Contains(rules, brief) {
+		t.Errorf("rules of %s remain after its init exited:\n%s", brief, rules)
+	}
+}

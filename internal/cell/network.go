@@ -13,6 +13,7 @@ import (
 
 	"github.com/nixcell/nixcell/internal/lockfile"
 	"github.com/nixcell/nixcell/internal/network"
+	"github.com/nixcell/nixcell/internal/runtime"
 	"github.com/nixcell/nixcell/internal/spec"
 	"github.com/nixcell/nixcell/internal/state"
 )
@@ -56,6 +57,11 @@ func (m *Manager) releaseAddresses(ctx context.Context, name string) error {
 // addresses, the bridges, and the rules with its forwards. It returns the
 // plan of its interfaces for the runtime's BeforeInit.
 func (m *Manager) prepareNetwork(ctx context.Context, rec *state.Container) (network.Plan, error) {
+	// Until the new init is recorded, no record marks the container as
+	// starting, which pruneActive respects.
+	if err := m.Store.RemoveRunning(rec.Name); err != nil {
+		return network.Plan{}, err
+	}
 	var plan network.Plan
 	err := m.Net.Update(ctx, func(st *network.State) error {
 		a, err := st.Settings.Allocate(rec.Name, rec.Spec.Network, st.Addresses[rec.Name], st.Addresses)
@@ -67,6 +73,7 @@ func (m *Manager) prepareNetwork(ctx context.Context, rec *state.Container) (net
 		if st.Active == nil {
 			st.Active = map[string]spec.Network{}
 		}
+		m.pruneActive(st)
 		st.Active[rec.Name] = rec.Spec.Network
 		st.Applied, err = network.Sync(st.Desired(network.DefaultUplink()), st.Applied)
 		return err
@@ -94,6 +101,7 @@ func (m *Manager) syncNetwork(ctx context.Context, name string, detach bool) err
 			_ = network.Detach(st.Settings.PlanFor(name, n, st.Addresses[name]))
 		}
 		delete(st.Active, name)
+		m.pruneActive(st)
 		var err error
 		st.Applied, err = network.Sync(st.Desired(network.DefaultUplink()), st.Applied)
 		return err
@@ -102,6 +110,22 @@ func (m *Manager) syncNetwork(ctx context.Context, name string, detach bool) err
 		return fmt.Errorf("network: %w", err)
 	}
 	return nil
+}
+
+// pruneActive drops from the network state the containers whose init has
+// died on its own since they started, so their rules, names and the name
+// server go. Preconditions: the global lock is held.
+func (m *Manager) pruneActive(st *network.State) {
+	for name := range st.Active {
+		r, ok, err := m.Store.LoadRunning(name)
+		if err == nil && ok && runtime.Alive(r.InitPid, r.InitStartedAt) {
+			continue
+		}
+		if err == nil && !ok {
+			continue // starting right now: its record comes after its network
+		}
+		delete(st.Active, name)
+	}
 }
 
 // Addresses are a container's addresses as show-ip reports them.

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"errors"
+	"strconv"
 	"fmt"
 	"io"
 	"io/fs"
@@ -512,4 +513,28 @@ func bootTime() time.Time {
 func ticksToDuration(ticks uint64) time.Duration {
 	const userHZ = 100 // sysconf(_SC_CLK_TCK) on every Linux architecture Go supports
 	return time.Duration(ticks) * time.Second / userHZ
+}
+
+// Alive tells whether the process pid that started at startedAt (as Status
+// reports it) still runs: a cheap check from /proc, with no runtime state
+// loaded, that a recycled PID does not fool.
+func Alive(pid int, startedAt time.Time) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The command name may hold spaces and parentheses: fields are counted
+	// after its closing parenthesis.
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return false
+	}
+	fields := strings.Fields(s[i+1:])
+	const startTimeField = 22 - 3 // field 22 of stat(5); pid and comm come before these
+	if len(fields) <= startTimeField || fields[0] == "Z" {
+		return false
+	}
+	ticks, err := strconv.ParseUint(fields[startTimeField], 10, 64)
+	return err == nil && bootTime().Add(ticksToDuration(ticks)).Equal(startedAt)
 }
