@@ -2,12 +2,12 @@ package runtime
 
 import (
 	"errors"
-	"strconv"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
