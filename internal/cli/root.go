@@ -122,7 +122,9 @@ func (a *app) command() *cobra.Command {
 system, built by Nix into a profile of generations, its own user ID range (its
 root is not the host's root), the host's /nix/store shared read-only, a
 seccomp filter and systemd-nspawn's capability set, memory, CPU and process
-limits (nixcell stats shows the use), and no host process once started.
+limits (nixcell stats shows the use), networks of its own (host-only and NAT
+bridges with stable IPv4 and IPv6 addresses, isolation, port forwards, names),
+and no host process once started.
 
 State lives in /var/lib/nixcell (--state-dir, NIXCELL_STATE_DIR).
 
