@@ -482,20 +482,18 @@ func (m *Manager) Exec(name string, e runtime.Exec) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	st, _, err := m.stateOf(rec)
-	if err != nil {
-		return 0, err
-	}
 	op := lifecycle.Exec
 	if e.TTY {
 		op = lifecycle.Login
 	}
-	if err := lifecycle.Check(st, op); err != nil {
-		return 0, err
+	if rec.Phase != state.Created {
+		return 0, lifecycle.Check(lifecycle.Creating, op)
 	}
+	// The runtime finds out whether it runs: asking it first would load
+	// its state twice on every exec.
 	code, err := e.Run(m.Store.RuntimeRoot(), name)
 	if errors.Is(err, runtime.ErrNotRunning) {
-		return 0, &lifecycle.TransitionError{State: lifecycle.Stopped, Op: op}
+		return 0, lifecycle.Check(lifecycle.Stopped, op)
 	}
 	return code, err
 }
