@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	mathrand "math/rand/v2"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -63,8 +64,11 @@ func newInstance(t *testing.T) *instance {
 	testutil.RequiresRoot(t)
 	testutil.RequiresCommands(t, "nix-build", "nix-env", "nix-instantiate")
 	in := &instance{t: t, dir: testutil.StateDir(t)}
-	// Subnets of its own, so its bridges never overlap another instance's.
-	k := 1 + mathrand.IntN(250)
+	// Subnets of its own, so its bridges never overlap another instance's
+	// or anything else the host routes.
+	k := freeSubnet(t, func(k int) []string {
+		return []string{fmt.Sprintf("10.240.%d.0/24", k), fmt.Sprintf("10.241.%d.0/24", k)}
+	})
 	in.env = []string{fmt.Sprintf("NIXCELL_HOSTONLY_SUBNET=10.240.%d.0/24", k), fmt.Sprintf("NIXCELL_NAT_SUBNET=10.241.%d.0/24", k)}
 	var err error
 	if in.store, err = state.New(in.dir); err != nil {
@@ -79,6 +83,20 @@ func newInstance(t *testing.T) *instance {
 		}
 		for _, leak := range in.leaks() {
 			t.Errorf("leaked after the test: %s", leak)
+		}
+		// Whatever a failed test left of the instance's network goes too,
+		// so it cannot disturb the tests after it.
+		for _, fam := range []string{"inet", "bridge"} {
+			if exec.Command("nft", "list", "table", fam, "nixcell-"+in.store.ID).Run() == nil {
+				t.Errorf("leaked after the test: nft table %s nixcell-%s", fam, in.store.ID)
+				_ = exec.Command("nft", "delete", "table", fam, "nixcell-"+in.store.ID).Run()
+			}
+		}
+		for _, br := range []string{"nch-" + in.store.ID, "ncn-" + in.store.ID} {
+			if exec.Command("ip", "link", "show", br).Run() == nil {
+				t.Errorf("leaked after the test: bridge %s", br)
+				_ = exec.Command("ip", "link", "del", br).Run()
+			}
 		}
 		_ = os.RemoveAll(in.store.Run)
 	})
@@ -263,4 +281,49 @@ func (in *instance) waitHTTP(name, want string) {
 		last = in.run("exec", name, "--", "wget", "-qO-", "http://127.0.0.1/")
 		return last.code == 0 && last.stdout == want
 	})
+}
+
+// freeSubnet picks k in [1, 250] such that none of the IPv4 subnets
+// subnets(k) overlaps a route the host has.
+func freeSubnet(t testing.TB, subnets func(k int) []string) int {
+	t.Helper()
+	out, err := exec.Command("ip", "-4", "route", "show", "table", "all").Output()
+	if err != nil {
+		t.Fatalf("ip route: %v", err)
+	}
+	var routed []netip.Prefix
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		dst := f[0]
+		if dst == "local" || dst == "broadcast" {
+			if len(f) < 2 {
+				continue
+			}
+			dst = f[1]
+		}
+		if !strings.Contains(dst, "/") {
+			dst += "/32"
+		}
+		if p, err := netip.ParsePrefix(dst); err == nil && p.Bits() > 0 {
+			routed = append(routed, p)
+		}
+	}
+	for tries := 0; tries < 1000; tries++ {
+		k := 1 + mathrand.IntN(250)
+		free := true
+		for _, s := range subnets(k) {
+			p := netip.MustParsePrefix(s)
+			for _, r := range routed {
+				free = free && !p.Overlaps(r)
+			}
+		}
+		if free {
+			return k
+		}
+	}
+	t.Fatal("no free test subnet")
+	return 0
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -54,7 +53,10 @@ func run(t testing.TB, name string, args ...string) string {
 func newTestNet(t *testing.T, in *instance) *testNet {
 	t.Helper()
 	testutil.RequiresCommands(t, "ip", "nft")
-	n := 10 + rand.IntN(200)
+	n := 9 + freeSubnet(t, func(k int) []string {
+		n := 9 + k%200
+		return []string{fmt.Sprintf("10.%d.0.0/16", n), fmt.Sprintf("198.18.%d.0/24", n), fmt.Sprintf("198.19.%d.0/24", n)}
+	})%200
 	tn := &testNet{
 		n:     n,
 		lanNS: fmt.Sprintf("nclan%d", n), outNS: fmt.Sprintf("ncout%d", n),
