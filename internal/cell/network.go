@@ -43,13 +43,11 @@ func (m *Manager) releaseAddresses(ctx context.Context, name string) error {
 	return m.Net.Update(ctx, func(st *network.State) error {
 		// Even a container stopped a moment ago may still have its
 		// interfaces, until the kernel has removed its network namespace.
-		_ = network.Detach(st.Settings.PlanFor(name, spec.Network{EnableNat: true}, st.Addresses[name]))
+		_ = st.Settings.DetachContainer(name)
 		delete(st.Addresses, name)
 		delete(st.Ports, name)
 		delete(st.Active, name)
-		var err error
-		st.Applied, err = network.Sync(st.Desired(network.DefaultUplink()), st.Applied)
-		return err
+		return st.Converge()
 	})
 }
 
@@ -75,8 +73,7 @@ func (m *Manager) prepareNetwork(ctx context.Context, rec *state.Container) (net
 		}
 		m.pruneActive(st)
 		st.Active[rec.Name] = rec.Spec.Network
-		st.Applied, err = network.Sync(st.Desired(network.DefaultUplink()), st.Applied)
-		return err
+		return st.Converge()
 	})
 	if err != nil {
 		return plan, fmt.Errorf("network: %w", err)
@@ -97,14 +94,12 @@ func (m *Manager) syncNetwork(ctx context.Context, name string, detach bool) err
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	err := m.Net.Update(ctx, func(st *network.State) error {
-		if n, ok := st.Active[name]; ok && detach {
-			_ = network.Detach(st.Settings.PlanFor(name, n, st.Addresses[name]))
+		if detach {
+			_ = st.Settings.DetachContainer(name)
 		}
 		delete(st.Active, name)
 		m.pruneActive(st)
-		var err error
-		st.Applied, err = network.Sync(st.Desired(network.DefaultUplink()), st.Applied)
-		return err
+		return st.Converge()
 	})
 	if err != nil {
 		return fmt.Errorf("network: %w", err)

@@ -349,6 +349,20 @@ func Detach(p Plan) error {
 	return errors.Join(errs...)
 }
 
+// DetachContainer removes the host ends of every interface a container of
+// that name can have, whatever its settings were; it is idempotent.
+func (s Settings) DetachContainer(name string) error {
+	return errors.Join(deleteLink(HostIfName(s.Table, name, mainIface)), deleteLink(HostIfName(s.Table, name, natIface)))
+}
+
+// Converge runs Sync for the state's running containers and remembers
+// what it applied. The caller holds the global lock.
+func (st *State) Converge() error {
+	var err error
+	st.Applied, err = Sync(st.Desired(DefaultUplink()), st.Applied)
+	return err
+}
+
 // applyRules replaces nixcell's tables with script in one transaction, or
 // deletes them when script is empty.
 func applyRules(table, script string) error {

@@ -272,6 +272,13 @@ func (s Settings) customBridge(n spec.Network) bool {
 	return n.Bridge != "" && n.Bridge != s.BridgeHostOnly
 }
 
+// The names of a container's interfaces inside: the bridge's (or private
+// veth's) and the NAT bridge's.
+const (
+	mainIface = "eth0"
+	natIface  = "internet"
+)
+
 // Plan is what a container's network looks like when it runs.
 type Plan struct {
 	HostNetwork bool
@@ -305,12 +312,12 @@ func (s Settings) PlanFor(name string, n spec.Network, a Addresses) Plan {
 	hostOnly, nat := s.Bridges()
 	if s.customBridge(n) {
 		return Plan{Interfaces: []Interface{{
-			Name: "eth0", HostName: HostIfName(s.Table, name, "eth0"), Bridge: n.Bridge, Custom: true,
+			Name: mainIface, HostName: HostIfName(s.Table, name, mainIface), Bridge: n.Bridge, Custom: true,
 			Addrs: validPrefixes(n.IP, n.IP6),
 		}}, Macvlans: n.Macvlans}
 	}
 	if n.HostAddress.IsValid() || n.HostAddress6.IsValid() {
-		i := Interface{Name: "eth0", HostName: HostIfName(s.Table, name, "eth0")}
+		i := Interface{Name: mainIface, HostName: HostIfName(s.Table, name, mainIface)}
 		if n.HostAddress.IsValid() {
 			i.HostAddrs = append(i.HostAddrs, n.HostAddress)
 			i.Addrs = append(i.Addrs, n.LocalAddress)
@@ -324,14 +331,14 @@ func (s Settings) PlanFor(name string, n spec.Network, a Addresses) Plan {
 		return Plan{Interfaces: []Interface{i}, Macvlans: n.Macvlans}
 	}
 	eth0 := Interface{
-		Name: "eth0", HostName: HostIfName(s.Table, name, "eth0"), Bridge: hostOnly.Name,
+		Name: mainIface, HostName: HostIfName(s.Table, name, mainIface), Bridge: hostOnly.Name,
 		Addrs:    validPrefixes(netip.PrefixFrom(a.HostOnly4, s.HostOnly.Bits()), netip.PrefixFrom(a.HostOnly6, 64)),
 		Isolated: true,
 	}
 	p := Plan{Interfaces: []Interface{eth0}, Macvlans: n.Macvlans}
 	if n.EnableNat {
 		p.Interfaces = append(p.Interfaces, Interface{
-			Name: "internet", HostName: HostIfName(s.Table, name, "internet"), Bridge: nat.Name,
+			Name: natIface, HostName: HostIfName(s.Table, name, natIface), Bridge: nat.Name,
 			Addrs:    validPrefixes(netip.PrefixFrom(a.NAT4, s.NAT.Bits()), netip.PrefixFrom(a.NAT6, 64)),
 			Gateway4: nat.IPv4.Addr(),
 		})
