@@ -101,6 +101,55 @@ func (m *Manager) Inspect(name string) (Info, error) {
 	if err := spec.ValidateName(name); err != nil {
 		return Info{}, err
 	}
+	shared, err := m.sharedState()
+	if err != nil {
+		return Info{}, err
+	}
+	return m.inspect(name, shared)
+}
+
+// List reports every container, sorted by name.
+func (m *Manager) List() ([]Info, error) {
+	names, err := m.Store.Names()
+	if err != nil {
+		return nil, err
+	}
+	shared, err := m.sharedState()
+	if err != nil {
+		return nil, err
+	}
+	infos := []Info{}
+	for _, n := range names {
+		info, err := m.inspect(n, shared)
+		if errors.Is(err, state.ErrNotFound) {
+			continue // a directory left by an interrupted create
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", n, err)
+		}
+		infos = append(infos, info)
+	}
+	return infos, nil
+}
+
+// instanceState is what Info needs of the instance-wide files, read once
+// for a whole listing.
+type instanceState struct {
+	net    network.State
+	netOK  bool // addresses are reported only when the network state reads
+	ranges map[string]idmap.Range
+}
+
+func (m *Manager) sharedState() (instanceState, error) {
+	var sh instanceState
+	var err error
+	sh.net, err = m.Net.Load()
+	sh.netOK = err == nil
+	sh.ranges, err = m.IDs.All()
+	return sh, err
+}
+
+func (m *Manager) inspect(name string, shared instanceState) (Info, error) {
 	rec, err := m.Store.Load(name)
 	if err != nil {
 		return Info{}, err
@@ -123,36 +172,14 @@ func (m *Manager) Inspect(name string) (Info, error) {
 	if r, ok := m.running(name, status); ok {
 		info.RunningGeneration = r.Generation
 	}
-	if netState, err := m.Net.Load(); err == nil {
-		a := m.addresses(rec, netState)
+	if shared.netOK {
+		a := m.addresses(rec, shared.net)
 		info.IPv4, info.IPv6 = a.IPv4, a.IPv6
 	}
-	if r, ok, err := m.IDs.Lookup(name); err != nil {
-		return Info{}, err
-	} else if ok {
+	if r, ok := shared.ranges[name]; ok {
 		info.IDs = &r
 	}
 	return info, nil
-}
-
-// List reports every container, sorted by name.
-func (m *Manager) List() ([]Info, error) {
-	names, err := m.Store.Names()
-	if err != nil {
-		return nil, err
-	}
-	infos := []Info{}
-	for _, n := range names {
-		info, err := m.Inspect(n)
-		if errors.Is(err, state.ErrNotFound) {
-			continue // a directory left by an interrupted create
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", n, err)
-		}
-		infos = append(infos, info)
-	}
-	return infos, nil
 }
 
 // Exists tells whether a container of that name exists.
