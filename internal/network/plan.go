@@ -260,11 +260,6 @@ type Interface struct {
 	HostAddrs []netip.Prefix
 	// Gateways for the default routes inside (zero: none).
 	Gateway4, Gateway6 netip.Addr
-	// Isolated ports of the host-only bridge cannot reach each other.
-	Isolated bool
-	// Custom is true on a bridge of the host's own (network.bridge), which
-	// nixcell neither creates nor filters.
-	Custom bool
 }
 
 // customBridge tells whether n attaches to a bridge of the host's own.
@@ -312,7 +307,7 @@ func (s Settings) PlanFor(name string, n spec.Network, a Addresses) Plan {
 	hostOnly, nat := s.Bridges()
 	if s.customBridge(n) {
 		return Plan{Interfaces: []Interface{{
-			Name: mainIface, HostName: HostIfName(s.Table, name, mainIface), Bridge: n.Bridge, Custom: true,
+			Name: mainIface, HostName: HostIfName(s.Table, name, mainIface), Bridge: n.Bridge,
 			Addrs: validPrefixes(n.IP, n.IP6),
 		}}, Macvlans: n.Macvlans}
 	}
@@ -332,8 +327,7 @@ func (s Settings) PlanFor(name string, n spec.Network, a Addresses) Plan {
 	}
 	eth0 := Interface{
 		Name: mainIface, HostName: HostIfName(s.Table, name, mainIface), Bridge: hostOnly.Name,
-		Addrs:    validPrefixes(netip.PrefixFrom(a.HostOnly4, s.HostOnly.Bits()), netip.PrefixFrom(a.HostOnly6, 64)),
-		Isolated: true,
+		Addrs: validPrefixes(netip.PrefixFrom(a.HostOnly4, s.HostOnly.Bits()), netip.PrefixFrom(a.HostOnly6, 64)),
 	}
 	p := Plan{Interfaces: []Interface{eth0}, Macvlans: n.Macvlans}
 	if n.EnableNat {
