@@ -32,9 +32,6 @@ type Status struct {
 	Pid int `json:"pid,omitempty"`
 	// StartedAt is when the init started, zero when not running.
 	StartedAt time.Time `json:"startedAt,omitzero"`
-	// Stale is true when runtime state is left from an init that is gone;
-	// Cleanup removes it.
-	Stale bool `json:"-"`
 }
 
 // Inspect reports whether the container's init is alive. libcontainer
@@ -53,7 +50,7 @@ func Inspect(stateRoot, name string) (Status, error) {
 		return Status{}, err
 	}
 	if st == libcontainer.Stopped {
-		return Status{Stale: true}, nil
+		return Status{}, nil // state left by an init that is gone; Cleanup removes it
 	}
 	s, err := c.State()
 	if err != nil {
