@@ -45,11 +45,13 @@ type Container struct {
 	// to. Size 0 means privileged: no user namespace, container root is host
 	// root.
 	IDs IDRange
-	// ProfileDir and GCRootsDir are the host directories mounted at
-	// /nix/var/nix/profiles and /nix/var/nix/gcroots inside. Both empty
-	// means the container gets none of the host's Nix directories (a plain
-	// root).
-	ProfileDir, GCRootsDir string
+	// ProfileDir is the host directory mounted read-only at
+	// /nix/var/nix/profiles inside: the container's generations, which the
+	// host manages. UserProfilesDir (at /nix/var/nix/profiles/per-user) and
+	// GCRootsDir (at /nix/var/nix/gcroots) are the container's own, owned by
+	// its range. All empty means the container gets none of the host's Nix
+	// directories (a plain root).
+	ProfileDir, UserProfilesDir, GCRootsDir string
 	// StorePaths, when not nil, is all the container sees of /nix/store
 	// (its system's closure) instead of the whole store.
 	StorePaths []string
@@ -92,16 +94,26 @@ type Container struct {
 	DeviceDir string
 }
 
-// Bind is a host path mounted into the container. A read-write one is
-// idmapped with the container's mapping (the host's IDs appear as the same
-// IDs inside, and what the container's root writes belongs to the host's
-// root); a read-only one is a plain bind.
+// Bind is a host path mounted into the container. By default it is a
+// plain bind: the container's IDs are its range's on the host, so what its
+// root writes there belongs to the range's first ID, and host IDs outside
+// the range appear as nobody. A read-only one stays read-only (the flag is
+// locked).
 type Bind struct {
+	// Source is an absolute host path without symbolic links; one with a
+	// link is refused, since a container that can write a parent
+	// directory could have planted it.
 	Source, Destination string
 	ReadOnly            bool
-	// Create makes a missing Source (mode 0755, owned by the host's root)
-	// instead of failing.
+	// Create makes a missing Source (mode 0755; owned by the container's
+	// root when it is a read-write plain bind, by the host's root
+	// otherwise) instead of failing.
 	Create bool
+	// HostIDs makes a read-write bind idmapped with the container's
+	// mapping: the host's IDs appear as themselves inside, and the
+	// container's root writes as the host's root. Host users who can reach
+	// Source could then run setuid-root programs the container plants.
+	HostIDs bool
 }
 
 // MissingHostPathError is a bind mount whose host path does not exist.
@@ -134,31 +146,9 @@ var capabilities = []string{
 	"CAP_SYS_TTY_CONFIG",
 }
 
-// nixBind is one of the host's Nix directories a container sees.
-type nixBind struct {
-	source, dest string
-	readOnly     bool
-}
-
-func (c *Container) nixBinds() []nixBind {
-	if c.ProfileDir == "" {
-		return nil
-	}
-	store := "/nix/store"
-	if c.StorePaths != nil {
-		store = c.closureStore()
-	}
-	return []nixBind{
-		{store, "/nix/store", true},
-		{"/nix/var/nix/db", "/nix/var/nix/db", true},
-		{"/nix/var/nix/daemon-socket", "/nix/var/nix/daemon-socket", true},
-		{c.ProfileDir, "/nix/var/nix/profiles", false},
-		{c.GCRootsDir, "/nix/var/nix/gcroots", false},
-	}
-}
-
-// config builds the libcontainer configuration.
-func (c *Container) config() (*configs.Config, error) {
+// config builds the libcontainer configuration, and returns with it the
+// host mounts to stage before libcontainer runs (see hostMounts).
+func (c *Container) config() (*configs.Config, []hostMount, error) {
 	const (
 		noExec = unix.MS_NOEXEC | unix.MS_NOSUID | unix.MS_NODEV
 		tmp    = unix.MS_NOSUID | unix.MS_NODEV
@@ -182,39 +172,54 @@ func (c *Container) config() (*configs.Config, error) {
 		&configs.Mount{Source: "tmpfs", Destination: "/tmp", Device: "tmpfs", Flags: tmp | unix.MS_STRICTATIME, Data: "mode=1777"},
 		&configs.Mount{Source: filepath.Join(c.HostDir, "host"), Destination: "/run/host", Device: "bind", Flags: unix.MS_BIND | unix.MS_RDONLY | noExec},
 	)
-	for i, b := range c.nixBinds() {
-		flags := unix.MS_BIND | unix.MS_NOSUID | unix.MS_NODEV
-		if b.readOnly {
-			flags |= unix.MS_RDONLY
-		}
-		m := &configs.Mount{Source: b.source, Destination: b.dest, Device: "bind", Flags: flags}
-		if b.source == c.closureStore() {
-			// Its submounts are idmapped already, and locked: they were
-			// made in the container's private mount namespace.
-			m.Flags |= unix.MS_REC
-		} else if b.readOnly && !c.Privileged() {
-			// Idmapped and locked read-only on the host while the
-			// container starts (lockedro_linux.go).
-			m.Source = c.stagedPath(i)
-		} else if !c.Privileged() {
-			// The host's root owns these; through an idmapped mount they
-			// appear owned by the container's root, and nothing is chowned.
-			m.IDMapping = &configs.MountIDMapping{UIDMappings: c.idMaps(), GIDMappings: c.idMaps()}
-		}
-		mounts = append(mounts, m)
+	if c.StorePaths != nil {
+		// Its submounts are idmapped already, and locked: they were made
+		// in the private mount namespace the start runs in.
+		mounts = append(mounts, &configs.Mount{Source: c.closureStore(), Destination: "/nix/store", Device: "bind",
+			Flags: unix.MS_BIND | unix.MS_REC | unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV})
 	}
-	mounts = append(mounts, c.userMounts()...)
+	// Host mounts: the Nix directories first, then the bind mounts and
+	// tmpfs mounts in destination order (a parent before what it holds),
+	// then the device copies.
+	hostMounts := c.hostMounts()
+	extraRules, extraNodes, deviceMounts, err := c.extraDevices()
+	if err != nil {
+		return nil, nil, err
+	}
+	hostMounts = append(hostMounts, deviceMounts...)
+	type byDest struct {
+		dest string
+		m    *configs.Mount
+	}
+	var user []byDest
+	var devices []*configs.Mount
+	for i, m := range hostMounts {
+		lm := m.libcontainerMount(c.stagedPath(i))
+		switch m.kind {
+		case userBind:
+			user = append(user, byDest{m.dest, lm})
+		case deviceCopy:
+			devices = append(devices, lm)
+		default:
+			mounts = append(mounts, lm)
+		}
+	}
+	for _, t := range c.Tmpfs {
+		// libcontainer gives the tmpfs the mode of the directory it
+		// covers (1777 when there is none).
+		user = append(user, byDest{t, &configs.Mount{Source: "tmpfs", Destination: t, Device: "tmpfs", Flags: unix.MS_NOSUID | unix.MS_NODEV}})
+	}
+	slices.SortStableFunc(user, func(a, b byDest) int { return strings.Compare(a.dest, b.dest) })
+	for _, u := range user {
+		mounts = append(mounts, u.m)
+	}
+	mounts = append(mounts, devices...)
 
 	var rules []*devconfig.Rule
 	for _, d := range specconv.AllowedDevices {
 		rules = append(rules, &d.Rule)
 	}
-	extraRules, extraNodes, deviceMounts, err := c.extraDevices()
-	if err != nil {
-		return nil, err
-	}
 	rules = append(rules, extraRules...)
-	mounts = append(mounts, deviceMounts...)
 	caps := grantedCapabilities()
 	resources := &cgroups.Resources{Devices: rules}
 	c.Limits.apply(resources, false)
@@ -254,43 +259,12 @@ func (c *Container) config() (*configs.Config, error) {
 		cfg.UIDMappings = c.idMaps()
 		cfg.GIDMappings = c.idMaps()
 	}
-	return cfg, nil
+	return cfg, hostMounts, nil
 }
 
 // hostDirLabel records HostDir in libcontainer's state, so that Cleanup
 // finds it.
 const hostDirLabel = "nixcell.hostdir"
-
-// userMounts are the container's bind mounts and tmpfs mounts, in
-// destination order so that nested ones come after their parents.
-func (c *Container) userMounts() []*configs.Mount {
-	type entry struct {
-		dest string
-		m    *configs.Mount
-	}
-	var all []entry
-	for _, b := range c.Binds {
-		m := &configs.Mount{Source: b.Source, Destination: b.Destination, Device: "bind", Flags: unix.MS_BIND | unix.MS_REC}
-		if b.ReadOnly {
-			m.Flags |= unix.MS_RDONLY
-		} else if !c.Privileged() {
-			m.IDMapping = &configs.MountIDMapping{UIDMappings: c.idMaps(), GIDMappings: c.idMaps(), Recursive: true}
-		}
-		all = append(all, entry{b.Destination, m})
-	}
-	for _, t := range c.Tmpfs {
-		// libcontainer gives the tmpfs the mode of the directory it
-		// covers (1777 when there is none).
-		all = append(all, entry{t, &configs.Mount{Source: "tmpfs", Destination: t, Device: "tmpfs",
-			Flags: unix.MS_NOSUID | unix.MS_NODEV}})
-	}
-	slices.SortStableFunc(all, func(a, b entry) int { return strings.Compare(a.dest, b.dest) })
-	mounts := make([]*configs.Mount, len(all))
-	for i, e := range all {
-		mounts[i] = e.m
-	}
-	return mounts
-}
 
 func (c *Container) idMaps() []configs.IDMap {
 	return []configs.IDMap{{ContainerID: 0, HostID: int64(c.IDs.Start), Size: int64(c.IDs.Size)}}

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nixcell/nixcell/internal/hostfs"
 	"github.com/opencontainers/runc/libcontainer"
 	"golang.org/x/sys/unix"
 )
@@ -241,7 +242,7 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 			notify.Close()
 		}
 	}()
-	cfg, err := c.config()
+	cfg, hostMounts, err := c.config()
 	if err != nil {
 		return nil, err
 	}
@@ -258,14 +259,6 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 	if c.Systemd {
 		args = append(args, "systemd.getty_auto=0")
 	}
-	if !c.Privileged() {
-		// Needed only until the container's root is set up, which Start
-		// below waits for.
-		if err := c.stageReadOnlyBinds(); err != nil {
-			return nil, err
-		}
-		defer unstage(c.stagingDir())
-	}
 	proc := &libcontainer.Process{
 		Args: args,
 		Env:  append(env, c.Env...),
@@ -278,8 +271,25 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 		proc.Stdout, proc.Stderr = log, log
 	}
 	var lc *libcontainer.Container
-	start := func() error {
-		var err error
+	// Everything the container sees of the host is mounted in a private
+	// mount namespace, which the container's is copied from; it is gone
+	// once the container's root is set up, and nothing is ever mounted in
+	// the host's namespace.
+	err = inPrivateMounts(func() error {
+		var userns *os.File
+		if !c.Privileged() {
+			var err error
+			if userns, err = c.idmapUserns(); err != nil {
+				return err
+			}
+			defer userns.Close()
+		}
+		if err := c.stageHostMounts(hostMounts, userns); err != nil {
+			return err
+		}
+		if err := c.mountPrivate(userns); err != nil {
+			return err
+		}
 		lc, err = libcontainer.Create(c.StateRoot, c.Name, cfg)
 		if errors.Is(err, libcontainer.ErrExist) {
 			// Left by an init that died on its own; the caller checked that
@@ -298,17 +308,7 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 			return fmt.Errorf("starting container: %w", err)
 		}
 		return nil
-	}
-	if c.needsPrivateMounts() {
-		err = inPrivateMounts(func() error {
-			if err := c.mountPrivate(); err != nil {
-				return err
-			}
-			return start()
-		})
-	} else {
-		err = start()
-	}
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -331,12 +331,23 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 }
 
 // prepareBinds checks that every bind mount's host path exists, creating
-// those that may be created.
+// those that may be created. Host paths are resolved without following
+// symbolic links: one may lie inside another, read-write bind mount, where
+// the container could have planted a link.
 func (c *Container) prepareBinds() error {
 	for _, b := range c.Binds {
-		_, err := os.Stat(b.Source)
+		f, err := hostfs.Open(b.Source, unix.O_PATH)
 		if err == nil {
+			f.Close()
 			continue
+		}
+		var link *hostfs.SymlinkError
+		if errors.As(err, &link) {
+			hint := ""
+			if resolved, rerr := filepath.EvalSymlinks(b.Source); rerr == nil {
+				hint = fmt.Sprintf(" (if the link is yours, give the path it leads to: %s)", resolved)
+			}
+			return fmt.Errorf("bind mount %s: %w; nixcell follows no link in a host path, since a container that can write one of its directories could have planted it: give a path without links%s", b.Destination, err, hint)
 		}
 		if !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("bind mount %s: %w", b.Destination, err)
@@ -344,11 +355,12 @@ func (c *Container) prepareBinds() error {
 		if !b.Create {
 			return &MissingHostPathError{Destination: b.Destination, HostPath: b.Source}
 		}
-		if err := os.MkdirAll(b.Source, 0o755); err != nil {
-			return fmt.Errorf("bind mount %s: creating host path: %w", b.Destination, err)
+		owner := 0
+		if !b.ReadOnly && !b.HostIDs {
+			owner = int(c.IDs.Start) // the container's root, who writes there
 		}
-		if err := os.Chmod(b.Source, 0o755); err != nil {
-			return fmt.Errorf("bind mount %s: %w", b.Destination, err)
+		if err := hostfs.MkdirAll(b.Source, 0o755, owner, owner); err != nil {
+			return fmt.Errorf("bind mount %s: creating host path: %w", b.Destination, err)
 		}
 	}
 	return nil
@@ -357,7 +369,6 @@ func (c *Container) prepareBinds() error {
 // Cleanup removes the runtime state, cgroups and host directory of a
 // container whose init is gone, killing whatever is left. It is idempotent.
 func Cleanup(stateRoot, name string) error {
-	unstage(stagingDir(stateRoot, name)) // left by a killed start
 	lc, err := libcontainer.Load(stateRoot, name)
 	if errors.Is(err, libcontainer.ErrNotExist) {
 		return nil

@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	devconfig "github.com/opencontainers/cgroups/devices/config"
-	"github.com/opencontainers/runc/libcontainer/configs"
 	"golang.org/x/sys/unix"
 )
 
@@ -28,8 +27,10 @@ type Device struct {
 // open), nor a node of its own on a file system it mounted (those ignore
 // device nodes), and devtmpfs has no idmapped mounts. So the host makes a
 // copy of the node, owned by the container's root, in DeviceDir on the
-// host's own file system, and binds that.
-func (c *Container) extraDevices() (rules []*devconfig.Rule, nodes []*devconfig.Device, mounts []*configs.Mount, err error) {
+// host's own file system, and binds that. DeviceDir is closed to everyone
+// but root: the container's root owns its copies and could open their
+// modes, which must not let host users reach the device.
+func (c *Container) extraDevices() (rules []*devconfig.Rule, nodes []*devconfig.Device, mounts []hostMount, err error) {
 	for _, d := range c.Devices {
 		var st unix.Stat_t
 		if err := unix.Stat(d.Path, &st); err != nil {
@@ -60,9 +61,8 @@ func (c *Container) extraDevices() (rules []*devconfig.Rule, nodes []*devconfig.
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		mounts = append(mounts, &configs.Mount{
-			Source: copyPath, Destination: d.Path, Device: "bind", Flags: unix.MS_BIND | unix.MS_NOSUID | unix.MS_NOEXEC,
-		})
+		mounts = append(mounts, hostMount{source: copyPath, dest: d.Path, kind: deviceCopy,
+			attrs: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NOEXEC, what: "allowedDevices " + d.Path})
 	}
 	return rules, nodes, mounts, nil
 }
@@ -74,7 +74,10 @@ func (c *Container) deviceCopy(path string, st unix.Stat_t) (string, error) {
 	if c.DeviceDir == "" {
 		return "", fmt.Errorf("allowedDevices: %s: no directory for device nodes", path)
 	}
-	if err := os.MkdirAll(c.DeviceDir, 0o711); err != nil {
+	if err := os.MkdirAll(c.DeviceDir, 0o700); err != nil {
+		return "", err
+	}
+	if err := os.Chmod(c.DeviceDir, 0o700); err != nil { // made 0711 by earlier versions
 		return "", err
 	}
 	copyPath := filepath.Join(c.DeviceDir, strings.ReplaceAll(strings.TrimPrefix(path, "/"), "/", "-"))

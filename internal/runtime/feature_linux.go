@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
+	"github.com/nixcell/nixcell/internal/hostfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -58,6 +60,11 @@ func (c *Container) checkHost() error {
 		return &UnsupportedFeatureError{"user namespaces are disabled",
 			"set the sysctl user.max_user_namespaces above 0, or create the container with --privileged"}
 	}
+	if c.PlainRoot {
+		if err := CheckPlainRootClosed(c.RootFS); err != nil {
+			return err
+		}
+	}
 	kernel := kernelVersion()
 	for _, dir := range c.idmappedSources() {
 		var st unix.Statfs_t
@@ -86,17 +93,13 @@ func (c *Container) checkHost() error {
 // through idmapped mounts.
 func (c *Container) idmappedSources() []string {
 	var dirs []string
-	for _, b := range c.nixBinds() {
-		if b.source == c.closureStore() {
-			dirs = append(dirs, "/nix/store")
-			continue
+	for _, m := range c.hostMounts() {
+		if m.idmap {
+			dirs = append(dirs, m.source)
 		}
-		dirs = append(dirs, b.source)
 	}
-	for _, b := range c.Binds {
-		if !b.ReadOnly {
-			dirs = append(dirs, b.Source)
-		}
+	if c.StorePaths != nil {
+		dirs = append(dirs, "/nix/store")
 	}
 	if c.PlainRoot {
 		dirs = append(dirs, c.RootFS)
@@ -148,4 +151,19 @@ func kernelVersion() [2]int {
 		v[i], _ = strconv.Atoi(strings.TrimRightFunc(n, func(r rune) bool { return r < '0' || r > '9' }))
 	}
 	return v
+}
+
+// CheckPlainRootClosed refuses a plain root file system that host users
+// other than root can reach. An unprivileged container sees it through an
+// idmapped mount, so its root writes there as the host's root: a setuid
+// program it planted would make any host user who can reach it root.
+// systemd-nspawn asks the same of /var/lib/machines.
+func CheckPlainRootClosed(dir string) error {
+	err := hostfs.CheckClosed(dir)
+	var reach *hostfs.ReachableError
+	if errors.As(err, &reach) {
+		return fmt.Errorf("%w; the container's root writes there as the host's root, so a setuid program it plants would make them root: keep it below a directory only root can enter (chmod 0700 %s, or move it below /var/lib/machines with mode 0700)",
+			err, filepath.Dir(dir))
+	}
+	return err
 }

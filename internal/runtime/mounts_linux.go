@@ -64,12 +64,6 @@ func inPrivateMounts(f func() error) error {
 	return <-errc
 }
 
-// needsPrivateMounts tells whether the container's root or store must be
-// composed before libcontainer runs.
-func (c *Container) needsPrivateMounts() bool {
-	return c.composedRoot() || c.StorePaths != nil
-}
-
 // composedRoot tells whether the root libcontainer boots is a mount made
 // by nixcell rather than RootFS itself.
 func (c *Container) composedRoot() bool {
@@ -88,17 +82,10 @@ func (c *Container) bootRoot() string {
 // is visible.
 func (c *Container) closureStore() string { return filepath.Join(c.HostDir, "store") }
 
-// mountPrivate makes the composed root and the closure store. It must run
-// inside inPrivateMounts.
-func (c *Container) mountPrivate() error {
-	var userns *os.File
-	if !c.Privileged() && (c.PlainRoot || c.StorePaths != nil) {
-		var err error
-		if userns, err = c.idmapUserns(); err != nil {
-			return err
-		}
-		defer userns.Close()
-	}
+// mountPrivate makes the composed root and the closure store, if the
+// container has them. userns holds its ID mapping (nil when privileged).
+// It must run inside inPrivateMounts.
+func (c *Container) mountPrivate(userns *os.File) error {
 	if c.composedRoot() {
 		if err := c.mountRoot(userns); err != nil {
 			return err
@@ -118,17 +105,14 @@ func (c *Container) mountPrivate() error {
 // ephemeral.
 func (c *Container) mountRoot(userns *os.File) error {
 	lower := filepath.Join(c.HostDir, "lower")
-	root := filepath.Join(c.HostDir, "root")
-	target := root
+	composed := filepath.Join(c.HostDir, "root")
+	target := composed
 	if c.Ephemeral {
 		target = lower
 	}
-	if c.PlainRoot && userns != nil {
-		if err := idmappedBind(c.RootFS, target, userns, 0); err != nil {
-			return fmt.Errorf("mounting the root %s idmapped: %w", c.RootFS, err)
-		}
-	} else if err := unix.Mount(c.RootFS, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return fmt.Errorf("binding the root %s: %w", c.RootFS, err)
+	root := hostMount{source: c.RootFS, recursive: true, idmap: c.PlainRoot && userns != nil}
+	if err := stage(root, target, userns); err != nil {
+		return fmt.Errorf("mounting the root %s: %w", c.RootFS, err)
 	}
 	if !c.Ephemeral {
 		return nil
@@ -156,7 +140,7 @@ func (c *Container) mountRoot(userns *os.File) error {
 		return err
 	}
 	opts := "lowerdir=" + lower + ",upperdir=" + data + ",workdir=" + work
-	if err := unix.Mount("overlay", root, "overlay", 0, opts); err != nil {
+	if err := unix.Mount("overlay", composed, "overlay", 0, opts); err != nil {
 		return fmt.Errorf("mounting the ephemeral root (overlay %s): %w", opts, err)
 	}
 	return nil
@@ -173,8 +157,9 @@ func (c *Container) mountClosureStore(userns *os.File) error {
 	src := "/nix/store"
 	if userns != nil {
 		src = filepath.Join(c.HostDir, "nix")
-		if err := idmappedBind("/nix/store", src, userns, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV); err != nil {
-			return fmt.Errorf("mounting /nix/store idmapped: %w", err)
+		store := hostMount{source: "/nix/store", readOnly: true, idmap: true, attrs: nixAttrs}
+		if err := stage(store, src, userns); err != nil {
+			return fmt.Errorf("mounting /nix/store: %w", err)
 		}
 	}
 	if err := unix.Mount("tmpfs", store, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
@@ -252,24 +237,6 @@ func mountPointFor(src, dst string) error {
 		return os.WriteFile(dst, nil, 0o444)
 	}
 	return os.Mkdir(dst, 0o755)
-}
-
-// idmappedBind clones the mount tree at src, maps its IDs through userns
-// and applies attrs, then attaches it at dst.
-func idmappedBind(src, dst string, userns *os.File, attrs uint64) error {
-	fd, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
-	if err != nil {
-		return fmt.Errorf("open_tree %s: %w", src, err)
-	}
-	defer unix.Close(fd)
-	attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP | attrs, Userns_fd: uint64(userns.Fd())}
-	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, attr); err != nil {
-		return fmt.Errorf("idmapping %s: %w", src, err)
-	}
-	if err := unix.MoveMount(fd, "", unix.AT_FDCWD, dst, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-		return fmt.Errorf("attaching %s at %s: %w", src, dst, err)
-	}
-	return nil
 }
 
 // idmapUserns returns a user namespace with the container's ID mapping,

@@ -6,6 +6,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
 )
 
 // rootDirs are created in the root before every start, as nixos-container
@@ -82,7 +84,7 @@ func (c *Container) openConsoleLog() (*os.File, error) {
 	if err := os.MkdirAll(filepath.Dir(c.ConsoleLog), 0o711); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(c.ConsoleLog, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|os.O_APPEND, 0o600)
+	f, err := os.OpenFile(c.ConsoleLog, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|os.O_APPEND|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("opening console log: %w", err)
 	}

@@ -16,7 +16,6 @@
 //	STATE/locks/NAME.lock, global.lock     flock(2) locks
 //	RUN/containers/NAME/                   libcontainer's state of a running container
 //	RUN/host/NAME/                         files the host gives a running container (HostDir)
-//	RUN/staging/NAME/                      host-side mounts while the container starts (runtime)
 //	RUN/running/NAME.json                  the generation it booted or last switched to (Running)
 package state
 
