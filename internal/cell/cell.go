@@ -263,8 +263,18 @@ func (m *Manager) runtimeContainer(rec *state.Container) (*runtime.Container, er
 		UUID:       uuidOf(rec),
 		Limits:     runtimeLimits(rec.Limits()),
 	}
+	if !rec.Spec.Privileged {
+		r, ok, err := m.IDs.Lookup(rec.Name)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, fmt.Errorf("it holds no ID range; destroy and create it again")
+		}
+		c.IDs = runtime.IDRange{Start: r.Start, Size: r.Size}
+	}
 	for _, b := range rec.Spec.BindMounts {
-		c.Binds = append(c.Binds, runtime.Bind{Source: b.HostPath, Destination: b.Destination, ReadOnly: b.IsReadOnly, Create: b.Create})
+		c.Binds = append(c.Binds, runtime.Bind{Source: b.HostPath, Destination: b.Destination, ReadOnly: b.IsReadOnly, Create: b.Create, HostIDs: b.WriteAsHostRoot})
 	}
 	c.DeviceDir = filepath.Join(m.Store.Dir(rec.Name), "devices")
 	for _, d := range rec.Spec.AllowedDevices {
@@ -276,40 +286,28 @@ func (m *Manager) runtimeContainer(rec *state.Container) (*runtime.Container, er
 			return nil, fmt.Errorf("its root file system %s is not a directory; restore it, or destroy the container", c.RootFS)
 		}
 		c.Systemd = initIsSystemd(c.RootFS, c.Init)
-	} else {
-		profile := nix.Profile{Name: rec.Name}
-		// Containers made by earlier versions have their profile's parent
-		// open to every host user.
-		if err := profile.Ensure(); err != nil {
-			return nil, err
-		}
-		c.ProfileDir, c.GCRootsDir = profile.Dir(), profile.GCRootsDir()
-		c.Init = "/nix/var/nix/profiles/system/init"
-		gen, system, err := profile.Current()
-		if err != nil {
-			return nil, err
-		}
-		if gen == 0 {
-			return nil, fmt.Errorf("its profile %s has no generation; run update to build one", profile.System())
-		}
-		// A NixOS system's top level links the systemd its init runs.
-		_, err = os.Stat(filepath.Join(system, "systemd"))
-		c.Systemd = err == nil
-		if rec.Spec.Store == "closure" {
-			if c.StorePaths, err = m.closure(rec.Name, system); err != nil {
-				return nil, err
-			}
-		}
+		return c, nil
 	}
-	if !rec.Spec.Privileged {
-		r, ok, err := m.IDs.Lookup(rec.Name)
-		if err != nil {
+	profile := nix.Profile{Name: rec.Name}
+	if err := profile.Ensure(int(c.IDs.Start)); err != nil {
+		return nil, err
+	}
+	c.ProfileDir, c.UserProfilesDir, c.GCRootsDir = profile.Dir(), profile.UserProfilesDir(), profile.GCRootsDir()
+	c.Init = "/nix/var/nix/profiles/system/init"
+	gen, system, err := profile.Current()
+	if err != nil {
+		return nil, err
+	}
+	if gen == 0 {
+		return nil, fmt.Errorf("its profile %s has no generation; run update to build one", profile.System())
+	}
+	// A NixOS system's top level links the systemd its init runs.
+	_, err = os.Stat(filepath.Join(system, "systemd"))
+	c.Systemd = err == nil
+	if rec.Spec.Store == "closure" {
+		if c.StorePaths, err = m.closure(rec.Name, system); err != nil {
 			return nil, err
 		}
-		if !ok {
-			return nil, fmt.Errorf("it holds no ID range; destroy and create it again")
-		}
-		c.IDs = runtime.IDRange{Start: r.Start, Size: r.Size}
 	}
 	return c, nil
 }

@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/nixcell/nixcell/internal/atomicfile"
+	"github.com/nixcell/nixcell/internal/hostfs"
 	"github.com/nixcell/nixcell/internal/nix"
+	"github.com/nixcell/nixcell/internal/runtime"
 	"github.com/nixcell/nixcell/internal/spec"
 	"github.com/nixcell/nixcell/internal/state"
 )
@@ -180,13 +182,24 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 	if rec.Source.RootFS != "" && rec.Spec.Store == "closure" {
 		return fmt.Errorf("%w: store = \"closure\" selects what a NixOS system sees of /nix/store; a plain root file system gets no Nix store (bind-mount what it needs)", spec.ErrInvalidSpec)
 	}
+	if rec.Source.RootFS != "" && !rec.Spec.Privileged {
+		if err := runtime.CheckPlainRootClosed(rec.Source.RootFS); err != nil {
+			return fmt.Errorf("root file system: %w", err)
+		}
+	}
+	m.warnExposures(rec)
 	if err := m.allocateAddresses(ctx, rec); err != nil {
 		return err
 	}
+	rootUID := 0
 	if rec.Spec.Privileged {
 		m.warnf("%s is privileged: its root is the host's root", req.Name)
-	} else if _, err := m.IDs.Allocate(ctx, req.Name); err != nil {
-		return fmt.Errorf("allocating an ID range: %w", err)
+	} else {
+		r, err := m.IDs.Allocate(ctx, req.Name)
+		if err != nil {
+			return fmt.Errorf("allocating an ID range: %w", err)
+		}
+		rootUID = int(r.Start)
 	}
 
 	if rec.Source.RootFS != "" {
@@ -199,6 +212,9 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 		if system, err = m.build(ctx, rec); err != nil {
 			return err
 		}
+	}
+	if err := profile.Ensure(rootUID); err != nil {
+		return err
 	}
 	if _, err := profile.Set(ctx, system); err != nil {
 		return fmt.Errorf("setting profile %s: %w", profile.System(), err)
@@ -257,4 +273,24 @@ func (m *Manager) build(ctx context.Context, rec *state.Container) (string, erro
 	}
 	fmt.Fprintf(m.Log, "built %s in %.1fs\n", path, time.Since(start).Seconds())
 	return path, nil
+}
+
+// warnExposures warns of the settings that let the container's root write
+// as the host's root in a host directory: bind mounts with
+// writeAsHostRoot, worst where host users can reach the directory.
+func (m *Manager) warnExposures(rec *state.Container) {
+	if rec.Spec.Privileged {
+		return
+	}
+	for _, b := range rec.Spec.BindMounts {
+		if !b.WriteAsHostRoot {
+			continue
+		}
+		reach := "keep it where only root can reach it"
+		if err := hostfs.CheckClosed(b.HostPath); err != nil {
+			reach = err.Error() + ": they could run a setuid-root program it plants there"
+		}
+		m.warnf("%s: bind mount %s: the container's root writes to %s as the host's root (writeAsHostRoot); %s",
+			rec.Name, b.Destination, b.HostPath, reach)
+	}
 }

@@ -106,6 +106,7 @@ func (m *Manager) Update(ctx context.Context, req UpdateRequest) (res ChangeResu
 			return res, fmt.Errorf("privileged cannot change after create: the root file system belongs to the container's ID range; destroy and create it again")
 		}
 		next.Spec.Privileged = rec.Spec.Privileged
+		m.warnExposures(&next)
 	}
 	if err := m.allocateAddresses(ctx, &next); err != nil {
 		return res, err

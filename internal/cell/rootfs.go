@@ -21,6 +21,11 @@ func checkRootFS(dir, init string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// Kept without symbolic links: every start opens it without following
+	// any (see hostfs).
+	if resolved, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = resolved
+	}
 	fi, err := os.Stat(abs)
 	if err != nil {
 		return "", fmt.Errorf("root file system %s: %w", dir, errors.Unwrap(err))

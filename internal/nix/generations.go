@@ -54,8 +54,7 @@ func (p Profile) Generations() ([]Generation, error) {
 
 // SwitchTo makes generation n the current one, as nix-env --switch-generation.
 func (p Profile) SwitchTo(ctx context.Context, n int) error {
-	_, err := run(ctx, nil, "nix-env", "-p", p.System(), "--switch-generation", strconv.Itoa(n))
-	return err
+	return p.nixEnv(ctx, "--switch-generation", strconv.Itoa(n))
 }
 
 // Delete removes the listed generations, as nix-env --delete-generations.
@@ -64,12 +63,11 @@ func (p Profile) Delete(ctx context.Context, numbers []int) error {
 	if len(numbers) == 0 {
 		return nil
 	}
-	args := []string{"-p", p.System(), "--delete-generations"}
+	args := []string{"--delete-generations"}
 	for _, n := range numbers {
 		args = append(args, strconv.Itoa(n))
 	}
-	_, err := run(ctx, nil, "nix-env", args...)
-	return err
+	return p.nixEnv(ctx, args...)
 }
 
 // ErrBadGenerations is the class of unreadable generation selections.

@@ -9,6 +9,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"time"
+
+	"github.com/nixcell/nixcell/internal/hostfs"
+	"golang.org/x/sys/unix"
 )
 
 // Where nixos-container keeps per-container profiles and GC roots.
@@ -19,12 +23,23 @@ const (
 
 // Profile is one container's Nix profile directory. On disk:
 //
-//	ProfilesDir/NAME/system            -> system-N-link (the current generation)
-//	ProfilesDir/NAME/system-N-link     -> /nix/store/...-nixos-system-NAME-...
-//	GCRootsDir/NAME/                   the container's own GC roots
+//	ProfilesDir/NAME/system              -> system-N-link (the current generation)
+//	ProfilesDir/NAME/system-N-link       -> /nix/store/...-nixos-system-NAME-...
+//	ProfilesDir/NAME/system.lock         nix-env's lock of the profile
+//	ProfilesDir/NAME/per-user/           an empty mount point
+//	GCRootsDir/NAME/                     the container's own GC roots
+//	GCRootsDir/NAME/per-user-profiles/   the container's own user profiles
 //
-// The directory is mounted at /nix/var/nix/profiles inside the container,
-// and the GC roots one at /nix/var/nix/gcroots.
+// The profile directory belongs to the host: nix-env, the garbage
+// collector and nixcell act on it as the host's root, so the container
+// sees it read-only at /nix/var/nix/profiles; a link or lock file the
+// container could plant there would turn their writes elsewhere. What the
+// container manages itself is in GCRootsDir/NAME, owned by its root: its GC
+// roots at /nix/var/nix/gcroots and its users' profiles (nix-env -p
+// /nix/var/nix/profiles/per-user/root/profile ...) at
+// /nix/var/nix/profiles/per-user. Being below the GC roots, those profiles
+// keep their store paths alive, as they do under nixos-container; the
+// garbage collector only reads there.
 type Profile struct {
 	Name string
 }
@@ -35,25 +50,102 @@ func (p Profile) Dir() string { return filepath.Join(ProfilesDir, p.Name) }
 // GCRootsDir is the host directory mounted at /nix/var/nix/gcroots inside.
 func (p Profile) GCRootsDir() string { return filepath.Join(GCRootsDir, p.Name) }
 
+// UserProfilesDir is the host directory mounted at
+// /nix/var/nix/profiles/per-user inside.
+func (p Profile) UserProfilesDir() string { return filepath.Join(p.GCRootsDir(), "per-user-profiles") }
+
 // System is the profile's link to the current generation.
 func (p Profile) System() string { return filepath.Join(p.Dir(), "system") }
 
-// Ensure creates the profile and GC root directories, and closes their
-// parents (ProfilesDir, GCRootsDir) to everyone but root.
-//
-// A container writes its profile and GC root directories through idmapped
-// mounts, that is as the host's root: it can create a setuid-root program
-// there. The mounts inside are nosuid, but on the host the directories
-// would be open to every user, who could run it. Nothing but root needs to
-// reach them on the host (nix-env, the garbage collector and nixcell run as
-// root), and the container sees only its own directory.
-func (p Profile) Ensure() error {
-	for _, d := range []string{p.Dir(), p.GCRootsDir()} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
+// Ensure creates the profile and the container's own directories, the
+// latter owned by uid (the container's root on the host), and closes
+// ProfilesDir and GCRootsDir to everyone but root, so that host users never
+// reach what a container wrote. Paths inside GCRootsDir/NAME, which the
+// container writes, are resolved without following links.
+func (p Profile) Ensure(uid int) error {
+	for _, d := range []string{ProfilesDir, GCRootsDir} {
+		if err := hostfs.MkdirAll(d, 0o755, 0, 0); err != nil {
 			return fmt.Errorf("creating %s: %w", d, err)
 		}
-		if err := os.Chmod(filepath.Dir(d), 0o700); err != nil {
-			return fmt.Errorf("closing %s to other users: %w", filepath.Dir(d), err)
+		if err := os.Chmod(d, 0o700); err != nil {
+			return fmt.Errorf("closing %s to other users: %w", d, err)
+		}
+	}
+	if err := hostfs.MkdirAll(filepath.Join(p.Dir(), "per-user"), 0o755, 0, 0); err != nil {
+		return fmt.Errorf("creating profile %s: %w", p.Dir(), err)
+	}
+	if err := hostfs.MkdirAll(p.UserProfilesDir(), 0o755, uid, uid); err != nil {
+		return fmt.Errorf("creating the container's directories: %w (the container made it, as /nix/var/nix/gcroots/%s inside; remove it there or on the host, and nixcell makes the directory again)",
+			err, filepath.Base(p.UserProfilesDir()))
+	}
+	// Made by earlier versions owned by the host's root.
+	for _, d := range []string{p.GCRootsDir(), p.UserProfilesDir()} {
+		f, err := hostfs.Open(d, unix.O_RDONLY|unix.O_DIRECTORY)
+		if err != nil {
+			return err
+		}
+		err = f.Chown(uid, uid)
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// nixEnvTimeout bounds every nix-env call on a profile: it waits for the
+// profile's lock, which only another Nix command can hold.
+const nixEnvTimeout = 2 * time.Minute
+
+// nixEnv runs nix-env on the profile once it is safe to (see check).
+func (p Profile) nixEnv(ctx context.Context, args ...string) error {
+	if err := p.check(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, nixEnvTimeout)
+	defer cancel()
+	_, err := run(ctx, nil, "nix-env", append([]string{"-p", p.System()}, args...)...)
+	if ctx.Err() == context.DeadlineExceeded {
+		return fmt.Errorf("nix-env on %s did not finish in %v (is another Nix command holding %s.lock?): %w", p.Dir(), nixEnvTimeout, p.System(), err)
+	}
+	return err
+}
+
+// check makes sure that the profile directory holds only what nix-env and
+// nixcell put there, before nix-env opens files in it. Containers made by
+// earlier versions of nixcell could write there; a symbolic link or other
+// file of theirs is refused, naming it. A non-empty lock file is one Nix
+// marked as deleted (whoever locks it would retry for ever): it goes.
+func (p Profile) check() error {
+	dir, err := hostfs.Open(p.Dir(), unix.O_RDONLY|unix.O_DIRECTORY)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	names, err := dir.Readdirnames(-1)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		var st unix.Stat_t
+		if err := unix.Fstatat(int(dir.Fd()), name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return err
+		}
+		kind := st.Mode & unix.S_IFMT
+		switch {
+		case (name == "system" || generationLink.MatchString(name)) && kind == unix.S_IFLNK:
+		case name == "per-user" && kind == unix.S_IFDIR:
+		case name == "system.lock" && kind == unix.S_IFREG && st.Uid == 0:
+			if st.Size > 0 {
+				if err := unix.Unlinkat(int(dir.Fd()), name, 0); err != nil {
+					return fmt.Errorf("removing the stale lock %s: %w", filepath.Join(p.Dir(), name), err)
+				}
+			}
+		default:
+			return fmt.Errorf("profile %s holds %s, which neither nix-env nor nixcell made there (a container of an earlier nixcell could write there); remove it", p.Dir(), name)
 		}
 	}
 	return nil
@@ -61,10 +153,7 @@ func (p Profile) Ensure() error {
 
 // Set makes storePath the profile's newest generation, as nix-env --set.
 func (p Profile) Set(ctx context.Context, storePath string) (int, error) {
-	if err := p.Ensure(); err != nil {
-		return 0, err
-	}
-	if _, err := run(ctx, nil, "nix-env", "-p", p.System(), "--set", storePath); err != nil {
+	if err := p.nixEnv(ctx, "--set", storePath); err != nil {
 		return 0, err
 	}
 	gen, _, err := p.Current()
@@ -96,7 +185,8 @@ func (p Profile) Current() (int, string, error) {
 }
 
 // Remove deletes the profile and GC roots, so the garbage collector may free
-// the container's systems. It is idempotent.
+// the container's systems. It is idempotent. RemoveAll never follows a
+// link below the directory it removes.
 func (p Profile) Remove() error {
 	for _, d := range []string{p.Dir(), p.GCRootsDir()} {
 		if err := os.RemoveAll(d); err != nil {

@@ -94,6 +94,11 @@ type BindMount struct {
 	IsReadOnly  bool   `json:"isReadOnly"`
 	// Create makes a missing HostPath instead of failing.
 	Create bool `json:"create,omitempty"`
+	// WriteAsHostRoot shows a read-write HostPath through the container's
+	// ID mapping: host IDs appear as themselves inside, and the
+	// container's root writes there as the host's root. Without it, the
+	// container's files there belong to its own ID range on the host.
+	WriteAsHostRoot bool `json:"writeAsHostRoot,omitempty"`
 }
 
 // Limits is the `limits` attribute set: the container's memory in bytes
@@ -428,11 +433,15 @@ func (d *decoder) bindMounts(raw json.RawMessage, at string) []BindMount {
 		where := fmt.Sprintf("%s.%q", at, dest)
 		b := BindMount{Destination: dest, HostPath: dest, IsReadOnly: true}
 		d.object(item, where, map[string]func(json.RawMessage, string){
-			"hostPath":   d.strInto(&b.HostPath),
-			"isReadOnly": d.boolInto(&b.IsReadOnly),
-			"create":     d.boolInto(&b.Create),
-			"mountPoint": d.strInto(&b.Destination),
+			"hostPath":        d.strInto(&b.HostPath),
+			"isReadOnly":      d.boolInto(&b.IsReadOnly),
+			"create":          d.boolInto(&b.Create),
+			"mountPoint":      d.strInto(&b.Destination),
+			"writeAsHostRoot": d.boolInto(&b.WriteAsHostRoot),
 		})
+		if b.WriteAsHostRoot && b.IsReadOnly && d.err == nil {
+			d.fail(where+".writeAsHostRoot", "applies to a read-write mount (isReadOnly = false)")
+		}
 		for _, p := range []struct{ name, v string }{{"mount point", b.Destination}, {"hostPath", b.HostPath}} {
 			if !path.IsAbs(p.v) || path.Clean(p.v) != p.v {
 				d.fail(where, "%s %q must be an absolute, clean path", p.name, p.v)
