@@ -26,9 +26,11 @@ func owner(t *testing.T, path string) string {
 	return fmt.Sprintf("%d:%d", st.Uid, st.Gid)
 }
 
-// TestBindMounts checks bindMounts and tmpfs: read-write binds are idmapped
-// both ways, read-only ones are read-only, create makes a missing host path,
-// and the container's own root is not idmapped.
+// TestBindMounts checks bindMounts and tmpfs: a read-write bind is a
+// plain bind (the container's IDs are its range's on the host; the
+// ownership cases, writeAsHostRoot among them, are TestBindOwnership's),
+// read-only ones are read-only, create makes a missing host path for the
+// container's root, and the container's own root is not idmapped.
 func TestBindMounts(t *testing.T) {
 	in := newInstance(t)
 	host := t.TempDir()
@@ -38,13 +40,8 @@ func TestBindMounts(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for path, uid := range map[string]int{filepath.Join(rw, "by-1000"): 1000, filepath.Join(rw, "by-root"): 0, filepath.Join(ro, "readme"): 0} {
-		if err := os.WriteFile(path, []byte("from the host\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chown(path, uid, uid); err != nil {
-			t.Fatal(err)
-		}
+	if err := os.WriteFile(filepath.Join(ro, "readme"), []byte("from the host\n"), 0o644); err != nil {
+		t.Fatal(err)
 	}
 	name := testutil.Name("binds")
 	r := in.run(append([]string{"create", name, nixFile(t, "binds.nix", fmt.Sprintf(`{
@@ -57,34 +54,35 @@ func TestBindMounts(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("create: %s", r)
 	}
-	if strings.Contains(r.stderr, "no effect yet") {
-		t.Errorf("create warns that mounts have no effect: %s", r.stderr)
+	if strings.Contains(r.stderr, "warning") {
+		t.Errorf("create warns: %s", r.stderr)
 	}
 	if _, err := os.Stat(made); err == nil {
 		t.Fatalf("%s exists before the first start", made)
 	}
-	in.must("start", name)
 	ids := in.info(name).IDs
+	range0 := fmt.Sprintf("%d:%d", ids.Start, ids.Start)
+	// The administrator gives the directory to the container's root.
+	if err := os.Chown(rw, int(ids.Start), int(ids.Start)); err != nil {
+		t.Fatal(err)
+	}
+	in.must("start", name)
 
-	t.Run("host-ids-appear-as-themselves", func(t *testing.T) {
-		got := in.exec(name, "stat", "-c", "%n %u:%g", "/data/by-1000", "/data/by-root")
-		if want := "/data/by-1000 1000:1000\n/data/by-root 0:0\n"; got != want {
-			t.Errorf("owners inside:\n%s\nwant\n%s", got, want)
+	t.Run("root-writes-as-its-range", func(t *testing.T) {
+		if got := in.exec(name, "stat", "-c", "%u:%g", "/data"); got != "0:0\n" {
+			t.Errorf("/data, owned by the range's first ID on the host, is %q inside, want 0:0", got)
 		}
-	})
-	t.Run("root-writes-as-host-root", func(t *testing.T) {
 		in.exec(name, "sh", "-c", "echo inside > /data/by-container-root && mkdir /data/dir")
 		for _, p := range []string{"by-container-root", "dir"} {
-			if got := owner(t, filepath.Join(rw, p)); got != "0:0" {
-				t.Errorf("%s written by the container's root is owned by %s on the host, want 0:0", p, got)
+			if got := owner(t, filepath.Join(rw, p)); got != range0 {
+				t.Errorf("%s written by the container's root is owned by %s on the host, want %s", p, got, range0)
 			}
 		}
 	})
 	t.Run("own-root-is-not-idmapped", func(t *testing.T) {
 		in.exec(name, "touch", "/root/mine")
-		want := fmt.Sprintf("%d:%d", ids.Start, ids.Start)
-		if got := owner(t, filepath.Join(in.store.RootFS(name), "root", "mine")); got != want {
-			t.Errorf("a file the container's root wrote in its root is owned by %s on the host, want %s (the range's first ID)", got, want)
+		if got := owner(t, filepath.Join(in.store.RootFS(name), "root", "mine")); got != range0 {
+			t.Errorf("a file the container's root wrote in its root is owned by %s on the host, want %s (the range's first ID)", got, range0)
 		}
 	})
 	t.Run("read-only", func(t *testing.T) {
@@ -95,6 +93,9 @@ func TestBindMounts(t *testing.T) {
 		if r.code == 0 || !strings.Contains(r.stderr, "Read-only file system") {
 			t.Errorf("writing to a read-only bind: %s", r)
 		}
+		if r := in.run("exec", name, "--", "mount", "-o", "remount,bind,rw", "/ro"); r.code == 0 {
+			t.Errorf("the container remounted a read-only bind read-write: %s", r)
+		}
 		if _, err := os.Stat(filepath.Join(ro, "new")); err == nil {
 			t.Error("the write went through to the host")
 		}
@@ -104,8 +105,11 @@ func TestBindMounts(t *testing.T) {
 		if err != nil {
 			t.Fatalf("create = true did not make the host path: %v", err)
 		}
-		if fi.Mode().Perm() != 0o755 || owner(t, made) != "0:0" {
-			t.Errorf("made %s with mode %v, owner %s; want 0755, 0:0", made, fi.Mode().Perm(), owner(t, made))
+		if fi.Mode().Perm() != 0o755 || owner(t, made) != range0 {
+			t.Errorf("made %s with mode %v, owner %s; want 0755, %s", made, fi.Mode().Perm(), owner(t, made), range0)
+		}
+		if got := owner(t, filepath.Dir(made)); got != "0:0" {
+			t.Errorf("made the parent %s owned by %s, want the host's root", filepath.Dir(made), got)
 		}
 		if got := in.exec(name, "stat", "-c", "%u:%g %a", "/made"); got != "0:0 755\n" {
 			t.Errorf("/made inside: %q", got)
@@ -156,9 +160,10 @@ func TestEphemeral(t *testing.T) {
 	name := testutil.Name("eph")
 	in.create(name, fmt.Sprintf(`{
   ephemeral = true;
-  bindMounts."/keep" = { hostPath = "%s"; isReadOnly = false; };
+  bindMounts."/keep" = { hostPath = "%s/keep"; isReadOnly = false; create = true; };
   configuration = { services.httpd.enable = true; };
 }`, keep))
+	keep = filepath.Join(keep, "keep")
 	persistent := in.store.RootFS(name)
 
 	for _, how := range []string{"stop", "terminate"} {

@@ -198,11 +198,16 @@ func TestEscapeAttempts(t *testing.T) {
 		}
 	})
 	t.Run("plant-a-setuid-program-for-host-users", func(t *testing.T) {
-		// The profile directory is written as the host's root (idmapped),
-		// so root inside can make a setuid-root program there; host users
-		// must not be able to reach it.
-		in.exec(a, "sh", "-c", "cp /run/current-system/sw/bin/busybox /nix/var/nix/profiles/evil && chmod 4755 /nix/var/nix/profiles/evil")
-		evil := filepath.Join(nix.ProfilesDir, a, "evil")
+		// The profile is the host's and read-only inside.
+		fails(t, "Read-only file system", "cp", "/run/current-system/sw/bin/busybox", "/nix/var/nix/profiles/evil")
+		// The GC roots are the container's: what its root plants there
+		// is owned by its range on the host, not by the host's root, and
+		// sits below a directory host users cannot enter.
+		in.exec(a, "sh", "-c", "cp /run/current-system/sw/bin/busybox /nix/var/nix/gcroots/evil && chmod 4755 /nix/var/nix/gcroots/evil")
+		evil := filepath.Join(nix.GCRootsDir, a, "evil")
+		if got, want := owner(t, evil), fmt.Sprintf("%d:%d", ids.Start, ids.Start); got != want {
+			t.Errorf("the container root's program is owned by %s on the host, want %s", got, want)
+		}
 		// As nobody on the host (busybox as "id"; it drops the setuid
 		// privilege itself, so it only shows that the program ran).
 		cmd := &exec.Cmd{Path: evil, Args: []string{"id", "-u"},

@@ -40,13 +40,19 @@ func debianRoot(t *testing.T) string {
 		fi, err := os.Stat(filepath.Join(debianCache, "lib", "systemd", "systemd"))
 		return err == nil && fi.Mode().IsRegular()
 	}
+	// An unprivileged container's root writes to its plain root file
+	// system as the host's root: nixcell refuses one that host users can
+	// reach, as the tree below a 0700 directory is not.
+	if err := os.MkdirAll(filepath.Dir(debianCache), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Dir(debianCache), 0o700); err != nil {
+		t.Fatal(err)
+	}
 	if ready() {
 		return debianCache
 	}
 	testutil.RequiresCommands(t, "debootstrap")
-	if err := os.MkdirAll(filepath.Dir(debianCache), 0o755); err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	lock, err := lockfile.Lock(ctx, debianCache+".lock")

@@ -10,6 +10,9 @@
 //	probe audit-socket         socket(AF_NETLINK, SOCK_RAW, NETLINK_AUDIT)
 //	probe route-socket         socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE)
 //	probe ptrace PID           ptrace(PTRACE_ATTACH, PID)
+//	probe setuid               its effective UID ("euid N"), then setuid(0) ("setuid OK"
+//	                           or "setuid EPERM"): run setuid by a host user, it shows
+//	                           whose privileges the file gave
 package main
 
 import (
@@ -23,7 +26,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: probe syscall NR... | audit-socket | route-socket | ptrace PID")
+		fmt.Fprintln(os.Stderr, "usage: probe syscall NR... | audit-socket | route-socket | ptrace PID | setuid")
 		os.Exit(2)
 	}
 	switch op, args := os.Args[1], os.Args[2:]; op {
@@ -62,6 +65,12 @@ func main() {
 			_ = unix.PtraceDetach(pid)
 		}
 		report(op, errnoOf(err))
+	case "setuid":
+		fmt.Println("euid", unix.Geteuid())
+		// The raw call: Go's syscall.Setuid changes every thread, which
+		// is not what a setuid program's first call measures.
+		_, _, errno := unix.RawSyscall(unix.SYS_SETUID, 0, 0, 0)
+		report(op, errno)
 	default:
 		fmt.Fprintf(os.Stderr, "probe: unknown operation %q\n", op)
 		os.Exit(2)
