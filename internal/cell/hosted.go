@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -37,16 +38,37 @@ type StartOptions struct {
 	Env []string
 }
 
-// StartWith boots the container detached, as Start does, with opts. The
-// caller stays the init's parent while it lives, so runtime.WaitInit gives
-// it the init's exit status.
-func (m *Manager) StartWith(ctx context.Context, name string, opts StartOptions) error {
+// Init identifies a container's init process.
+type Init struct {
+	Pid       int
+	StartedAt time.Time
+}
+
+// StartWith boots the container detached, as Start does, with opts, and
+// returns its init, which may have exited already. The caller stays the
+// init's parent while it lives, so runtime.WaitInit gives it the init's
+// exit status.
+func (m *Manager) StartWith(ctx context.Context, name string, opts StartOptions) (Init, error) {
 	rec, _, unlock, err := m.locked(ctx, name, lifecycle.Start)
 	if err != nil {
-		return err
+		return Init{}, err
 	}
 	defer unlock()
+	if err := m.startHosted(ctx, rec, opts); err != nil {
+		return Init{}, err
+	}
+	var init Init
+	if init.Pid, init.StartedAt, err = runtime.InitOf(m.Store.RuntimeRoot(), name); err != nil {
+		return Init{}, fmt.Errorf("finding the init of %s: %w", name, err)
+	}
+	return init, nil
+}
+
+// startHosted boots rec with opts. Preconditions: the container's lock is
+// held and it is not running.
+func (m *Manager) startHosted(ctx context.Context, rec *state.Container, opts StartOptions) error {
 	var c *runtime.Container
+	var err error
 	if opts.NetNS != "" {
 		if c, err = m.runtimeContainer(rec); err != nil {
 			return err

@@ -100,3 +100,21 @@ func exitOf(ws unix.WaitStatus) Exit {
 	}
 	return Exit{Code: 255}
 }
+
+// InitOf returns the pid and start time of the container's init as its
+// runtime state records them, whether or not it still runs: the caller of a
+// detached start asks for its child, which may have exited already.
+func InitOf(stateRoot, name string) (pid int, startedAt time.Time, err error) {
+	lc, err := libcontainer.Load(stateRoot, name)
+	if errors.Is(err, libcontainer.ErrNotExist) {
+		return 0, time.Time{}, ErrNotRunning
+	}
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("loading runtime state: %w", err)
+	}
+	s, err := lc.State()
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	return s.InitProcessPid, bootTime().Add(ticksToDuration(s.InitProcessStartTime)), nil
+}
