@@ -26,8 +26,8 @@ import (
 const PluginName = "nixcell"
 
 // Version is nixcell's version, set when the plugin is built
-// (-ldflags "-X .../driver.Version=...").
-var Version = "devel"
+// (-ldflags "-X .../driver.Version=..."); Nomad wants a semantic version.
+var Version = "0.0.0-devel"
 
 const (
 	// taskHandleVersion is the version of taskState kept by Nomad.

@@ -25,8 +25,9 @@ type agent struct {
 	dir    string
 	addr   string // http://127.0.0.1:PORT
 	cmd    *exec.Cmd
-	log    string // the agent's output
-	plugin string // the driver's binary in the plugin directory
+	exited chan struct{} // closed when the agent has exited
+	log    string        // the agent's output
+	plugin string        // the driver's binary in the plugin directory
 }
 
 // startAgent starts the agent from a temporary directory and waits until
@@ -95,6 +96,8 @@ plugin "nixcell" {
 	if err := a.cmd.Start(); err != nil {
 		t.Fatalf("starting the Nomad agent: %v", err)
 	}
+	a.exited = make(chan struct{})
+	go func() { _ = a.cmd.Wait(); close(a.exited) }()
 	t.Cleanup(a.stop)
 	a.eventually(90*time.Second, "the node is ready with a healthy nixcell driver", func() bool {
 		var nodes []struct {
@@ -115,17 +118,16 @@ plugin "nixcell" {
 
 // stop stops the agent by its PID: SIGINT, then SIGKILL after 30 s.
 func (a *agent) stop() {
-	if a.cmd.ProcessState != nil {
-		return
-	}
-	_ = a.cmd.Process.Signal(syscall.SIGINT)
-	done := make(chan struct{})
-	go func() { _ = a.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-a.exited:
+	default:
+		_ = a.cmd.Process.Signal(syscall.SIGINT)
+	}
+	select {
+	case <-a.exited:
 	case <-time.After(30 * time.Second):
 		_ = a.cmd.Process.Kill()
-		<-done
+		<-a.exited
 	}
 	if a.t.Failed() {
 		data, _ := os.ReadFile(a.log)
@@ -167,6 +169,11 @@ func (a *agent) eventually(timeout time.Duration, what string, cond func() bool)
 	for deadline := time.Now().Add(timeout); ; time.Sleep(250 * time.Millisecond) {
 		if cond() {
 			return
+		}
+		select {
+		case <-a.exited:
+			a.t.Fatalf("%s: the agent exited", what)
+		default:
 		}
 		if time.Now().After(deadline) {
 			a.t.Fatalf("%s: not within %v", what, timeout)
