@@ -13,6 +13,7 @@ unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go')
 [ -z "$unformatted" ] || { echo "gofmt would change: $unformatted" >&2; exit 1; }
 echo "== go vet"
 go vet -tags seccomp ./...
+(cd nomad-driver-nixcell && go vet -tags seccomp ./... && cd tests && go vet ./...)
 echo "== unit tests (race detector)"
 go test -tags seccomp -race -count=1 $(go list ./... | grep -v /e2e)
 echo "== stand-in nixpkgs (fixtures/nixpkgs/tests)"
@@ -20,3 +21,11 @@ bash fixtures/nixpkgs/tests/eval.sh
 bash fixtures/nixpkgs/tests/boot-smoke.sh
 echo "== end-to-end tests (root, real namespaces, real Nix)"
 go test -tags seccomp -count=1 -timeout 40m ./e2e/ "$@"
+echo "== Nomad driver (nomad-driver-nixcell): the Nomad agent, the driver harness and a dev agent"
+(cd nomad-driver-nixcell && go test -tags seccomp -race -count=1 ./...)
+t0=$(date +%s)
+NOMAD_BIN=$(bash scripts/build-nomad.sh)
+t1=$(date +%s)
+(cd nomad-driver-nixcell/tests && NOMAD_BIN="$NOMAD_BIN" go test -count=1 -timeout 20m ./... "$@")
+t2=$(date +%s)
+echo "== Nomad driver: agent build $((t1 - t0))s, tests $((t2 - t1))s"

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -78,9 +79,17 @@ type Container struct {
 	ReadyTimeout time.Duration
 	// Env is added to the init's environment.
 	Env []string
+	// Stdout and Stderr, when set, receive a detached init's output instead
+	// of ConsoleLog (which stays /dev/console inside). They are handed to
+	// the init as they are, so they outlive the caller (Nomad's log FIFOs).
+	Stdout, Stderr *os.File
 	// HostNetwork shares the host's network namespace instead of creating
 	// one.
 	HostNetwork bool
+	// NetNS is the path of an existing network namespace to join instead
+	// of creating one (a Nomad allocation's); whoever made it configures
+	// it.
+	NetNS string
 	// BeforeInit, if set, runs after the container's namespaces exist and
 	// before its init program starts, with the init's host PID: the host
 	// configures the container's network there.
@@ -228,7 +237,10 @@ func (c *Container) config() (*configs.Config, []hostMount, error) {
 		{Type: configs.NEWPID}, {Type: configs.NEWCGROUP},
 	}
 	var networks []*configs.Network
-	if !c.HostNetwork {
+	switch {
+	case c.NetNS != "":
+		namespaces = append(namespaces, configs.Namespace{Type: configs.NEWNET, Path: c.NetNS})
+	case !c.HostNetwork:
 		namespaces = append(namespaces, configs.Namespace{Type: configs.NEWNET})
 		networks = []*configs.Network{{Type: "loopback", Address: "127.0.0.1/0", Gateway: "localhost"}}
 	}
@@ -271,10 +283,11 @@ func (c *Container) idMaps() []configs.IDMap {
 }
 
 // sysMount is /sys, read-only. A user namespace may mount sysfs only with a
-// network namespace of its own; with the host's network it gets a
-// read-only bind of the host's /sys instead.
+// network namespace of its own; with the host's network (or a joined one,
+// which the host's user namespace owns) it gets a read-only bind of the
+// host's /sys instead.
 func (c *Container) sysMount(flags int) *configs.Mount {
-	if c.HostNetwork && !c.Privileged() {
+	if (c.HostNetwork || c.NetNS != "") && !c.Privileged() {
 		return &configs.Mount{Source: "/sys", Destination: "/sys", Device: "bind", Flags: unix.MS_BIND | unix.MS_REC | unix.MS_RDONLY | flags}
 	}
 	return &configs.Mount{Source: "sysfs", Destination: "/sys", Device: "sysfs", Flags: flags | unix.MS_RDONLY}

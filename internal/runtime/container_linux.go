@@ -212,7 +212,8 @@ func (s *started) abort(c *Container) {
 }
 
 // create makes the libcontainer container and starts its init, which then
-// waits for Exec. stdio nil means detached: output goes to the console log.
+// waits for Exec. stdio nil means detached: output goes to the console log,
+// or to c.Stdout and c.Stderr.
 func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 	if err := c.checkHost(); err != nil {
 		return nil, err
@@ -269,6 +270,12 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 		proc.Stdin, proc.Stdout, proc.Stderr = stdio.Stdin, stdio.Stdout, stdio.Stderr
 	} else {
 		proc.Stdout, proc.Stderr = log, log
+		if c.Stdout != nil {
+			proc.Stdout = c.Stdout
+		}
+		if c.Stderr != nil {
+			proc.Stderr = c.Stderr
+		}
 	}
 	var lc *libcontainer.Container
 	// Everything the container sees of the host is mounted in a private

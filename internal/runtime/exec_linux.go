@@ -25,7 +25,17 @@ type Exec struct {
 	// terminals, resized with them).
 	TTY   bool
 	Stdio Stdio
+	// Done, when it is closed, kills the process: the caller's timeout or
+	// cancellation.
+	Done <-chan struct{}
+	// Resize gives the size of the terminal (with TTY) when the caller's
+	// stdin is not a terminal of its own, such as Nomad's alloc exec: the
+	// first value sets it, later ones resize it.
+	Resize <-chan WinSize
 }
+
+// WinSize is a terminal's size in characters.
+type WinSize struct{ Rows, Cols uint16 }
 
 // Run runs e in the container and returns its exit status (128+N when
 // killed by signal N).
@@ -59,6 +69,7 @@ func (e Exec) Run(stateRoot, name string) (int, error) {
 		if err := lc.Run(p); err != nil {
 			return 0, fmt.Errorf("starting %q: %w", e.Args[0], err)
 		}
+		defer killOnDone(p, e.Done)()
 		stop := forwardSignals(p, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2)
 		defer stop()
 		ps, _ := p.Wait()
@@ -97,6 +108,10 @@ func (e Exec) runTTY(lc *libcontainer.Container, p *libcontainer.Process) (int, 
 		return 0, fmt.Errorf("receiving the terminal: %w", err)
 	}
 	defer master.Close()
+	defer killOnDone(p, e.Done)()
+	if e.Resize != nil {
+		defer follow(master, e.Resize)()
+	}
 
 	if isTerm {
 		old, err := term.MakeRaw(int(inTerm.Fd()))
@@ -154,4 +169,45 @@ func forwardSignals(p *libcontainer.Process, sigs ...os.Signal) (stop func()) {
 		}
 	}()
 	return func() { signal.Stop(ch); close(ch) }
+}
+
+// killOnDone kills p when done is closed, until the returned function is
+// called.
+func killOnDone(p *libcontainer.Process, done <-chan struct{}) (stop func()) {
+	if done == nil {
+		return func() {}
+	}
+	finished := make(chan struct{})
+	go func() {
+		select {
+		case <-done:
+			_ = p.Signal(unix.SIGKILL)
+		case <-finished:
+		}
+	}()
+	return func() { close(finished) }
+}
+
+// follow applies the sizes from sizes to the terminal master until the
+// returned function is called.
+func follow(master *os.File, sizes <-chan WinSize) (stop func()) {
+	finished := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case ws, ok := <-sizes:
+				if !ok {
+					return
+				}
+				_ = unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: ws.Rows, Col: ws.Cols})
+			case <-finished:
+				return
+			}
+		}
+	}()
+	// The master must stay open until the goroutine no longer uses it.
+	return func() { close(finished); wg.Wait() }
 }
