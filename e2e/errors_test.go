@@ -46,11 +46,11 @@ func TestBadInput(t *testing.T) {
 		code int
 		want string
 	}{
-		{"name too long", []string{"create", strings.Repeat("a", 64), "-c", "{}"}, 1, "longer than 63 characters"},
-		{"upper case", []string{"start", "Web"}, 1, `invalid container name "Web": must start with a lower-case letter`},
-		{"path trick", []string{"destroy", "../etc"}, 1, `invalid container name "../etc"`},
-		{"slash", []string{"state", "a/b"}, 1, `'/' is not allowed`},
-		{"dot dot inside", []string{"exists", "a..b"}, 1, `'.' is not allowed`},
+		{"name too long", []string{"create", strings.Repeat("a", 64), "-c", "{}"}, 2, "longer than 63 characters"},
+		{"upper case", []string{"start", "Web"}, 2, `invalid container name "Web": must start with a lower-case letter`},
+		{"path trick", []string{"destroy", "../etc"}, 2, `invalid container name "../etc"`},
+		{"slash", []string{"state", "a/b"}, 2, `'/' is not allowed`},
+		{"dot dot inside", []string{"exists", "a..b"}, 2, `'.' is not allowed`},
 		{"unknown container", []string{"start", fresh}, 1, "start " + fresh + ": no such container"},
 		{"unknown container exec", []string{"exec", fresh, "--", "true"}, 125, "no such container"},
 		{"already exists", append([]string{"create", existing, "-c", "{ }"}, nixArgs...), 1, "container already exists"},
@@ -59,7 +59,7 @@ func TestBadInput(t *testing.T) {
 		{"terminate stopped", []string{"terminate", stopped}, 1, "it is not running"},
 		{"missing config", append([]string{"create", fresh, "/nonexistent/web.nix"}, nixArgs...), 1, "configuration file /nonexistent/web.nix: no such file or directory"},
 		{"no config", []string{"create", fresh}, 2, "give a configuration"},
-		{"two configs", []string{"create", fresh, "-c", "{}", "--system", "/nix/store/x"}, 1, "exactly one of"},
+		{"two configs", []string{"create", fresh, "-c", "{}", "--system", "/nix/store/x"}, 2, "exactly one of"},
 		{"not a system", []string{"create", fresh, "--system", "/tmp"}, 1, `"/tmp" is not a path in /nix/store`},
 		{"evaluation error", append([]string{"create", fresh, "-c", `{ x = throw "broken on purpose"; system.fixture.label = throw "broken on purpose"; }`}, nixArgs...), 1, "nix-build"},
 		{"build failure", append([]string{"create", fresh, "-c", `{ system.fixture.failBuild = true; }`}, nixArgs...), 1, "nix-build"},

@@ -51,6 +51,7 @@ func TestMain(m *testing.M) {
 // instance is one isolated nixcell state directory.
 type instance struct {
 	t     *testing.T
+	bin   string // the nixcell binary it runs
 	dir   string
 	store state.Store
 	env   []string // added to every nixcell command's environment
@@ -63,7 +64,7 @@ func newInstance(t *testing.T) *instance {
 	t.Helper()
 	testutil.RequiresRoot(t)
 	testutil.RequiresCommands(t, "nix-build", "nix-env", "nix-instantiate")
-	in := &instance{t: t, dir: testutil.StateDir(t)}
+	in := &instance{t: t, dir: testutil.StateDir(t), bin: bin}
 	// Subnets of its own, so its bridges never overlap another instance's
 	// or anything else the host routes.
 	k := freeSubnet(t, func(k int) []string {
@@ -114,7 +115,7 @@ func (r result) String() string {
 
 // cmd prepares a nixcell command in this instance.
 func (in *instance) cmd(args ...string) *exec.Cmd {
-	c := exec.Command(bin, args...)
+	c := exec.Command(in.bin, args...)
 	c.Env = append(append(os.Environ(), "NIXCELL_STATE_DIR="+in.dir), in.env...)
 	return c
 }

@@ -1,8 +1,6 @@
 package cli
 
 import (
-	"errors"
-
 	"github.com/spf13/cobra"
 
 	"github.com/nixcell/nixcell/internal/cell"
@@ -85,12 +83,6 @@ func (c *createCmd) run(cmd *cobra.Command, args []string) error {
 		RootFS: c.rootfs, Init: c.init}
 	if len(args) > 1 {
 		req.ConfigFile = args[1]
-	}
-	if c.init != "" && c.rootfs == "" {
-		return usageError{errors.New("--init goes with --rootfs")}
-	}
-	if c.expr == "" && c.flake == "" && c.system == "" && c.rootfs == "" && req.ConfigFile == "" {
-		return usageError{errors.New("give a configuration: CONFIG.nix, -c EXPR, --flake REF#NAME, --system PATH or --rootfs DIR")}
 	}
 	var err error
 	if req.NixArgs, err = splitArgs(c.nixArgs); err != nil {

@@ -7,11 +7,11 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
-	"github.com/nixcell/nixcell/internal/runtime"
+	"github.com/nixcell/nixcell/internal/cell"
 )
 
-func stdio() runtime.Stdio {
-	return runtime.Stdio{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
+func stdio() cell.Stdio {
+	return cell.Stdio{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
 }
 
 // notifyStop delivers the signals with which a service manager or a user
@@ -51,7 +51,7 @@ gets no terminal unless -t is given. The command cannot gain privileges
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return c.exec(args[0], runtime.Exec{Args: command(args), Env: c.env, Cwd: c.cwd, TTY: c.tty})
+			return c.exec(args[0], cell.ExecRequest{Args: command(args), Env: c.env, Cwd: c.cwd, TTY: c.tty})
 		},
 	}
 	f := cmd.Flags()
@@ -62,7 +62,7 @@ gets no terminal unless -t is given. The command cannot gain privileges
 	return cmd
 }
 
-func (a *app) exec(name string, e runtime.Exec) error {
+func (a *app) exec(name string, e cell.ExecRequest) error {
 	m, err := a.manager()
 	if err != nil {
 		return &exitError{code: exitRuntime, err: err}
@@ -85,7 +85,7 @@ terminal in the container. Window size changes follow, Ctrl-C goes to the
 container, and the shell's exit status is returned.`,
 		Args: nameArg(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.exec(args[0], runtime.Exec{Args: []string{"sh", "-l"}, Cwd: "/root", TTY: true})
+			return a.exec(args[0], cell.ExecRequest{Args: []string{"sh", "-l"}, Cwd: "/root", TTY: true})
 		},
 	}
 }

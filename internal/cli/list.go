@@ -100,7 +100,7 @@ func stateStatus(info cell.Info) error {
 	switch info.State {
 	case lifecycle.Stopped:
 		return &exitError{code: exitStopped}
-	case lifecycle.Creating:
+	case lifecycle.Creating, lifecycle.Destroying:
 		return &exitError{code: exitCreate}
 	}
 	return nil

@@ -17,11 +17,12 @@ import (
 	"bufio"
 	"bytes"
 	"cmp"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/nixcell/nixcell/internal/fault"
 )
 
 // RangeSize is the number of IDs of every container's range: the full 16-bit
@@ -41,7 +42,7 @@ const (
 )
 
 // ErrExhausted is matched (errors.Is) when the pool has no free range left.
-var ErrExhausted = errors.New("no free ID range")
+var ErrExhausted = fault.New(fault.Exhausted, "no free ID range")
 
 // Range is a block of host IDs, used for a container's UIDs and GIDs alike.
 type Range struct {

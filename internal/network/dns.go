@@ -17,12 +17,12 @@ const Domain = "nixcell"
 // anyway.
 type Resolver struct {
 	byAddr map[netip.Addr]string // container address -> container
-	byName map[string]Running
+	byName map[string]Planned
 }
 
 // NewResolver indexes the running containers of d.
 func NewResolver(d Desired) *Resolver {
-	r := &Resolver{byAddr: map[netip.Addr]string{}, byName: map[string]Running{}}
+	r := &Resolver{byAddr: map[netip.Addr]string{}, byName: map[string]Planned{}}
 	for _, c := range d.Containers {
 		r.byName[c.Name] = c
 		for _, a := range c.Addresses.all() {

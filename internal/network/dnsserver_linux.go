@@ -15,10 +15,11 @@ const DNSPort = 53
 
 // ServeDNS answers container-name queries on port 53 of the bridges'
 // addresses, for the containers on them. It is the one host-wide helper
-// process of an instance (no process per container): it follows changes of
-// the network state and returns when no container of the instance runs any
-// more, or when ctx ends.
-func (s Store) ServeDNS(ctx context.Context) error {
+// process of an instance (no process per container). Whenever one of the
+// files in watch changes (the network state, the run table), it asks
+// current for the desired network; it returns when current says nothing
+// runs any more (ok false), when a watched file is gone, or when ctx ends.
+func ServeDNS(ctx context.Context, watch []string, current func() (d Desired, ok bool, err error)) error {
 	var resolver atomic.Pointer[Resolver]
 	var mu sync.Mutex
 	listening := map[netip.Addr]*net.UDPConn{}
@@ -41,23 +42,28 @@ func (s Store) ServeDNS(ctx context.Context) error {
 			}
 		}
 	}
-	var lastMod time.Time
+	lastMod := make([]time.Time, len(watch))
 	for {
-		fi, err := os.Stat(s.Path)
-		if os.IsNotExist(err) {
-			return nil // the instance is gone
+		changed := false
+		for i, path := range watch {
+			fi, err := os.Stat(path)
+			if os.IsNotExist(err) && i == 0 {
+				return nil // the instance is gone
+			}
+			if err == nil && !fi.ModTime().Equal(lastMod[i]) {
+				lastMod[i], changed = fi.ModTime(), true
+			}
 		}
-		if err == nil && !fi.ModTime().Equal(lastMod) {
-			lastMod = fi.ModTime()
-			st, err := s.Load()
+		if changed {
+			d, ok, err := current()
 			if err != nil {
 				return err
 			}
-			if len(st.Active) == 0 {
+			if !ok {
 				return nil
 			}
-			resolver.Store(NewResolver(st.Desired("")))
-			hostOnly, nat := st.Settings.Bridges()
+			resolver.Store(NewResolver(d))
+			hostOnly, nat := d.Settings.Bridges()
 			mu.Lock()
 			for _, p := range []netip.Prefix{hostOnly.IPv4, hostOnly.IPv6, nat.IPv4, nat.IPv6} {
 				if listening[p.Addr()] != nil {

@@ -12,15 +12,6 @@ import (
 	"github.com/nixcell/nixcell/internal/atomicfile"
 )
 
-// HostsFile is where container names are published for the host's
-// resolver (nsswitch "files"); NIXCELL_HOSTS_FILE overrides it.
-func HostsFile() string {
-	if p := os.Getenv("NIXCELL_HOSTS_FILE"); p != "" {
-		return p
-	}
-	return "/etc/hosts"
-}
-
 // hostsBlock renders the lines that publish the containers' names: each
 // running container's host-only (or private veth) addresses, IPv4 first.
 func (d Desired) hostsBlock() []string {
@@ -66,7 +57,7 @@ func replaceBlock(content []byte, table string, lines []string) []byte {
 
 // syncHosts publishes the running containers' names in the hosts file.
 func syncHosts(d Desired) error {
-	path := HostsFile()
+	path := d.HostsFile
 	content, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err

@@ -18,14 +18,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Sync converges the host to d: the managed bridges that running
+// Apply converges the host to d: the managed bridges that running
 // containers use exist with their addresses (created, or repaired if
 // something deleted them), those no container uses are gone, nixcell's
 // nftables tables hold exactly the rules d renders, and the hosts file
-// names the running containers. It is idempotent. last is the digest Sync
+// names the running containers. It is idempotent. last is the digest Apply
 // returned the previous time: when the rules are unchanged and nixcell's
 // tables are still there, nft is not run. The caller holds the global lock.
-func Sync(d Desired, last string) (applied string, err error) {
+func Apply(d Desired, last string) (applied string, err error) {
+	if d.Uplink == "" {
+		d.Uplink = DefaultUplink()
+	}
 	hostOnly, nat := d.Settings.Bridges()
 	useHostOnly, useNAT := d.bridgesInUse()
 	for _, b := range []struct {
@@ -355,11 +358,11 @@ func (s Settings) DetachContainer(name string) error {
 	return errors.Join(deleteLink(HostIfName(s.Table, name, mainIface)), deleteLink(HostIfName(s.Table, name, natIface)))
 }
 
-// Converge runs Sync for the state's running containers and remembers
-// what it applied. The caller holds the global lock.
-func (st *State) Converge() error {
+// Apply converges the host to the state with members running, and
+// remembers what it applied. The caller holds the global lock.
+func (st *State) Apply(members []Member, host Host) error {
 	var err error
-	st.Applied, err = Sync(st.Desired(DefaultUplink()), st.Applied)
+	st.Applied, err = Apply(st.Desired(members, host), st.Applied)
 	return err
 }
 
@@ -388,9 +391,6 @@ func applyRules(table, script string) error {
 // DefaultUplink is the interface of the host's IPv4 default route, "" if
 // there is none.
 func DefaultUplink() string {
-	if v := os.Getenv("NIXCELL_UPLINK"); v != "" {
-		return v
-	}
 	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
 	if err != nil {
 		return ""
@@ -424,9 +424,13 @@ type Status struct {
 	IPv4Forward   bool           `json:"ipv4Forwarding"`
 }
 
-// ReadStatus inspects the bridges and tables of the settings s.
-func ReadStatus(s Settings) Status {
-	st := Status{Table: s.Table, TablesPresent: tablesExist(s.Table), Uplink: DefaultUplink()}
+// ReadStatus inspects the bridges and tables of the settings s; uplink is
+// the configured one ("" finds it).
+func ReadStatus(s Settings, uplink string) Status {
+	if uplink == "" {
+		uplink = DefaultUplink()
+	}
+	st := Status{Table: s.Table, TablesPresent: tablesExist(s.Table), Uplink: uplink}
 	if v, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward"); strings.TrimSpace(string(v)) == "1" {
 		st.IPv4Forward = true
 	}

@@ -14,18 +14,34 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"sort"
+
+	"github.com/nixcell/nixcell/internal/fault"
 
 	"github.com/nixcell/nixcell/internal/spec"
 )
 
+// Config is how the administrator shapes an instance's network. It is read
+// when the instance's network state is first created (later changes need a
+// new instance) and comes from the caller: nixcell's command line takes it
+// from NIXCELL_* variables, the NixOS module from its options. A zero field
+// takes the default.
+type Config struct {
+	// HostOnly is the host-only bridge's IPv4 subnet (default 10.101.0.0/16,
+	// as nixcloud-container's).
+	HostOnly netip.Prefix
+	// NAT is the NAT bridge's IPv4 subnet (default 10.102.0.0/16).
+	NAT netip.Prefix
+	// ULA is the host's unique local IPv6 prefix, /48 (default: random).
+	ULA netip.Prefix
+	// NAT6 is a routable /64 for the NAT bridge instead of the ULA's.
+	NAT6 netip.Prefix
+}
+
 // Settings are an instance's network settings, fixed when its network
-// state is first created (NIXCELL_HOSTONLY_SUBNET, NIXCELL_NAT_SUBNET and
-// NIXCELL_ULA_PREFIX choose them then) and stored with the allocations.
+// state is first created (see Config) and stored with the allocations.
 type Settings struct {
 	// HostOnly is the host-only bridge's IPv4 subnet; the bridge has its
 	// first address. Default 10.101.0.0/16, as nixcloud-container.
@@ -35,9 +51,9 @@ type Settings struct {
 	// ULA is a random /48 unique local prefix (RFC 4193) of this host: the
 	// host-only bridge uses its subnet 1, the NAT bridge its subnet 2.
 	ULA netip.Prefix `json:"ula"`
-	// NAT6, when set (NIXCELL_NAT_IPV6_PREFIX), is a routable /64 for the
-	// NAT bridge instead of the ULA subnet: its containers' IPv6 traffic
-	// is routed, not masqueraded. The host's uplink must route it here.
+	// NAT6, when set, is a routable /64 for the NAT bridge instead of the
+	// ULA subnet: its containers' IPv6 traffic is routed, not
+	// masqueraded. The host's uplink must route it here.
 	NAT6 netip.Prefix `json:"nat6,omitzero"`
 	// BridgeHostOnly and BridgeNAT are the bridge interface names.
 	BridgeHostOnly string `json:"bridgeHostOnly"`
@@ -46,35 +62,35 @@ type Settings struct {
 	Table string `json:"table"`
 }
 
-// NewSettings chooses an instance's settings. id is "" for the default
-// instance, else a short identifier that keeps names of isolated instances
-// (tests) apart.
-func NewSettings(id string) (Settings, error) {
+// NewSettings chooses an instance's settings from cfg. id is "" for the
+// default instance, else a short identifier that keeps names of isolated
+// instances (tests) apart.
+func NewSettings(id string, cfg Config) (Settings, error) {
 	s := Settings{BridgeHostOnly: "nc-hostonly", BridgeNAT: "nc-internet", Table: "nixcell"}
 	if id != "" {
 		s.BridgeHostOnly, s.BridgeNAT, s.Table = "nch-"+id, "ncn-"+id, "nixcell-"+id
 	}
 	var err error
-	if s.HostOnly, err = envPrefix("NIXCELL_HOSTONLY_SUBNET", "10.101.0.0/16", 4); err != nil {
+	if s.HostOnly, err = subnet4(cfg.HostOnly, "10.101.0.0/16", "the host-only subnet"); err != nil {
 		return s, err
 	}
-	if s.NAT, err = envPrefix("NIXCELL_NAT_SUBNET", "10.102.0.0/16", 4); err != nil {
+	if s.NAT, err = subnet4(cfg.NAT, "10.102.0.0/16", "the NAT subnet"); err != nil {
 		return s, err
 	}
 	if s.HostOnly.Overlaps(s.NAT) {
-		return s, fmt.Errorf("the host-only subnet %s and the NAT subnet %s overlap", s.HostOnly, s.NAT)
+		return s, fmt.Errorf("%w: the host-only subnet %s and the NAT subnet %s overlap", ErrBadConfig, s.HostOnly, s.NAT)
 	}
-	if v := os.Getenv("NIXCELL_NAT_IPV6_PREFIX"); v != "" {
-		if s.NAT6, err = netip.ParsePrefix(v); err != nil || !s.NAT6.Addr().Is6() || s.NAT6.Bits() != 64 {
-			return s, fmt.Errorf("NIXCELL_NAT_IPV6_PREFIX %q is not an IPv6 /64", v)
+	if p := cfg.NAT6; p.IsValid() {
+		if !p.Addr().Is6() || p.Bits() != 64 {
+			return s, fmt.Errorf("%w: the NAT IPv6 prefix %s is not an IPv6 /64", ErrBadConfig, p)
 		}
-		s.NAT6 = s.NAT6.Masked()
+		s.NAT6 = p.Masked()
 	}
-	if v := os.Getenv("NIXCELL_ULA_PREFIX"); v != "" {
-		if s.ULA, err = netip.ParsePrefix(v); err != nil || !s.ULA.Addr().Is6() || s.ULA.Bits() > 48 {
-			return s, fmt.Errorf("NIXCELL_ULA_PREFIX %q is not an IPv6 prefix of length 48 or shorter", v)
+	if p := cfg.ULA; p.IsValid() {
+		if !p.Addr().Is6() || p.Bits() > 48 {
+			return s, fmt.Errorf("%w: the ULA prefix %s is not an IPv6 prefix of length 48 or shorter", ErrBadConfig, p)
 		}
-		s.ULA = netip.PrefixFrom(s.ULA.Addr(), 48)
+		s.ULA = netip.PrefixFrom(p.Masked().Addr(), 48)
 	} else {
 		// RFC 4193: fd00::/8 plus 40 random bits.
 		var b [16]byte
@@ -87,14 +103,15 @@ func NewSettings(id string) (Settings, error) {
 	return s, nil
 }
 
-func envPrefix(name, def string, family int) (netip.Prefix, error) {
-	v := os.Getenv(name)
-	if v == "" {
-		v = def
+// ErrBadConfig is the class of unusable network configurations.
+var ErrBadConfig = fault.New(fault.Invalid, "invalid network configuration")
+
+func subnet4(p netip.Prefix, def, what string) (netip.Prefix, error) {
+	if !p.IsValid() {
+		p = netip.MustParsePrefix(def)
 	}
-	p, err := netip.ParsePrefix(v)
-	if err != nil || !p.Addr().Is4() || p.Bits() > 30 {
-		return p, fmt.Errorf("%s %q is not an IPv4 subnet of /30 or larger", name, v)
+	if !p.Addr().Is4() || p.Bits() > 30 {
+		return p, fmt.Errorf("%w: %s %s is not an IPv4 subnet of /30 or larger", ErrBadConfig, what, p)
 	}
 	return p.Masked(), nil
 }
@@ -147,10 +164,10 @@ func (a Addresses) all() []netip.Addr {
 }
 
 // ErrAddressInUse means a fixed address is held by another container.
-var ErrAddressInUse = errors.New("address in use")
+var ErrAddressInUse = fault.New(fault.Conflict, "address in use")
 
 // ErrExhausted means a subnet has no free address.
-var ErrExhausted = errors.New("no free address")
+var ErrExhausted = fault.New(fault.Exhausted, "no free address")
 
 // Allocate returns the addresses a container with network settings n
 // needs, keeping those it already holds (held) so they stay stable for its

@@ -6,15 +6,19 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nixcell/nixcell/internal/fault"
 	"github.com/nixcell/nixcell/internal/spec"
 )
 
+var testConfig = Config{
+	HostOnly: netip.MustParsePrefix("10.50.0.0/29"),
+	NAT:      netip.MustParsePrefix("10.60.0.0/24"),
+	ULA:      netip.MustParsePrefix("fd12:3456:789a::/48"),
+}
+
 func testSettings(t *testing.T) Settings {
 	t.Helper()
-	t.Setenv("NIXCELL_HOSTONLY_SUBNET", "10.50.0.0/29")
-	t.Setenv("NIXCELL_NAT_SUBNET", "10.60.0.0/24")
-	t.Setenv("NIXCELL_ULA_PREFIX", "fd12:3456:789a::/48")
-	s, err := NewSettings("abc")
+	s, err := NewSettings("abc", testConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,18 +34,16 @@ func TestNewSettings(t *testing.T) {
 	if h.IPv4.String() != "10.50.0.1/29" || h.IPv6.String() != "fd12:3456:789a:1::1/64" || n.IPv6.String() != "fd12:3456:789a:2::1/64" || !n.NAT {
 		t.Errorf("bridges %+v %+v", h, n)
 	}
-	t.Setenv("NIXCELL_NAT_SUBNET", "10.50.0.0/24")
-	if _, err := NewSettings(""); err == nil || !strings.Contains(err.Error(), "overlap") {
+	bad := testConfig
+	bad.NAT = netip.MustParsePrefix("10.50.0.0/24")
+	if _, err := NewSettings("", bad); err == nil || !strings.Contains(err.Error(), "overlap") || !errors.Is(err, fault.Invalid) {
 		t.Errorf("overlapping subnets: %v", err)
 	}
-	t.Setenv("NIXCELL_NAT_SUBNET", "fd00::/64")
-	if _, err := NewSettings(""); err == nil {
+	bad.NAT = netip.MustParsePrefix("fd00::/64")
+	if _, err := NewSettings("", bad); err == nil {
 		t.Error("IPv6 NAT subnet accepted")
 	}
-	t.Setenv("NIXCELL_NAT_SUBNET", "")
-	t.Setenv("NIXCELL_HOSTONLY_SUBNET", "")
-	t.Setenv("NIXCELL_ULA_PREFIX", "")
-	d, err := NewSettings("")
+	d, err := NewSettings("", Config{})
 	if err != nil || d.HostOnly.String() != "10.101.0.0/16" || d.BridgeHostOnly != "nc-hostonly" || d.Table != "nixcell" {
 		t.Errorf("defaults %+v, %v", d, err)
 	}
@@ -130,7 +132,7 @@ func TestRender(t *testing.T) {
 		{Protocol: "tcp", HostPort: 8080, ContainerPort: 80},
 		{Protocol: "udp", HostPort: 53, ContainerPort: 53, HostAddress: netip.MustParseAddr("192.0.2.1")},
 	}}
-	d := Desired{Settings: s, Uplink: "eth9", Containers: []Running{{Name: "web", Plan: s.PlanFor("web", n, a), Addresses: a, Network: n}}}
+	d := Desired{Settings: s, Uplink: "eth9", Containers: []Planned{{Name: "web", Plan: s.PlanFor("web", n, a), Addresses: a, Network: n}}}
 	got := d.Render()
 	for _, want := range []string{
 		"table inet nixcell-abc {",
@@ -211,8 +213,9 @@ func TestIPv6Choices(t *testing.T) {
 		t.Errorf("plan without IPv6: %+v", p)
 	}
 
-	t.Setenv("NIXCELL_NAT_IPV6_PREFIX", "2001:db8:1:2::/64")
-	r, err := NewSettings("x")
+	routed := testConfig
+	routed.NAT6 = netip.MustParsePrefix("2001:db8:1:2::/64")
+	r, err := NewSettings("x", routed)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,12 +226,12 @@ func TestIPv6Choices(t *testing.T) {
 	if b.NAT6.String() != "2001:db8:1:2::2" {
 		t.Errorf("routable NAT address %s", b.NAT6)
 	}
-	rules := Desired{Settings: r, Containers: []Running{{Name: "routed", Plan: r.PlanFor("routed", spec.Network{EnableNat: true}, b), Addresses: b, Network: spec.Network{EnableNat: true}}}}.Render()
+	rules := Desired{Settings: r, Containers: []Planned{{Name: "routed", Plan: r.PlanFor("routed", spec.Network{EnableNat: true}, b), Addresses: b, Network: spec.Network{EnableNat: true}}}}.Render()
 	if strings.Contains(rules, "ip6 saddr") {
 		t.Errorf("a routable prefix is masqueraded:\n%s", rules)
 	}
-	t.Setenv("NIXCELL_NAT_IPV6_PREFIX", "2001:db8::/48")
-	if _, err := NewSettings("x"); err == nil {
+	routed.NAT6 = netip.MustParsePrefix("2001:db8::/48")
+	if _, err := NewSettings("x", routed); err == nil {
 		t.Error("a /48 NAT IPv6 prefix was accepted")
 	}
 }

@@ -9,22 +9,24 @@ import (
 	"github.com/nixcell/nixcell/internal/spec"
 )
 
-// Running is what Sync needs of one running (or starting) container.
-type Running struct {
+// Planned is a member's network as the host must carry it.
+type Planned struct {
 	Name      string
 	Plan      Plan
 	Addresses Addresses
 	Network   spec.Network
 }
 
-// Desired is the state Sync converges to.
+// Desired is the state Apply converges to.
 type Desired struct {
 	Settings Settings
-	// Uplink is the interface NAT traffic leaves by ("" = any but the
-	// bridges).
+	// Uplink is the interface NAT traffic leaves by ("" = the default
+	// route's).
 	Uplink string
-	// Containers are the running ones.
-	Containers []Running
+	// HostsFile is where the containers' names are published.
+	HostsFile string
+	// Containers are the running and starting ones, by name.
+	Containers []Planned
 	// KeepHostOnly and KeepNAT keep a bridge (and its rules) while a
 	// container that uses it exists, running or not, so restarts do not
 	// rebuild it.
@@ -46,7 +48,7 @@ func (d Desired) bridgesInUse() (hostOnly, nat bool) {
 
 // forwardTarget is where a container's forwarded ports go: its host-only
 // address, or its private veth address.
-func (c Running) forwardTarget(v6 bool) netip.Addr {
+func (c Planned) forwardTarget(v6 bool) netip.Addr {
 	a, local, fixed := c.Addresses.HostOnly4, c.Network.LocalAddress, c.Network.IP
 	if v6 {
 		a, local, fixed = c.Addresses.HostOnly6, c.Network.LocalAddress6, c.Network.IP6
@@ -75,7 +77,7 @@ func (d Desired) Render() string {
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 
 	var forwards []string
-	containers := append([]Running(nil), d.Containers...)
+	containers := append([]Planned(nil), d.Containers...)
 	sort.Slice(containers, func(i, j int) bool { return containers[i].Name < containers[j].Name })
 	for _, c := range containers {
 		for _, f := range c.Network.ForwardPorts {

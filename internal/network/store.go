@@ -5,6 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
+	"strings"
+
+	"github.com/nixcell/nixcell/internal/fault"
 
 	"github.com/nixcell/nixcell/internal/atomicfile"
 	"github.com/nixcell/nixcell/internal/lockfile"
@@ -23,49 +27,58 @@ type State struct {
 	// Ports are the host ports each container forwards, claimed at create
 	// and update so no two containers forward the same one.
 	Ports map[string][]spec.PortForward `json:"ports,omitempty"`
-	// Active are the containers whose network is set up on the host (they
-	// run, or ran until they died on their own), with the settings they
-	// started with: what Sync converges to.
-	Active map[string]spec.Network `json:"active,omitempty"`
-	// Applied is a digest of the rules last applied, so Sync can skip nft
+	// Applied is a digest of the rules last applied, so Apply can skip nft
 	// when nothing changed.
 	Applied string `json:"applied,omitempty"`
 }
 
-// Desired is what Sync should converge the host to for this state.
-func (st *State) Desired(uplink string) Desired {
-	d := Desired{Settings: st.Settings, Uplink: uplink}
+// Member is a container whose network must be on the host, because it
+// runs or is starting, with the network settings it started with. Which
+// containers these are is the run table's to say (state.Runs), not this
+// file's.
+type Member struct {
+	Name    string
+	Network spec.Network
+}
+
+// Host is what Apply needs to know of the host besides the state.
+type Host struct {
+	// Uplink is the interface NAT traffic leaves by; "" finds the
+	// interface of the default route.
+	Uplink string
+	// HostsFile is where container names are published; "" is /etc/hosts.
+	HostsFile string
+}
+
+// Desired is what the host must look like for members to run.
+func (st *State) Desired(members []Member, host Host) Desired {
+	d := Desired{Settings: st.Settings, Uplink: host.Uplink, HostsFile: host.HostsFile}
+	if d.HostsFile == "" {
+		d.HostsFile = "/etc/hosts"
+	}
 	for _, a := range st.Addresses {
 		d.KeepHostOnly = d.KeepHostOnly || a.HostOnly4.IsValid()
 		d.KeepNAT = d.KeepNAT || a.NAT4.IsValid()
 	}
-	for _, name := range sortedNames(st.Active) {
-		n, a := st.Active[name], st.Addresses[name]
-		d.Containers = append(d.Containers, Running{Name: name, Plan: st.Settings.PlanFor(name, n, a), Addresses: a, Network: n})
+	members = slices.Clone(members)
+	slices.SortFunc(members, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
+	for _, m := range members {
+		a := st.Addresses[m.Name]
+		d.Containers = append(d.Containers, Planned{Name: m.Name, Plan: st.Settings.PlanFor(m.Name, m.Network, a), Addresses: a, Network: m.Network})
 	}
 	return d
 }
 
 // ErrPortInUse means another container forwards the same host port.
-var ErrPortInUse = errors.New("host port already forwarded")
+var ErrPortInUse = fault.New(fault.Conflict, "host port already forwarded")
 
 // ClaimPorts records the container's forwarded host ports, refusing any
 // that another container forwards. Two forwards collide when protocol and
 // port match and their host addresses are equal or either is "every
 // address".
 func (st *State) ClaimPorts(name string, ports []spec.PortForward) error {
-	for _, other := range sortedNames(st.Ports) {
-		if other == name {
-			continue
-		}
-		for _, f := range ports {
-			for _, g := range st.Ports[other] {
-				sameAddr := f.HostAddress == g.HostAddress || !f.HostAddress.IsValid() || !g.HostAddress.IsValid()
-				if f.Protocol == g.Protocol && f.HostPort == g.HostPort && sameAddr {
-					return fmt.Errorf("%w: %s port %d is forwarded to container %q", ErrPortInUse, f.Protocol, f.HostPort, other)
-				}
-			}
-		}
+	if err := CheckPorts(name, ports, st.Ports); err != nil {
+		return err
 	}
 	if st.Ports == nil {
 		st.Ports = map[string][]spec.PortForward{}
@@ -78,6 +91,27 @@ func (st *State) ClaimPorts(name string, ports []spec.PortForward) error {
 	return nil
 }
 
+// CheckPorts refuses forwards of the container name that collide with
+// those claims holds for other containers. Two forwards collide when
+// protocol and port match and their host addresses are equal or either is
+// "every address".
+func CheckPorts(name string, ports []spec.PortForward, claims map[string][]spec.PortForward) error {
+	for _, other := range sortedNames(claims) {
+		if other == name {
+			continue
+		}
+		for _, f := range ports {
+			for _, g := range claims[other] {
+				sameAddr := f.HostAddress == g.HostAddress || !f.HostAddress.IsValid() || !g.HostAddress.IsValid()
+				if f.Protocol == g.Protocol && f.HostPort == g.HostPort && sameAddr {
+					return fmt.Errorf("%w: %s port %d is forwarded to container %q", ErrPortInUse, f.Protocol, f.HostPort, other)
+				}
+			}
+		}
+	}
+	return nil
+}
+
 // Store keeps an instance's State.
 type Store struct {
 	Path     string // the state file
@@ -85,6 +119,8 @@ type Store struct {
 	// ID tells isolated instances apart in interface and table names ("" for
 	// the default instance).
 	ID string
+	// Config shapes the settings of an instance that has none yet.
+	Config Config
 }
 
 // Load reads the state; an instance that never had a network gets fresh
@@ -93,7 +129,7 @@ func (s Store) Load() (State, error) {
 	var st State
 	err := atomicfile.ReadJSON(s.Path, &st)
 	if errors.Is(err, fs.ErrNotExist) {
-		st.Settings, err = NewSettings(s.ID)
+		st.Settings, err = NewSettings(s.ID, s.Config)
 	}
 	if err != nil {
 		return st, fmt.Errorf("network state: %w", err)
@@ -105,7 +141,7 @@ func (s Store) Load() (State, error) {
 }
 
 // Update runs f on the state under the global lock and saves the result
-// if f succeeds. f may run Sync: the lock serializes every change to the
+// if f succeeds. f may run Apply: the lock serializes every change to the
 // host's network.
 func (s Store) Update(ctx context.Context, f func(*State) error) error {
 	lock, err := lockfile.Lock(ctx, s.LockPath)

@@ -10,7 +10,6 @@ import (
 	"bytes"
 	"context"
 	_ "embed"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -18,6 +17,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/nixcell/nixcell/internal/fault"
 )
 
 //go:embed container.nix
@@ -25,7 +26,7 @@ var containerExpr string
 
 // ErrNix is the class of failures of a Nix command; Nix's own message has
 // already been streamed to the caller's writer.
-var ErrNix = errors.New("nix failed")
+var ErrNix = fault.New(fault.Nix, "nix failed")
 
 // Invocation is what every evaluation and build of one container shares.
 type Invocation struct {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nixcell/nixcell/internal/fault"
 	"github.com/opencontainers/cgroups"
 	devconfig "github.com/opencontainers/cgroups/devices/config"
 	"github.com/opencontainers/runc/libcontainer/configs"
@@ -129,6 +130,8 @@ type Bind struct {
 type MissingHostPathError struct {
 	Destination, HostPath string
 }
+
+func (e *MissingHostPathError) Is(target error) bool { return target == fault.Invalid }
 
 func (e *MissingHostPathError) Error() string {
 	return fmt.Sprintf("bind mount %s: host path %s does not exist; create it or set create = true", e.Destination, e.HostPath)

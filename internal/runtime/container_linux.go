@@ -21,9 +21,6 @@ import (
 // system profile first, so commands resolve before and after activation.
 const DefaultPath = "/run/wrappers/bin:/run/current-system/sw/bin:/nix/var/nix/profiles/system/sw/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-// ErrNotRunning means the container has no live init.
-var ErrNotRunning = errors.New("container is not running")
-
 // Status is what the runtime knows of a container right now.
 type Status struct {
 	// Running is true while the init lives. A container whose init died on
@@ -530,26 +527,43 @@ func ticksToDuration(ticks uint64) time.Duration {
 	return time.Duration(ticks) * time.Second / userHZ
 }
 
+// StartTime is when the process pid started, from /proc (zero when it does
+// not exist): with the pid, it identifies a process for Alive.
+func StartTime(pid int) time.Time {
+	ticks, ok := startTicks(pid)
+	if !ok {
+		return time.Time{}
+	}
+	return bootTime().Add(ticksToDuration(ticks))
+}
+
 // Alive tells whether the process pid that started at startedAt (as Status
 // reports it) still runs: a cheap check from /proc, with no runtime state
 // loaded, that a recycled PID does not fool.
 func Alive(pid int, startedAt time.Time) bool {
+	ticks, ok := startTicks(pid)
+	return ok && bootTime().Add(ticksToDuration(ticks)).Equal(startedAt)
+}
+
+// startTicks reads when a live (not zombie) process started, in clock
+// ticks since boot, from /proc/PID/stat.
+func startTicks(pid int) (uint64, bool) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return false
+		return 0, false
 	}
 	// The command name may hold spaces and parentheses: fields are counted
 	// after its closing parenthesis.
 	s := string(data)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return false
+		return 0, false
 	}
 	fields := strings.Fields(s[i+1:])
 	const startTimeField = 22 - 3 // field 22 of stat(5); pid and comm come before these
 	if len(fields) <= startTimeField || fields[0] == "Z" {
-		return false
+		return 0, false
 	}
 	ticks, err := strconv.ParseUint(fields[startTimeField], 10, 64)
-	return err == nil && bootTime().Add(ticksToDuration(ticks)).Equal(startedAt)
+	return ticks, err == nil
 }

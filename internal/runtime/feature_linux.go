@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/nixcell/nixcell/internal/fault"
 	"github.com/nixcell/nixcell/internal/hostfs"
 	"golang.org/x/sys/unix"
 )
@@ -22,6 +23,8 @@ type UnsupportedFeatureError struct {
 func (e *UnsupportedFeatureError) Error() string {
 	return fmt.Sprintf("%s: %s", e.Feature, e.Need)
 }
+
+func (e *UnsupportedFeatureError) Is(target error) bool { return target == fault.Unsupported }
 
 // idmapFileSystems are the file systems whose idmapped mounts the kernel
 // supports, with the release that added each (statfs magic numbers).

@@ -11,10 +11,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/nixcell/nixcell/internal/fault"
 )
 
 // ErrInvalidSpec is the class of every configuration validation error.
-var ErrInvalidSpec = errors.New("invalid container configuration")
+var ErrInvalidSpec = fault.New(fault.Invalid, "invalid container configuration")
 
 // Spec is the host-side part of a container's configuration: everything of
 // nixcloud-container's attribute set form except `configuration`, which is

@@ -16,7 +16,7 @@
 //	STATE/locks/NAME.lock, global.lock     flock(2) locks
 //	RUN/containers/NAME/                   libcontainer's state of a running container
 //	RUN/host/NAME/                         files the host gives a running container (HostDir)
-//	RUN/running/NAME.json                  the generation it booted or last switched to (Running)
+//	RUN/runs.json                          which containers start or run, and what (Runs)
 package state
 
 import (
@@ -31,6 +31,8 @@ import (
 	"sort"
 	"time"
 
+	"github.com/nixcell/nixcell/internal/fault"
+
 	"github.com/nixcell/nixcell/internal/atomicfile"
 	"github.com/nixcell/nixcell/internal/lockfile"
 	"github.com/nixcell/nixcell/internal/spec"
@@ -44,10 +46,10 @@ const (
 )
 
 // ErrNotFound means no container of that name exists.
-var ErrNotFound = errors.New("no such container")
+var ErrNotFound = fault.New(fault.NotFound, "no such container")
 
 // ErrExists means a container of that name exists already.
-var ErrExists = errors.New("container already exists")
+var ErrExists = fault.New(fault.Exists, "container already exists")
 
 // Phase is how far a container's creation got.
 type Phase string
@@ -59,6 +61,9 @@ const (
 	Creating Phase = "creating"
 	// Created containers are complete.
 	Created Phase = "created"
+	// Destroying is written when a destroy begins: one found in this phase
+	// was interrupted, and destroy finishes it.
+	Destroying Phase = "destroying"
 )
 
 // Container is a container's record. It changes only under the
@@ -108,16 +113,6 @@ type Source struct {
 	// Init is the program run as PID 1 of a RootFS container, a path
 	// inside it.
 	Init string `json:"init,omitempty"`
-}
-
-// Running is what a running container's init booted, or what it was last
-// switched to in place. It belongs to one init: a record whose InitPid and
-// InitStartedAt are not those of the live init is stale.
-type Running struct {
-	Generation    int       `json:"generation"`
-	System        string    `json:"system"`
-	InitPid       int       `json:"initPid"`
-	InitStartedAt time.Time `json:"initStartedAt"`
 }
 
 // Store is one nixcell instance's state.
@@ -187,6 +182,9 @@ func (s Store) RootFS(name string) string { return filepath.Join(s.Dir(name), "r
 
 // ConsoleLog is the file the container's init writes to.
 func (s Store) ConsoleLog(name string) string { return filepath.Join(s.Dir(name), "console.log") }
+
+// DeviceDir holds the container's copies of its allowed device nodes.
+func (s Store) DeviceDir(name string) string { return filepath.Join(s.Dir(name), "devices") }
 
 // InlineConfig is where an inline (-c) configuration is kept.
 func (s Store) InlineConfig(name string) string {
@@ -264,6 +262,18 @@ func (s Store) Remove(name string) error {
 	return nil
 }
 
+// RemoveRoot deletes the container's root file system and what its runtime
+// made beside it (device copies), keeping its record. The caller holds the
+// container's lock and has stopped it.
+func (s Store) RemoveRoot(name string) error {
+	for _, d := range []string{s.RootFS(name), s.DeviceDir(name)} {
+		if err := os.RemoveAll(d); err != nil {
+			return fmt.Errorf("removing %s: %w", d, err)
+		}
+	}
+	return nil
+}
+
 // Names lists the containers that have a state directory, sorted.
 func (s Store) Names() ([]string, error) {
 	entries, err := os.ReadDir(s.containersDir())
@@ -281,35 +291,4 @@ func (s Store) Names() ([]string, error) {
 	}
 	sort.Strings(names)
 	return names, nil
-}
-
-func (s Store) runningPath(name string) string {
-	return filepath.Join(s.Run, "running", name+".json")
-}
-
-// SaveRunning records what the container's init runs. The caller holds the
-// container's lock.
-func (s Store) SaveRunning(name string, r Running) error {
-	if err := os.MkdirAll(filepath.Dir(s.runningPath(name)), 0o700); err != nil {
-		return err
-	}
-	return atomicfile.WriteJSON(s.runningPath(name), r, 0o600)
-}
-
-// LoadRunning reads what the container's init runs; ok is false when there
-// is no record.
-func (s Store) LoadRunning(name string) (r Running, ok bool, err error) {
-	err = atomicfile.ReadJSON(s.runningPath(name), &r)
-	if errors.Is(err, fs.ErrNotExist) {
-		return r, false, nil
-	}
-	return r, err == nil, err
-}
-
-// RemoveRunning forgets what the container ran; it is idempotent.
-func (s Store) RemoveRunning(name string) error {
-	if err := os.Remove(s.runningPath(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	return nil
 }
