@@ -461,13 +461,39 @@ func (d *decoder) bindMounts(raw json.RawMessage, at string) []BindMount {
 	return mounts
 }
 
-// reservedMounts are where the runtime mounts what every container needs:
-// a user mount there, above or (for those marked) below would hide it or
-// interfere with it.
-var reservedMounts = []struct {
-	path  string
-	below bool
-}{{"/proc", true}, {"/sys", true}, {"/dev", false}, {"/run/host", true}}
+// ReservedMounts are where the runtime mounts what every container needs.
+// A user mount (bindMounts, tmpfs) there or above is refused, since it
+// would hide it; one below is refused where Below says so. The runtime's
+// tests check that every mount it makes is here or in DefaultMounts, so
+// the two cannot drift.
+var ReservedMounts = []struct {
+	Path  string
+	Below bool // a mount below it is refused too
+}{
+	{"/proc", true}, {"/sys", true}, {"/dev", true}, {"/run/host", true},
+	// The host's Nix directories, for a NixOS system. Below the store is
+	// allowed: such a mount gets its mount point in the closure view too.
+	{"/nix/store", false}, {"/nix/var/nix/db", true}, {"/nix/var/nix/daemon-socket", true},
+	{"/nix/var/nix/profiles", true}, {"/nix/var/nix/gcroots", false},
+}
+
+// DefaultMounts are what the runtime mounts that a user mount may replace
+// (a bind or tmpfs of the user's own at /tmp takes its place).
+var DefaultMounts = []string{"/tmp"}
+
+// IsReserved tells whether a user mount at p would hide or interfere with
+// one of ReservedMounts.
+func IsReserved(p string) bool {
+	if p == "/" {
+		return true
+	}
+	for _, r := range ReservedMounts {
+		if p == r.Path || strings.HasPrefix(r.Path, p+"/") || r.Below && strings.HasPrefix(p, r.Path+"/") {
+			return true
+		}
+	}
+	return false
+}
 
 // mountPoint rejects mount points that would hide the root or what the
 // runtime mounts.
@@ -476,11 +502,8 @@ func (d *decoder) mountPoint(at, p string) {
 		d.fail(at, "cannot mount over the root file system")
 		return
 	}
-	for _, r := range reservedMounts {
-		if p == r.path || strings.HasPrefix(r.path, p+"/") || r.below && strings.HasPrefix(p, r.path+"/") {
-			d.fail(at, "%s is mounted by nixcell itself; choose another mount point", p)
-			return
-		}
+	if IsReserved(p) {
+		d.fail(at, "%s is mounted by nixcell itself; choose another mount point", p)
 	}
 }
 
