@@ -55,7 +55,7 @@ func Open(root string) (*Manager, error) {
 	}
 	return &Manager{
 		Store:  st,
-		IDs:    idmap.New(idmap.Config{StatePath: st.IDMapPath(), LockPath: st.GlobalLockPath()}),
+		IDs:    idmap.New(idmap.Config{Instance: st.Root, LegacyPath: st.IDMapPath()}),
 		Net:    network.Store{Path: st.NetworkPath(), LockPath: st.GlobalLockPath(), ID: st.ID},
 		Log:    io.Discard,
 		NixLog: io.Discard,
