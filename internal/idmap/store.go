@@ -267,9 +267,9 @@ func (a *Allocator) checkInstance() error {
 }
 
 func (a *Allocator) conflictError(name string, c conflict) error {
-	return fmt.Errorf("%w: its range %s, from %s's own allocation file of before ranges were host-wide, is also held by container %q of instance %s; "+
-		"destroy %q and create it again (nixcell --state-dir %s destroy %s) to give it a range of its own",
-		ErrConflict, c.Range, a.cfg.Instance, c.Container, c.Instance, name, a.cfg.Instance, name)
+	return fmt.Errorf("%w: its range %s, adopted from the instance's own allocation file of before ranges were host-wide, is also held by container %q of instance %s; "+
+		"destroy %q and create it again to give it a range of its own (nixcell --state-dir %s destroy %s)",
+		ErrConflict, c.Range, c.Container, c.Instance, name, a.cfg.Instance, name)
 }
 
 // held returns every range the registry keeps from new allocations: those
