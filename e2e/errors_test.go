@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,7 +18,10 @@ import (
 func (in *instance) snapshot() string {
 	in.t.Helper()
 	list := in.must("list", "--json")
-	ids, _ := os.ReadFile(in.store.IDMapPath())
+	ids, err := in.ranges().All()
+	if err != nil {
+		in.t.Fatal(err)
+	}
 	var dirs []string
 	for _, sub := range []string{"containers", "locks"} {
 		entries, _ := os.ReadDir(filepath.Join(in.dir, sub))
@@ -25,7 +29,7 @@ func (in *instance) snapshot() string {
 			dirs = append(dirs, sub+"/"+e.Name())
 		}
 	}
-	return list + string(ids) + strings.Join(dirs, ",")
+	return list + fmt.Sprint(ids) + strings.Join(dirs, ",")
 }
 
 // TestBadInput gives each kind of bad input and checks the one-line error

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixcell/nixcell/internal/idmap"
 	"github.com/nixcell/nixcell/internal/state"
 	"github.com/nixcell/nixcell/internal/testutil"
 )
@@ -85,6 +86,16 @@ func newInstance(t *testing.T) *instance {
 		for _, leak := range in.leaks() {
 			t.Errorf("leaked after the test: %s", leak)
 		}
+		// The registry of ID ranges is the host's: what the instance
+		// still holds there goes too, or it would be held for ever.
+		ranges, err := in.ranges().All()
+		if err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+		for n, r := range ranges {
+			t.Errorf("leaked after the test: ID range %v of %s", r, n)
+			_ = in.ranges().Release(context.Background(), n)
+		}
 		// Whatever a failed test left of the instance's network goes too,
 		// so it cannot disturb the tests after it.
 		for _, fam := range []string{"inet", "bridge"} {
@@ -102,6 +113,12 @@ func newInstance(t *testing.T) *instance {
 		_ = os.RemoveAll(in.store.Run)
 	})
 	return in
+}
+
+// ranges is the instance's part of the host-wide registry of ID ranges,
+// the one every nixcell on the host shares.
+func (in *instance) ranges() *idmap.Allocator {
+	return idmap.New(idmap.Config{Instance: in.store.Root})
 }
 
 type result struct {

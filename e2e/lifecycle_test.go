@@ -279,8 +279,8 @@ func TestDestroyLeavesNoTrace(t *testing.T) {
 			t.Errorf("%s still exists", p)
 		}
 	}
-	if data, _ := os.ReadFile(in.store.IDMapPath()); strings.Contains(string(data), name) || ids == nil {
-		t.Errorf("ID range still held: %s", data)
+	if r, held, err := in.ranges().Lookup(name); held || err != nil || ids == nil {
+		t.Errorf("ID range still held: %v, %v, %v", r, held, err)
 	}
 	if leaks := in.leaks(); len(leaks) > 0 {
 		t.Errorf("leaks: %v", leaks)

@@ -62,7 +62,7 @@ func Open(cfg Config) (*Manager, error) {
 	n := cfg.Network
 	return &Manager{
 		Store: st,
-		IDs:   idmap.New(idmap.Config{StatePath: st.IDMapPath(), LockPath: st.GlobalLockPath()}),
+		IDs:   idmap.New(idmap.Config{Instance: st.Root, LegacyPath: st.IDMapPath()}),
 		Net: network.Store{Path: st.NetworkPath(), LockPath: st.GlobalLockPath(), ID: st.ID,
 			Config: network.Config{HostOnly: n.HostOnlySubnet, NAT: n.NATSubnet, ULA: n.ULAPrefix, NAT6: n.NATIPv6Prefix}},
 		host:   network.Host{Uplink: n.Uplink, HostsFile: n.HostsFile},

@@ -1,8 +1,10 @@
 // Package idmap owns the host UID/GID ranges of unprivileged containers: one
 // range of RangeSize IDs per container, used for both its UIDs and its GIDs
 // (the container's root is Range.Start on the host). Ranges are persistent,
-// never overlap, are freed when the container is destroyed, and come from
-// the IDs that /etc/subuid and /etc/subgid leave to nixcell.
+// are freed when the container is destroyed, and come from the IDs that
+// /etc/subuid and /etc/subgid leave to nixcell. They never overlap on a
+// host, whatever the instance (state directory): one registry for the whole
+// host records each range with its instance and container.
 //
 // The pool: if both files delegate IDs to the user "nixcell", the pool is
 // exactly what both delegate (their intersection). Otherwise it is every ID
@@ -10,7 +12,9 @@
 // 4294967295), less everything either file delegates to anyone else.
 //
 // This file holds the pure logic (parsing, the pool, choosing a range);
-// store.go holds the persistent allocator.
+// store.go holds the persistent allocator and the registry, adopt.go the
+// adoption of each instance's own allocation file of before, and
+// reclaim.go the reclaiming of ranges that removed instances left.
 package idmap
 
 import (

@@ -11,7 +11,7 @@
 //	STATE/containers/NAME/console.log      the init's output, /dev/console inside
 //	STATE/containers/NAME/closure.json     the closure of its system, for store = "closure"
 //	STATE/containers/NAME/root/            the container's root, owned by its ID range
-//	STATE/idmap.json                       ID ranges held by containers
+//	STATE/idmap.json                       ID ranges of before they were host-wide (idmap adopts and removes it)
 //	STATE/network.json                     network settings and addresses held by containers
 //	STATE/locks/NAME.lock, global.lock     flock(2) locks
 //	RUN/containers/NAME/                   libcontainer's state of a running container
@@ -212,7 +212,8 @@ func (s Store) HostDir(name string) string { return filepath.Join(s.Run, "host",
 // CgroupPath is the container's absolute cgroup path.
 func (s Store) CgroupPath(name string) string { return s.CgroupParent + "/" + name }
 
-// IDMapPath is the ID range allocation file.
+// IDMapPath is the instance's own ID range allocation file of before ranges
+// were host-wide; package idmap adopts its ranges and removes it.
 func (s Store) IDMapPath() string { return filepath.Join(s.Root, "idmap.json") }
 
 // NetworkPath is the network settings and address allocation file.
