@@ -123,8 +123,7 @@ func (in *instance) hostTraces(name string) map[string]bool {
 	has["run"] = strings.Contains(string(runs), `"`+name+`"`)
 	_, err = os.Lstat(filepath.Join(nix.ProfilesDir, name))
 	has["profile"] = err == nil
-	ids, _ := os.ReadFile(in.store.IDMapPath())
-	has["ids"] = strings.Contains(string(ids), `"`+name+`"`)
+	_, has["ids"], _ = in.ranges().Lookup(name)
 	claims := in.networkClaims()
 	has["addresses"] = strings.Contains(claims, `"`+name+`"`)
 	rules, _ := exec.Command("nft", "list", "table", "inet", "nixcell-"+in.store.ID).Output()
