@@ -40,6 +40,15 @@ import (
 //	HostDir/nix/     the host's /nix/store, idmapped, for the closure view
 //	HostDir/store/   a tmpfs with a bind of each closure path, /nix/store inside
 
+// The main goroutine keeps the main thread for itself. The Go runtime
+// discards a thread whose goroutine ends while locked to it (as
+// inPrivateMounts's does), except the main thread, which it keeps: had
+// that goroutine run there, the process's main thread would stay in the
+// private mount namespace, and with it the mounts, for the rest of the
+// process. Locking the main goroutine to it in an init, before any other
+// goroutine exists, keeps every other goroutine off it.
+func init() { goruntime.LockOSThread() }
+
 // inPrivateMounts runs f on a locked thread in a new mount namespace whose
 // mounts receive the host's but do not propagate back. Processes that f
 // starts inherit that namespace. The thread is discarded when f returns.
@@ -51,6 +60,10 @@ func inPrivateMounts(f func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		goruntime.LockOSThread() // never unlocked: the thread ends with this goroutine
+		if unix.Gettid() == unix.Getpid() {
+			errc <- errors.New("a private mount namespace on the main thread would outlive the start; the main goroutine must keep the main thread (see init)")
+			return
+		}
 		if err := unix.Unshare(unix.CLONE_NEWNS | unix.CLONE_FS); err != nil {
 			errc <- fmt.Errorf("creating a mount namespace: %w", err)
 			return
