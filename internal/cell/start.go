@@ -18,6 +18,7 @@ import (
 	"github.com/nixcell/nixcell/internal/runtime"
 	"github.com/nixcell/nixcell/internal/spec"
 	"github.com/nixcell/nixcell/internal/state"
+	"github.com/nixcell/nixcell/internal/trace"
 	"github.com/nixcell/nixcell/internal/undo"
 )
 
@@ -85,13 +86,18 @@ type foreground struct {
 func (m *Manager) startLocked(ctx context.Context, rec *state.Container, req startRequest) (_ Init, retErr error) {
 	var u undo.Stack
 	defer u.OnError(ctx, &retErr, m.warnf)
+	tr := trace.From(ctx)
+	tr.Mark("record and lock")
 	c, err := m.runtimeContainer(rec)
 	if err != nil {
 		return Init{}, err
 	}
+	c.Trace = tr
+	tr.Mark("profile and ID range")
 	if err := runtime.Cleanup(m.Store.RuntimeRoot(), rec.Name); err != nil {
 		return Init{}, err
 	}
+	tr.Mark("leftovers checked")
 	if err := failpoint.Hit("start/cleaned"); err != nil {
 		return Init{}, err
 	}
@@ -104,6 +110,7 @@ func (m *Manager) startLocked(ctx context.Context, rec *state.Container, req sta
 		return Init{}, err
 	}
 	u.Push("taking down its network", func(ctx context.Context) error { return m.netStop(ctx, rec.Name, true) })
+	tr.Mark("host network")
 	if err := failpoint.Hit("start/network-ready"); err != nil {
 		return Init{}, err
 	}
@@ -154,6 +161,7 @@ func (m *Manager) startLocked(ctx context.Context, rec *state.Container, req sta
 	if rerr := m.recordInit(ctx, rec.Name); rerr != nil {
 		return Init{}, rerr
 	}
+	tr.Mark("run recorded")
 	u.Release() // it runs, ready or not
 	var init Init
 	if pid, started, ierr := runtime.InitOf(m.Store.RuntimeRoot(), rec.Name); ierr == nil {

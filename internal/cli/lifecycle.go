@@ -3,11 +3,13 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/nixcell/nixcell/internal/cell"
+	"github.com/nixcell/nixcell/internal/trace"
 )
 
 func (a *app) startCommand() *cobra.Command {
@@ -27,20 +29,30 @@ container is stopped.`,
 		Args: nameArg(0),
 	}
 	cmd.Flags().BoolVar(&wait, "wait", false, "return once the container is ready (READY=1 from systemd)")
+	var traced bool
+	cmd.Flags().BoolVar(&traced, "trace", false, "print each phase of the start with its duration (also NIXCELL_TRACE=1)")
 	d := durationValue(cell.DefaultStartTimeout)
 	cmd.Flags().VarP(&d, "timeout", "t", "with --wait: how long to wait for readiness (e.g. 30s, 2m, or seconds)")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if !wait && cmd.Flags().Changed("timeout") {
+			return usageError{errors.New("--timeout goes with --wait")}
+		}
+		ctx := cmd.Context()
+		var tr *trace.Trace
+		if traced || os.Getenv("NIXCELL_TRACE") == "1" {
+			tr = trace.New(a.stderr)
+			ctx = trace.With(ctx, tr)
+			defer tr.Done()
+		}
 		m, err := a.manager()
 		if err != nil {
 			return err
 		}
+		tr.Mark("instance opened")
 		if !wait {
-			if cmd.Flags().Changed("timeout") {
-				return usageError{errors.New("--timeout goes with --wait")}
-			}
-			return m.Start(cmd.Context(), args[0])
+			return m.Start(ctx, args[0])
 		}
-		return m.StartWait(cmd.Context(), args[0], time.Duration(d))
+		return m.StartWait(ctx, args[0], time.Duration(d))
 	}
 	return cmd
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nixcell/nixcell/internal/fault"
+	"github.com/nixcell/nixcell/internal/trace"
 	"github.com/opencontainers/cgroups"
 	devconfig "github.com/opencontainers/cgroups/devices/config"
 	"github.com/opencontainers/runc/libcontainer/configs"
@@ -95,6 +96,8 @@ type Container struct {
 	// before its init program starts, with the init's host PID: the host
 	// configures the container's network there.
 	BeforeInit func(pid int) error
+	// Trace, when not nil, is told where each phase of a start ends.
+	Trace *trace.Trace
 	// Limits cap its resources; SetLimits changes them while it runs.
 	Limits Limits
 	// Devices are host device nodes it may use besides the standard ones.

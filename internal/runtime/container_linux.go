@@ -72,6 +72,7 @@ func (c *Container) Start() error {
 		s.abort(c)
 		return fmt.Errorf("starting init: %w", err)
 	}
+	c.Trace.Mark("init running")
 	if c.ReadyTimeout <= 0 {
 		return nil
 	}
@@ -223,6 +224,7 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 			return nil, err
 		}
 	}
+	c.Trace.Mark("root prepared")
 	if err := c.prepareHostDir(); err != nil {
 		return nil, err
 	}
@@ -244,6 +246,7 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 	if err != nil {
 		return nil, err
 	}
+	c.Trace.Mark("configuration")
 	log, err := c.openConsoleLog()
 	if err != nil {
 		return nil, err
@@ -294,6 +297,7 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 		if err := c.mountPrivate(userns); err != nil {
 			return err
 		}
+		c.Trace.Mark("host mounts")
 		lc, err = libcontainer.Create(c.StateRoot, c.Name, cfg)
 		if errors.Is(err, libcontainer.ErrExist) {
 			// Left by an init that died on its own; the caller checked that
@@ -311,6 +315,7 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 			c.removeCgroupParents()
 			return fmt.Errorf("starting container: %w", err)
 		}
+		c.Trace.Mark("namespaces, cgroup, mounts")
 		return nil
 	})
 	if err != nil {
@@ -321,6 +326,7 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 		s.abort(c)
 		return nil, err
 	}
+	c.Trace.Mark("cgroup delegated")
 	if c.BeforeInit != nil {
 		pid, err := proc.Pid()
 		if err == nil {
@@ -330,6 +336,7 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 			s.abort(c)
 			return nil, err
 		}
+		c.Trace.Mark("network interfaces")
 	}
 	return s, nil
 }
