@@ -453,6 +453,63 @@ func waitGone(lc *libcontainer.Container, timeout time.Duration) error {
 
 func (c *Container) removeCgroupParents() { removeCgroupParents(c.CgroupPath) }
 
+// CgroupsUnder lists the container cgroups below parent (a path such as
+// /nixcell) in any hierarchy, by name.
+func CgroupsUnder(parent string) []string {
+	seen := map[string]bool{}
+	var names []string
+	dirs, _ := filepath.Glob("/sys/fs/cgroup/*" + parent)
+	if fi, err := os.Stat("/sys/fs/cgroup" + parent); err == nil && fi.IsDir() {
+		dirs = append(dirs, "/sys/fs/cgroup"+parent)
+	}
+	for _, d := range dirs {
+		entries, _ := os.ReadDir(d)
+		for _, e := range entries {
+			if e.IsDir() && !seen[e.Name()] {
+				seen[e.Name()] = true
+				names = append(names, e.Name())
+			}
+		}
+	}
+	return names
+}
+
+// RemoveCgroup removes a container's cgroup, and its parents when empty,
+// in every hierarchy, killing what still runs in it. It is for a cgroup
+// whose runtime state is gone (Cleanup removes the others).
+func RemoveCgroup(path string) error {
+	dirs, _ := filepath.Glob("/sys/fs/cgroup/*" + path)
+	dirs = append(dirs, "/sys/fs/cgroup"+path)
+	var errs []error
+	for _, d := range dirs {
+		if _, err := os.Stat(d); err != nil {
+			continue
+		}
+		if procs, err := os.ReadFile(filepath.Join(d, "cgroup.procs")); err == nil {
+			for _, p := range strings.Fields(string(procs)) {
+				if pid, err := strconv.Atoi(p); err == nil {
+					_ = unix.Kill(pid, unix.SIGKILL)
+				}
+			}
+		}
+		// Children first (systemd inside makes its own).
+		var sub []string
+		_ = filepath.WalkDir(d, func(p string, e fs.DirEntry, err error) error {
+			if err == nil && e.IsDir() {
+				sub = append(sub, p)
+			}
+			return nil
+		})
+		for i := len(sub) - 1; i >= 0; i-- {
+			if err := unix.Rmdir(sub[i]); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("removing cgroup %s: %w", sub[i], err))
+			}
+		}
+	}
+	removeCgroupParents(path)
+	return errors.Join(errs...)
+}
+
 // removeCgroupParents removes the now empty parent directories that
 // libcontainer created for an absolute cgroup path, in every mounted
 // hierarchy; libcontainer removes only the leaf. Directories still in use
