@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
 )
 
 // WriteFile replaces path with data, atomically. The file ends up with
@@ -53,9 +55,13 @@ func writeFile(path string, data []byte, perm os.FileMode) (err error) {
 		return err
 	}
 	// Without the sync a crash after the rename can leave a zero-length
-	// file under the new name on some file systems.
-	if err := f.Sync(); err != nil {
-		return err
+	// file under the new name on some file systems. A file in memory
+	// (tmpfs: the run directory) does not outlive a crash anyway.
+	durable := !inMemory(dir)
+	if durable {
+		if err := f.Sync(); err != nil {
+			return err
+		}
 	}
 	if err := f.Close(); err != nil {
 		return err
@@ -65,7 +71,17 @@ func writeFile(path string, data []byte, perm os.FileMode) (err error) {
 	}
 	// The rename lives in the directory; until the directory is synced a
 	// crash can bring back the old name.
+	if !durable {
+		return nil
+	}
 	return syncDir(dir)
+}
+
+// inMemory tells whether dir is on a file system that lives in memory
+// only, where a sync protects nothing.
+func inMemory(dir string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(dir, &st) == nil && (st.Type == unix.TMPFS_MAGIC || st.Type == unix.RAMFS_MAGIC)
 }
 
 func syncDir(dir string) error {
