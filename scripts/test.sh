@@ -14,7 +14,11 @@ unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go')
 echo "== go vet"
 go vet -tags seccomp ./...
 echo "== unit tests (race detector)"
-go test -tags seccomp -race -count=1 $(go list ./... | grep -v /e2e)
+go test -tags seccomp -race -count=1 $(go list ./... | grep -v /e2e | grep -vx github.com/nixcell/nixcell/nix)
+echo "== Nix files: package (offline nix-build), flake, NixOS module, vendor hash, binary caches (nix/)"
+start=$SECONDS
+go test -tags seccomp -count=1 ./nix/
+echo "   Nix files: $((SECONDS - start)) s"
 echo "== stand-in nixpkgs (fixtures/nixpkgs/tests)"
 bash fixtures/nixpkgs/tests/eval.sh
 bash fixtures/nixpkgs/tests/boot-smoke.sh
