@@ -459,3 +459,27 @@ func TestActivationScript(t *testing.T) {
 		}
 	}
 }
+
+// TestModuleNames: the module accepts exactly the container names nixcell
+// does (spec.ValidateName), so a bad name fails at evaluation, not at start.
+func TestModuleNames(t *testing.T) {
+	names := []string{"web", "a", "a-b", "a1", "x" + strings.Repeat("y", 62), "x" + strings.Repeat("y", 63),
+		"1a", "-a", "a-", "A", "Web", "a_b", "a.b", "a b", "ä"}
+	var quoted []string
+	for _, n := range names {
+		quoted = append(quoted, `"`+n+`"`)
+	}
+	for _, ms := range moduleSystems(t) {
+		t.Run(ms.name, func(t *testing.T) {
+			var refused []bool
+			eval(t, &refused, `map (n: builtins.any (m: builtins.match ".*is not a container name.*" m != null)
+				(import ./nix/tests/eval.nix { nixpkgsLib = `+ms.lib+`; configuration = { nixcell.containers.${n}.config = { }; }; }).failed)
+				[ `+strings.Join(quoted, " ")+` ]`)
+			for i, n := range names {
+				if want := spec.ValidateName(n) != nil; refused[i] != want {
+					t.Errorf("%q: the module refuses it: %v; nixcell does: %v", n, refused[i], want)
+				}
+			}
+		})
+	}
+}
