@@ -217,7 +217,7 @@ in
       warnings = lib.optional (config.networking.nftables.enable && (config.networking.nftables.flushRuleset or false))
         "services.nixcell: networking.nftables.flushRuleset removes nixcell's tables whenever nftables.service reloads; containers then lose NAT, forwards and isolation until one starts or stops";
 
-      environment.systemPackages = [ cfg.package ];
+      environment.systemPackages = [ cfg.package pkgs.nftables ]; # nft list table inet nixcell
       environment.variables = hostEnvironment;
 
       users.users.nixcell = {
