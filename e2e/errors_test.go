@@ -63,7 +63,7 @@ func TestBadInput(t *testing.T) {
 		{"terminate stopped", []string{"terminate", stopped}, 1, "it is not running"},
 		{"missing config", append([]string{"create", fresh, "/nonexistent/web.nix"}, nixArgs...), 1, "configuration file /nonexistent/web.nix: no such file or directory"},
 		{"no config", []string{"create", fresh}, 2, "give a configuration"},
-		{"two configs", []string{"create", fresh, "-c", "{}", "--system", "/nix/store/x"}, 2, "exactly one of"},
+		{"two configs", []string{"create", fresh, "-c", "{}", "--flake", "/tmp/x"}, 2, "exactly one of"},
 		{"not a system", []string{"create", fresh, "--system", "/tmp"}, 1, `"/tmp" is not a path in /nix/store`},
 		{"evaluation error", append([]string{"create", fresh, "-c", `{ x = throw "broken on purpose"; system.fixture.label = throw "broken on purpose"; }`}, nixArgs...), 1, "nix-build"},
 		{"build failure", append([]string{"create", fresh, "-c", `{ system.fixture.failBuild = true; }`}, nixArgs...), 1, "nix-build"},

@@ -15,7 +15,11 @@ echo "== go vet"
 go vet -tags seccomp ./...
 (cd nomad-driver-nixcell && go vet -tags seccomp ./... && cd tests && go vet ./...)
 echo "== unit tests (race detector)"
-go test -tags seccomp -race -count=1 $(go list ./... | grep -v /e2e)
+go test -tags seccomp -race -count=1 $(go list ./... | grep -v /e2e | grep -vx github.com/nixcell/nixcell/nix)
+echo "== Nix files: package (offline nix-build), flake, NixOS module, vendor hash, binary caches (nix/)"
+start=$SECONDS
+go test -tags seccomp -count=1 ./nix/
+echo "   Nix files: $((SECONDS - start)) s"
 echo "== stand-in nixpkgs (fixtures/nixpkgs/tests)"
 bash fixtures/nixpkgs/tests/eval.sh
 bash fixtures/nixpkgs/tests/boot-smoke.sh

@@ -21,8 +21,9 @@ import (
 )
 
 // UpdateRequest says how to build a container's next generation. At most
-// one of ConfigFile, Expr, Flake and SystemPath is set; none rebuilds from
-// the source recorded at the last create or update.
+// one of ConfigFile, Expr, Flake and SystemPath is set, except that
+// SystemPath may come with a ConfigFile or Expr of host-side settings; none
+// rebuilds from the source recorded at the last create or update.
 type UpdateRequest struct {
 	Name       string
 	ConfigFile string
@@ -201,12 +202,23 @@ func (m *Manager) updatedSource(rec *state.Container, req UpdateRequest) (state.
 			n++
 		}
 	}
-	if n > 1 {
-		return state.Source{}, fmt.Errorf("%w: give at most one of a configuration file, -c EXPR, --flake REF or --system PATH", ErrBadRequest)
+	withSettings := req.SystemPath != "" && req.Flake == "" && n == 2
+	if n > 1 && !withSettings {
+		return state.Source{}, fmt.Errorf("%w: give at most one of a configuration file, -c EXPR, --flake REF or --system PATH (--system may come with a settings file or -c EXPR)", ErrBadRequest)
 	}
 	src := rec.Source
 	var err error
 	switch {
+	case withSettings:
+		if err := nix.CheckSystem(req.SystemPath); err != nil {
+			return src, err
+		}
+		src = state.Source{SystemPath: req.SystemPath, Inline: req.Expr != ""}
+		if req.ConfigFile != "" {
+			if src.ConfigFile, err = absConfigPath(req.ConfigFile); err != nil {
+				return src, err
+			}
+		}
 	case req.ConfigFile != "":
 		src = state.Source{ConfigFile: req.ConfigFile}
 		if src.ConfigFile, err = absConfigPath(req.ConfigFile); err != nil {

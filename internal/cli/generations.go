@@ -21,11 +21,13 @@ type updateCmd struct {
 func (a *app) updateCommand() *cobra.Command {
 	c := &updateCmd{app: a}
 	cmd := &cobra.Command{
-		Use:   "update NAME [CONFIG.nix | -c EXPR | --flake REF#NAME | --system PATH] [-n NIX-ARGS] [--restart] [--memory SIZE] [--cpus N] [--pids N]",
+		Use:   "update NAME [CONFIG.nix | -c EXPR | --flake REF#NAME | --system PATH [SETTINGS.nix | -c EXPR]] [-n NIX-ARGS] [--restart] [--memory SIZE] [--cpus N] [--pids N]",
 		Short: "Build the container's next generation and apply it",
 		Long: `Update builds a new generation from the given configuration, or, without one,
 from the configuration recorded at the last create or update (re-evaluated, so
 edits to the file apply). Unchanged configuration makes no new generation.
+--system PATH may come with a file (or -c) of host-side settings only, as
+create takes it.
 
 A stopped container boots the new generation next time. A running one is
 switched in place, as nixos-rebuild switch would: the generation's
