@@ -33,7 +33,12 @@ let
       mountPoint = mkOption { type = types.str; default = name; example = "/mnt/usb"; description = "Mount point in the container."; };
       hostPath = nullOrStr "/home/alice" "The host path to mount; null: the same path as the mount point.";
       isReadOnly = mkOption { type = types.bool; default = true; description = "Whether the container sees it read-only."; };
-      create = mkOption { type = types.bool; default = false; description = "nixcell: create a missing host path (mode 0755, owned by the host's root) instead of failing the start."; };
+      create = mkOption { type = types.bool; default = false; description = "nixcell: create a missing host path (mode 0755, owned by the container's root for a read-write mount, by the host's root otherwise) instead of failing the start."; };
+      writeAsHostRoot = mkOption {
+        type = types.bool;
+        default = false;
+        description = "nixcell: show a read-write host path through the container's ID mapping, so host IDs appear as themselves inside and the container's root writes there as the host's root. Host users who can reach the path could then run setuid programs the container plants; keep it below a directory only root can enter. Without it, the container's files there belong to its own ID range.";
+      };
     };
   };
   forwardPortOptions = {
@@ -103,7 +108,7 @@ let
       inherit network;
       bindMounts = listToAttrs (map (b: {
         name = b.mountPoint;
-        value = { hostPath = if b.hostPath == null then b.mountPoint else b.hostPath; inherit (b) isReadOnly create; };
+        value = { hostPath = if b.hostPath == null then b.mountPoint else b.hostPath; inherit (b) isReadOnly create writeAsHostRoot; };
       }) (lib.attrValues c.bindMounts));
       inherit (c) tmpfs ephemeral privileged store;
       limits = withoutNulls c.limits;
