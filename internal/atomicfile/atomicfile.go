@@ -28,7 +28,11 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 	return nil
 }
 
-func writeFile(path string, data []byte, perm os.FileMode) (err error) {
+func writeFile(path string, data []byte, perm os.FileMode) error {
+	return writeFileSync(path, data, perm, true)
+}
+
+func writeFileSync(path string, data []byte, perm os.FileMode, sync bool) (err error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -57,7 +61,7 @@ func writeFile(path string, data []byte, perm os.FileMode) (err error) {
 	// Without the sync a crash after the rename can leave a zero-length
 	// file under the new name on some file systems. A file in memory
 	// (tmpfs: the run directory) does not outlive a crash anyway.
-	durable := !inMemory(dir)
+	durable := sync && !inMemory(dir)
 	if durable {
 		if err := f.Sync(); err != nil {
 			return err
@@ -91,6 +95,21 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// WriteVolatileJSON replaces path with v as WriteJSON does, atomically for
+// readers, but without syncing: for a file that means nothing after the
+// machine crashes (what runs now), which a crash may leave empty. Its
+// readers take an empty or torn file as "nothing".
+func WriteVolatileJSON(path string, v any, perm os.FileMode) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding %s: %w", path, err)
+	}
+	if err := writeFileSync(path, append(data, '\n'), perm, false); err != nil {
+		return fmt.Errorf("writing %s atomically: %w", path, err)
+	}
+	return nil
 }
 
 // WriteJSON replaces path with v encoded as indented JSON and a trailing

@@ -1,7 +1,9 @@
 package network
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -153,8 +155,13 @@ func (s Store) Update(ctx context.Context, f func(*State) error) error {
 	if err != nil {
 		return err
 	}
+	before, _ := json.Marshal(st)
 	if err := f(&st); err != nil {
 		return err
+	}
+	// Most starts and stops change nothing of it: no write, no sync.
+	if after, _ := json.Marshal(st); bytes.Equal(before, after) {
+		return nil
 	}
 	return atomicfile.WriteJSON(s.Path, st, 0o600)
 }
