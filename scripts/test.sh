@@ -20,3 +20,7 @@ bash fixtures/nixpkgs/tests/eval.sh
 bash fixtures/nixpkgs/tests/boot-smoke.sh
 echo "== end-to-end tests (root, real namespaces, real Nix)"
 go test -tags seccomp -count=1 -timeout 40m ./e2e/ "$@"
+echo "== guest tier: the end-to-end tests on a Debian 12 systemd + cgroup v2 host (kernel 6.1) under qemu"
+guest_start=$SECONDS
+go test -tags seccomp -count=1 -timeout 30m ./e2e/guest/ "$@"
+echo "guest tier took $((SECONDS - guest_start)) s"

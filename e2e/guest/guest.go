@@ -113,6 +113,7 @@ func Accelerator(t testing.TB, img Image) string {
 		cmd := exec.CommandContext(ctx, "qemu-system-x86_64", "-accel", "kvm", "-m", "256", "-nodefaults", "-vga", "none",
 			"-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
 			"-kernel", img.Kernel, "-append", "console=ttyS0 panic=-1")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		out, _ := cmd.Output()
 		if bytes.Contains(out, []byte("Kernel panic")) {
 			accel, accelWhy = "kvm", "a probe booted the guest kernel under KVM"
@@ -188,6 +189,9 @@ func Boot(t testing.TB, img Image, opts Options) *VM {
 		args = append(args, "-virtfs", fmt.Sprintf("local,path=%s,mount_tag=share%d,security_model=none,readonly=on", s.Host, i))
 	}
 	vm.qemu = exec.Command("qemu-system-x86_64", args...)
+	// Cleanups do not run when go test panics at its -timeout; qemu must
+	// not outlive the test process then either.
+	vm.qemu.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var qemuOut bytes.Buffer
 	vm.qemu.Stdout, vm.qemu.Stderr = &qemuOut, &qemuOut
 	start := time.Now()
@@ -254,6 +258,7 @@ func (vm *VM) waitUp(t testing.TB, start time.Time, gone string) {
 	// One connection that the commands share: a new ssh handshake takes
 	// seconds under emulation, a new session on it a tenth of one.
 	vm.master = exec.Command("ssh", vm.sshArgs("-M", "-N", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3")...)
+	vm.master.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := vm.master.Start(); err != nil {
 		t.Fatalf("starting the ssh master connection: %v", err)
 	}

@@ -14,12 +14,31 @@ import (
 )
 
 // e2eTests are the end-to-end tests (package e2e) that run inside the
-// guest: the lifecycle, the generations and the limits, whose cgroup v2
-// code paths run nowhere else.
+// guest: those whose outcome can depend on the host's cgroup version, init
+// or kernel (the lifecycle, the generations, the limits, devices, mounts,
+// networking). Tests of input checking are left to the main tier, and the
+// attack tests need Go in the guest to build their probe.
 var e2eTests = []string{
-	"TestCreateForms", "TestLifecycle", "TestLogin",
+	// lifecycle and generations
+	"TestCreateForms", "TestLifecycle", "TestLogin", "TestStopTimeoutKills", "TestDiedOnItsOwn",
+	"TestRunForeground", "TestRunPassesReadiness", "TestDestroyLeavesNoTrace", "TestAutostart",
 	"TestUpdateRunningInPlace", "TestUpdateStopped", "TestUpdateFailures", "TestDeleteGenerations",
+	"TestCreateKilledMidBuild",
+	// cgroup v2: limits, statistics, the device controller (eBPF on v2)
 	"TestLimitsUpdateLive", "TestStats", "TestMemoryHogOOMKilled", "TestForkBombStoppedByPidsLimit",
+	"TestAllowedDevices",
+	// kernel 6.1: mounts and networking
+	"TestBindMounts", "TestEphemeral", "TestClosureStore", "TestPlainRootFS",
+	"TestNetworkNATAndForwards", "TestNetworkModes",
+}
+
+// selectedTests are e2eTests, or the names NIXCELL_GUEST_TESTS lists
+// (separated by commas or spaces).
+func selectedTests() []string {
+	if s := os.Getenv("NIXCELL_GUEST_TESTS"); s != "" {
+		return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' })
+	}
+	return e2eTests
 }
 
 // binDir is where the guest sees the binaries built on the host.
@@ -55,6 +74,8 @@ func TestInGuest(t *testing.T) {
 				t.Errorf("guest cgroup2 controllers %q lack %s", got, c)
 			}
 		}
+		// What tests of the host's systemd will use.
+		vm.Must(t, "systemctl is-active systemd-journald && journalctl -b -n 1 --no-pager && machinectl list --no-pager")
 	})
 
 	ci := "false"
@@ -62,7 +83,7 @@ func TestInGuest(t *testing.T) {
 		ci = "true"
 	}
 	testLine := regexp.MustCompile(`(?m)^\s*--- (PASS|FAIL|SKIP): .*$`)
-	for _, name := range e2eTests {
+	for _, name := range selectedTests() {
 		t.Run(name, func(t *testing.T) {
 			start := time.Now()
 			r := vm.Run(t, fmt.Sprintf("cd /tmp && CI=%s NIXCELL_BIN=%s/nixcell timeout -s KILL 11m %s/e2e.test -test.run '^%s$' -test.v -test.count=1 -test.timeout 10m 2>&1",

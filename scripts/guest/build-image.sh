@@ -99,6 +99,9 @@ cat >"$tree/etc/systemd/network/10-user.network" <<'EOF'
 Name=en* eth*
 [Network]
 Address=10.0.2.15/24
+# No address from qemu's router advertisements: its lifetime would count
+# down, and tests compare the host's addresses before and after.
+IPv6AcceptRA=no
 EOF
 inroot systemctl enable -q systemd-networkd ssh
 inroot systemctl mask -q systemd-networkd-wait-online apt-daily.timer apt-daily-upgrade.timer \
