@@ -33,3 +33,7 @@ t1=$(date +%s)
 (cd nomad-driver-nixcell/tests && NOMAD_BIN="$NOMAD_BIN" go test -count=1 -timeout 20m ./... "$@")
 t2=$(date +%s)
 echo "== Nomad driver: agent build $((t1 - t0))s, tests $((t2 - t1))s"
+echo "== guest tier: the end-to-end tests on a Debian 12 systemd + cgroup v2 host (kernel 6.1) under qemu"
+guest_start=$SECONDS
+go test -tags seccomp -count=1 -timeout 30m ./e2e/guest/ "$@"
+echo "guest tier took $((SECONDS - guest_start)) s"

@@ -177,6 +177,13 @@ func (c *Container) config() (*configs.Config, []hostMount, error) {
 		{Source: c.ConsoleLog, Destination: "/dev/console", Device: "bind", Flags: unix.MS_BIND | noExec},
 		c.sysMount(noExec),
 	}
+	if unifiedMount() == "/sys/fs/cgroup" && c.HostNetwork && !c.Privileged() {
+		// /sys is the host's here (sysMount), so /sys/fs/cgroup is the
+		// host's cgroup2 mount, on which the kernel refuses to mount
+		// cgroup2 again (EBUSY: the same file system on the same mount
+		// point); a tmpfs goes between.
+		mounts = append(mounts, &configs.Mount{Source: "tmpfs", Destination: "/sys/fs/cgroup", Device: "tmpfs", Flags: noExec, Data: "mode=755"})
+	}
 	if unifiedMount() != "" {
 		// Mounted inside the container's cgroup namespace: its root is the
 		// container's own (delegated) cgroup.
