@@ -183,8 +183,8 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 		return err
 	}
 	rec.Spec.Privileged = rec.Spec.Privileged || req.Privileged
-	if rec.Source.RootFS != "" && rec.Spec.Store == "closure" {
-		return fmt.Errorf("%w: store = \"closure\" selects what a NixOS system sees of /nix/store; a plain root file system gets no Nix store (bind-mount what it needs)", spec.ErrInvalidSpec)
+	if err := checkPlainRootSpec(rec); err != nil {
+		return err
 	}
 	if rec.Source.RootFS != "" && !rec.Spec.Privileged {
 		if err := runtime.CheckPlainRootClosed(rec.Source.RootFS); err != nil {
@@ -238,6 +238,15 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 	}
 	rec.Phase = state.Created
 	return m.Store.Save(rec)
+}
+
+// checkPlainRootSpec refuses the settings that have no meaning for a
+// plain root container.
+func checkPlainRootSpec(rec *state.Container) error {
+	if rec.Source.RootFS != "" && rec.Spec.Store == "closure" {
+		return fmt.Errorf("%w: store = \"closure\" selects what a NixOS system sees of /nix/store; a plain root file system gets no Nix store (bind-mount what it needs)", spec.ErrInvalidSpec)
+	}
+	return nil
 }
 
 // invocation is how Nix is called for rec. The module arguments come from
