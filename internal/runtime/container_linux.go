@@ -327,12 +327,17 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 		return nil, err
 	}
 	c.Trace.Mark("cgroup delegated")
+	pid, err := proc.Pid()
+	if err == nil {
+		err = c.setupGuestView(pid)
+	}
+	if err != nil {
+		s.abort(c)
+		return nil, err
+	}
+	c.Trace.Mark("guest view")
 	if c.BeforeInit != nil {
-		pid, err := proc.Pid()
-		if err == nil {
-			err = c.BeforeInit(pid)
-		}
-		if err != nil {
+		if err := c.BeforeInit(pid); err != nil {
 			s.abort(c)
 			return nil, err
 		}
