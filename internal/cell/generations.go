@@ -222,6 +222,7 @@ func changedAtStart(a, b spec.Spec) string {
 	}{
 		{"network", a.Network, b.Network}, {"bindMounts", a.BindMounts, b.BindMounts}, {"tmpfs", a.Tmpfs, b.Tmpfs},
 		{"ephemeral", a.Ephemeral, b.Ephemeral}, {"store", a.Store, b.Store}, {"allowedDevices", a.AllowedDevices, b.AllowedDevices},
+		{"initArgs", a.InitArgs, b.InitArgs}, {"consoleLogSize", a.ConsoleLogSize, b.ConsoleLogSize},
 	} {
 		if !reflect.DeepEqual(s.a, s.b) {
 			changed = append(changed, s.name)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nixcell/nixcell/internal/hostfs"
 	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/utils"
 	"golang.org/x/sys/unix"
 )
 
@@ -68,6 +69,15 @@ func (c *Container) Start() error {
 		return err
 	}
 	defer s.notify.Close()
+	if s.console != nil {
+		err := c.keepConsole(s)
+		s.closeConsole()
+		if err != nil {
+			s.abort(c)
+			return err
+		}
+		c.Trace.Mark("console kept")
+	}
 	if err := s.lc.Exec(); err != nil {
 		s.abort(c)
 		return fmt.Errorf("starting init: %w", err)
@@ -140,13 +150,14 @@ type Stdio struct {
 // Under a service manager that set $NOTIFY_SOCKET, Run passes readiness
 // through: READY=1 once the container is ready (see Systemd), and
 // STOPPING=1 when asked to stop.
-func (c *Container) Run(stdio Stdio, stop <-chan os.Signal, timeout time.Duration, started func()) (code int, retErr error) {
+func (c *Container) Run(stdio Stdio, stop <-chan os.Signal, timeout time.Duration, started func()) (_ LastExit, retErr error) {
 	s, err := c.create(&stdio)
 	if err != nil {
 		started()
-		return 0, err
+		return LastExit{}, err
 	}
 	defer func() {
+		s.closeConsole()
 		_ = s.lc.Signal(unix.SIGKILL)
 		if err := s.lc.Destroy(); err != nil && retErr == nil {
 			retErr = err
@@ -160,7 +171,7 @@ func (c *Container) Run(stdio Stdio, stop <-chan os.Signal, timeout time.Duratio
 	started()
 	if err != nil {
 		s.notify.Close()
-		return 0, fmt.Errorf("starting init: %w", err)
+		return LastExit{}, fmt.Errorf("starting init: %w", err)
 	}
 	if os.Getenv("NOTIFY_SOCKET") != "" {
 		go func() {
@@ -174,17 +185,27 @@ func (c *Container) Run(stdio Stdio, stop <-chan os.Signal, timeout time.Duratio
 	}
 	pid, err := s.proc.Pid()
 	if err != nil {
-		return 0, err
+		return LastExit{}, err
 	}
 	done := make(chan *os.ProcessState, 1)
 	go func() {
 		ps, _ := s.proc.Wait()
 		done <- ps
 	}()
+	var ended func()
+	if s.console != nil {
+		ended = followConsole(s.console, stdio.Stdout)
+		escape := interact(s.console, stdio.Stdin)
+		defer escape.stop()
+		stop = merge(stop, escape.pressed)
+	}
 	for {
 		select {
 		case ps := <-done:
-			return initStatus(ps), nil
+			if ended != nil {
+				ended()
+			}
+			return runExit(s.lc, ps), nil
 		case <-stop:
 			sdNotify("STOPPING=1")
 			go func() { _, _ = shutdown(pid, timeout, func() { _ = s.lc.Signal(unix.SIGKILL) }) }()
@@ -198,10 +219,25 @@ type started struct {
 	lc     *libcontainer.Container
 	proc   *libcontainer.Process
 	notify *notifier
+	// console is the master side of the init's terminal, and log the
+	// console log it goes to when detached (see fileConsole).
+	console *os.File
+	log     consoleLog
+}
+
+// closeConsole closes what this process holds of the console.
+func (s *started) closeConsole() {
+	if s.console != nil {
+		s.console.Close()
+	}
+	if s.log.log != nil {
+		s.log.Close()
+	}
 }
 
 // abort kills and removes what create made.
 func (s *started) abort(c *Container) {
+	s.closeConsole()
 	s.notify.Close()
 	_ = s.lc.Signal(unix.SIGKILL)
 	_ = s.lc.Destroy()
@@ -251,30 +287,39 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 	if err != nil {
 		return nil, err
 	}
-	defer log.Close()
+	defer func() {
+		if retErr != nil || stdio != nil || c.fileConsole() {
+			log.Close() // only a detached console's goes to the agent
+		}
+	}()
 	if err := os.MkdirAll(c.StateRoot, 0o700); err != nil {
 		return nil, err
 	}
 	env := append([]string{"PATH=" + DefaultPath, "HOME=/root", "TERM=linux", "NOTIFY_SOCKET=" + NotifySocket}, c.hostEnv()...)
 	args := []string{c.Init}
-	if c.Systemd {
+	if c.Systemd && c.fileConsole() {
 		args = append(args, "systemd.getty_auto=0")
 	}
 	proc := &libcontainer.Process{
-		Args: args,
+		Args: append(args, c.InitArgs...),
 		Env:  append(env, c.Env...),
 		Cwd:  "/",
 		Init: true,
 	}
-	if stdio != nil {
-		proc.Stdin, proc.Stdout, proc.Stderr = stdio.Stdin, stdio.Stdout, stdio.Stderr
+	var consoleSocket *os.File
+	if c.fileConsole() {
+		proc.Stdout, proc.Stderr = c.Stdout, c.Stderr
 	} else {
-		proc.Stdout, proc.Stderr = log, log
-		if c.Stdout != nil {
-			proc.Stdout = c.Stdout
+		// libcontainer makes the terminal inside and sends its master here.
+		var child *os.File
+		if consoleSocket, child, err = utils.NewSockPair("console"); err != nil {
+			return nil, err
 		}
-		if c.Stderr != nil {
-			proc.Stderr = c.Stderr
+		defer consoleSocket.Close()
+		defer child.Close()
+		proc.ConsoleSocket = child
+		if stdio != nil {
+			proc.ConsoleWidth, proc.ConsoleHeight = terminalSize(stdio.Stdout)
 		}
 	}
 	var lc *libcontainer.Container
@@ -322,6 +367,16 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 		return nil, err
 	}
 	s := &started{lc: lc, proc: proc, notify: notify}
+	if consoleSocket != nil {
+		proc.ConsoleSocket.Close()
+		if s.console, err = utils.RecvFile(consoleSocket); err != nil {
+			s.abort(c)
+			return nil, fmt.Errorf("receiving the console: %w", err)
+		}
+		if stdio == nil {
+			s.log = log
+		}
+	}
 	if err := c.delegateCgroup(); err != nil {
 		s.abort(c)
 		return nil, err
@@ -414,6 +469,7 @@ func cleanupState(stateRoot, name string) error {
 	if err := waitGone(lc, 10*time.Second); err != nil {
 		return err
 	}
+	recordExit(lc, exitRecord{}, false)
 	cgroup := lc.Config().Cgroups.Path
 	if err := lc.Destroy(); err != nil {
 		return fmt.Errorf("removing runtime state: %w", err)
@@ -439,6 +495,14 @@ func labelValue(labels []string, key string) string {
 // Kill sends SIGKILL to the init, which takes every process of the PID
 // namespace with it, waits until it is gone and removes the runtime state.
 func Kill(stateRoot, name string) error {
+	if lc, err := libcontainer.Load(stateRoot, name); err == nil {
+		if st, err := lc.Status(); err == nil && st != libcontainer.Stopped {
+			_ = lc.Signal(unix.SIGKILL)
+			if waitGone(lc, 10*time.Second) == nil {
+				recordExit(lc, exitRecord{Stopped: true}, true)
+			}
+		}
+	}
 	return Cleanup(stateRoot, name)
 }
 
@@ -545,23 +609,6 @@ func removeCgroupParents(path string) {
 // as systemd-nspawn's: a service manager can start it again on it
 // (RestartForceExitStatus=133).
 const RebootStatus = 133
-
-// initStatus is run's exit status for the end of the init. reboot(2) in a
-// PID namespace ends its init as if killed by SIGINT for a halt or power
-// off, by SIGHUP for a reboot: those are a clean 0 and RebootStatus.
-func initStatus(ps *os.ProcessState) int {
-	if ps != nil {
-		if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			switch ws.Signal() {
-			case syscall.SIGINT:
-				return 0
-			case syscall.SIGHUP:
-				return RebootStatus
-			}
-		}
-	}
-	return exitCode(ps)
-}
 
 func exitCode(ps *os.ProcessState) int {
 	if ps == nil {
