@@ -88,10 +88,11 @@ func (term *terminal) exit() int {
 	return 0
 }
 
-// checkTerminal drives a login shell on term: the window size arrives and
-// follows resizes, Ctrl-C interrupts the command inside but not the
-// session, and the shell's exit status comes back.
-func checkTerminal(t *testing.T, term *terminal, name string) {
+// checkTerminal drives a login shell on term, in a container whose host
+// name is hostname: the window size arrives and follows resizes, Ctrl-C
+// interrupts the command inside but not the session, and the shell's exit
+// status comes back.
+func checkTerminal(t *testing.T, term *terminal, hostname string) {
 	term.send("echo size=$(stty size) tty=$(tty)\n")
 	term.expect("size=40 100 tty=/dev/pts/")
 	if err := pty.Setsize(term.tty, &pty.Winsize{Rows: 30, Cols: 90}); err != nil {
@@ -106,7 +107,7 @@ func checkTerminal(t *testing.T, term *terminal, name string) {
 	term.send("echo after=$?\n")
 	term.expect("after=130")
 	term.send("echo user=$(id -u) host=$(hostname)\n")
-	term.expect("user=0 host=" + name)
+	term.expect("user=0 host=" + hostname)
 	term.send("exit 5\n")
 	if code := term.exit(); code != 5 {
 		t.Errorf("login exit status %d, want 5; screen:\n%s", code, term.out.String())

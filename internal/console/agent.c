@@ -9,10 +9,10 @@
 // and the file descriptors of the console's master side, the init's pidfd,
 // the container's state directory and its console log. It copies what the
 // master reads to the log ("\r\n" as "\n"), renaming the log to NAME.1
-// when it would pass half the cap, and when the init ends it writes the init's wait
-// status to init-exit in the state directory, if the kernel says it
-// (PIDFD_INFO_EXIT, Linux 6.15). It exits once it has kept no console for
-// IDLE_MS.
+// when it would pass half the cap, and when the init ends it writes the
+// init's wait status to the request's exit_name in the state directory, if
+// the kernel says it (PIDFD_INFO_EXIT, Linux 6.15). It exits once it has
+// kept no console for IDLE_MS.
 
 #define _GNU_SOURCE
 #include <errno.h>
@@ -44,6 +44,7 @@ struct request {
 	uint32_t nfds;       /* 4: master, pidfd, state directory, log */
 	uint64_t max_bytes;  /* the log and its previous part together */
 	char name[64];       /* the log's name in the directory */
+	char exit_name[64];  /* where the init's wait status goes, beside it */
 };
 
 // pidfd_info as of Linux 6.15 (PIDFD_INFO_SIZE_VER0): exit_code is
@@ -69,6 +70,7 @@ enum { W_LISTEN, W_MASTER, W_INIT };
 struct console {
 	int master, peer, pidfd, dir, log;
 	char name[64], old[68]; /* the log's name, and NAME.1 */
+	char exit_name[64], exit_tmp[68];
 	uint64_t half, size;
 	int cr;            /* the '\r's held back at the end of the last read */
 	int ended;         /* the init has ended; waiting for its exit status */
@@ -195,7 +197,7 @@ static void drop(struct console *c)
 	kept--;
 }
 
-// record writes the init's wait status to init-exit once the kernel has
+// record writes the init's wait status to exit_name once the kernel has
 // it (after the host's init has reaped the container's); it gives up when
 // the kernel cannot say.
 static void record(struct console *c)
@@ -214,14 +216,14 @@ static void record(struct console *c)
 		drop(c);
 		return;
 	}
-	int fd = openat(c->dir, ".init-exit.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	int fd = openat(c->dir, c->exit_tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd >= 0) {
 		char s[32];
 		int n = snprintf(s, sizeof(s), "%d\n", info.exit_code);
 		int ok = write(fd, s, (size_t)n) == n;
 		close(fd);
 		if (ok)
-			renameat(c->dir, ".init-exit.tmp", c->dir, "init-exit");
+			renameat(c->dir, c->exit_tmp, c->dir, c->exit_name);
 	}
 	drop(c);
 }
@@ -242,6 +244,14 @@ static void ended(struct console *c)
 	closefd(&c->log);
 	c->ended = 1;
 	record(c);
+}
+
+// valid_name tells whether a name from a request names a file in the
+// state directory: not empty, no '/', not "." or "..".
+static int valid_name(char *name, size_t size)
+{
+	name[size - 1] = 0;
+	return name[0] && !strchr(name, '/') && strcmp(name, ".") && strcmp(name, "..");
 }
 
 // accept_one takes one console from a nixcell command and answers it.
@@ -272,8 +282,7 @@ static void accept_one(int conn)
 	}
 	if (n != (ssize_t)sizeof(req) || req.magic != REQUEST_MAGIC || req.nfds != 4 || (msg.msg_flags & MSG_CTRUNC))
 		goto out;
-	req.name[sizeof(req.name) - 1] = 0;
-	if (!req.name[0] || strchr(req.name, '/') || !strcmp(req.name, ".") || !strcmp(req.name, ".."))
+	if (!valid_name(req.name, sizeof(req.name)) || !valid_name(req.exit_name, sizeof(req.exit_name)))
 		goto out;
 	for (int i = 0; i < 4; i++)
 		if (fds[i] < 0)
@@ -285,6 +294,8 @@ static void accept_one(int conn)
 	c->half = req.max_bytes / 2;
 	strcpy(c->name, req.name);
 	snprintf(c->old, sizeof(c->old), "%s.1", req.name);
+	strcpy(c->exit_name, req.exit_name);
+	snprintf(c->exit_tmp, sizeof(c->exit_tmp), ".%s~", req.exit_name);
 	c->size = (uint64_t)lseek(c->log, 0, SEEK_END);
 	/* A terminal whose last other side closes reads EIO until it is opened
 	 * again, as systemd does with /dev/console: the agent keeps one open. */

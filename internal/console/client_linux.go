@@ -24,8 +24,8 @@ type Console struct {
 	// Master is the master side of the init's terminal.
 	Master *os.File
 	// Init is a pidfd of the init: when it ends, the agent writes the rest
-	// of the output and the init's wait status (to init-exit in Dir, where
-	// the kernel tells it: Linux 6.15 and later), and lets the console go.
+	// of the output and the init's wait status (to ExitName, where the
+	// kernel tells it: Linux 6.15 and later), and lets the console go.
 	Init *os.File
 	// Dir is the container's state directory (opened with O_PATH), and
 	// Log the log in it named LogName; the agent renames it to LogName.1
@@ -33,6 +33,9 @@ type Console struct {
 	Dir     *os.File
 	Log     *os.File
 	LogName string
+	// ExitName is the file in Dir where the agent writes the init's wait
+	// status (a decimal number) when it ends, if the kernel tells it.
+	ExitName string
 	// MaxBytes is what console.log and console.log.1 keep together, at
 	// least 128 KiB.
 	MaxBytes uint64
@@ -86,14 +89,17 @@ func (a Agent) send(c Console) (retry bool, err error) {
 	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: a.Socket}); err != nil {
 		return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ECONNREFUSED), err
 	}
-	if len(c.LogName) >= 64 || c.LogName == "" || strings.Contains(c.LogName, "/") {
-		return false, fmt.Errorf("%q cannot be a console log's name", c.LogName)
+	for _, name := range []string{c.LogName, c.ExitName} {
+		if len(name) >= 64 || name == "" || name == "." || name == ".." || strings.Contains(name, "/") {
+			return false, fmt.Errorf("%q cannot be the name of a file in the container's directory", name)
+		}
 	}
-	req := make([]byte, 16+64)
+	req := make([]byte, 16+64+64)
 	binary.NativeEndian.PutUint32(req[0:], requestMagic)
 	binary.NativeEndian.PutUint32(req[4:], 4)
 	binary.NativeEndian.PutUint64(req[8:], c.MaxBytes)
 	copy(req[16:], c.LogName)
+	copy(req[16+64:], c.ExitName)
 	rights := unix.UnixRights(int(c.Master.Fd()), int(c.Init.Fd()), int(c.Dir.Fd()), int(c.Log.Fd()))
 	if err := unix.Sendmsg(fd, req, rights, nil, 0); err != nil {
 		return true, err

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -50,9 +51,12 @@ func (l consoleLog) Close() {
 	l.log.Close()
 }
 
-// initExitFile is where the console agent writes the init's wait status,
-// beside the console log.
-const initExitFile = "init-exit"
+// initExitFile is where the console agent writes the wait status of the
+// init pid, beside the console log: named by the init, since the agent
+// may write it after the next start has begun.
+func initExitFile(pid int) string { return initExitPrefix + strconv.Itoa(pid) }
+
+const initExitPrefix = "init-exit."
 
 // openConsoleLog starts the console log afresh: the last start's log, its
 // previous part and the init's exit status go. The directory is the
@@ -69,10 +73,16 @@ func (c *Container) openConsoleLog() (consoleLog, error) {
 	if l.dir, err = os.OpenFile(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
 		return l, fmt.Errorf("opening console log: %w", err)
 	}
-	for _, stale := range []string{name + ".1", initExitFile, lastExitFile} {
-		if err := unix.Unlinkat(int(l.dir.Fd()), stale, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+	stale := []string{name + ".1", lastExitFile}
+	if exits, err := filepath.Glob(filepath.Join(dir, initExitPrefix+"*")); err == nil {
+		for _, e := range exits {
+			stale = append(stale, filepath.Base(e))
+		}
+	}
+	for _, f := range stale {
+		if err := unix.Unlinkat(int(l.dir.Fd()), f, 0); err != nil && !errors.Is(err, unix.ENOENT) {
 			l.dir.Close()
-			return l, fmt.Errorf("removing %s: %w", filepath.Join(dir, stale), err)
+			return l, fmt.Errorf("removing %s: %w", filepath.Join(dir, f), err)
 		}
 	}
 	fd, err := unix.Openat(int(l.dir.Fd()), name, unix.O_CREAT|unix.O_TRUNC|unix.O_WRONLY|unix.O_APPEND|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
@@ -110,7 +120,7 @@ func (c *Container) keepConsole(s *started) error {
 		size = DefaultConsoleLogSize
 	}
 	return c.ConsoleAgent.Keep(console.Console{Master: s.console, Init: init, Dir: s.log.dir, Log: s.log.log,
-		LogName: filepath.Base(c.ConsoleLog), MaxBytes: size})
+		LogName: filepath.Base(c.ConsoleLog), ExitName: initExitFile(pid), MaxBytes: size})
 }
 
 // followConsole copies the console's output to w until the init has ended and

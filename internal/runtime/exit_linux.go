@@ -16,7 +16,7 @@ import (
 // How a container's last init ended is kept beside its console log (see
 // consoleDirLabel), from its end until the next start:
 //
-//	init-exit       its wait status, written by the console agent when the
+//	init-exit.PID   its wait status, written by the console agent when the
 //	                kernel tells it (Linux 6.15 and later)
 //	last-exit.json  what the runtime knew when it removed the init's cgroup:
 //	                the OOM kills the cgroup counted, whether nixcell stopped
@@ -44,6 +44,8 @@ type LastExit struct {
 const lastExitFile = "last-exit.json"
 
 type exitRecord struct {
+	// Pid was the init's.
+	Pid int `json:"pid"`
 	// Status is the init's wait status, when nixcell waited for it.
 	Status *uint32 `json:"status,omitempty"`
 	// OOMKills is what its memory cgroup counted.
@@ -62,7 +64,7 @@ func (r exitRecord) exit(dir string) LastExit {
 	var e LastExit
 	status := r.Status
 	if status == nil {
-		if data, err := os.ReadFile(filepath.Join(dir, initExitFile)); err == nil {
+		if data, err := os.ReadFile(filepath.Join(dir, initExitFile(r.Pid))); err == nil {
 			if n, err := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 32); err == nil {
 				ws := uint32(n)
 				status = &ws
@@ -89,7 +91,11 @@ func LastExitOf(stateRoot, name, consoleLog string) (e LastExit, ok bool) {
 			return e, false
 		}
 		// Died on its own; its cgroup is still there.
-		return exitRecord{OOMKills: cgroupOOMKills(lc)}.exit(dir), true
+		s, err := lc.State()
+		if err != nil {
+			return e, false
+		}
+		return exitRecord{Pid: s.InitProcessPid, OOMKills: oomKills(s.CgroupPaths)}.exit(dir), true
 	}
 	var r exitRecord
 	if err := atomicfile.ReadJSON(filepath.Join(dir, lastExitFile), &r); err != nil {
@@ -111,7 +117,9 @@ func recordExit(lc *libcontainer.Container, r exitRecord, replace bool) {
 	if _, err := os.Lstat(path); err == nil && !replace {
 		return
 	}
-	r.OOMKills = cgroupOOMKills(lc)
+	if s, err := lc.State(); err == nil {
+		r.Pid, r.OOMKills = s.InitProcessPid, oomKills(s.CgroupPaths)
+	}
 	// A record of the past: losing it (a full disk) loses nothing else.
 	_ = atomicfile.WriteJSON(path, r, 0o600)
 }
