@@ -243,3 +243,31 @@ while :; do sleep 1 & wait; done
 		t.Errorf("lastExit after an exit of its own: %+v", e)
 	}
 }
+
+// TestRunConsole runs a container in the foreground on a terminal: the
+// terminal is its console, keys go to the init, and ^] pressed three times
+// stops it cleanly.
+func TestRunConsole(t *testing.T) {
+	in := newInstance(t)
+	dir := consoleRoot(t, `trap 'echo stopping; exit 0' 37
+echo "type something"
+read line
+echo "got: $line"
+while :; do sleep 1 & wait; done
+`)
+	name := testutil.Name("fgconsole")
+	in.must("create", name, "--rootfs", dir)
+	term := startTerminal(t, in, "run", name)
+	term.expect("press ^] three times")
+	term.expect("type something")
+	term.send("hello\r")
+	term.expect("got: hello")
+	term.send("\x1d\x1d\x1d")
+	term.expect("stopping")
+	if code := term.exit(); code != 0 {
+		t.Errorf("run exited %d after ^]^]^]; screen:\n%s", code, term.out.String())
+	}
+	if st := in.info(name).State; st != "stopped" {
+		t.Errorf("state after run: %s", st)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/nixcell/nixcell/internal/cell"
 	"github.com/nixcell/nixcell/internal/trace"
@@ -190,6 +191,9 @@ is ready, as start --wait defines it, and STOPPING=1 when asked to stop).`,
 			return &exitError{code: exitRuntime, err: err}
 		}
 		stop := notifyStop()
+		if term.IsTerminal(int(os.Stdin.Fd())) && !a.quiet {
+			fmt.Fprintf(a.stderr, "%s: its console; press ^] three times within 1s to stop it\n", args[0])
+		}
 		exit, err := m.Run(cmd.Context(), args[0], stdio(), stop, time.Duration(*timeout))
 		if err != nil {
 			return &exitError{code: exitRuntime, err: err}
