@@ -133,14 +133,24 @@ static void write_all(struct console *c, const char *p, size_t n)
 	}
 }
 
-// rotate keeps the current log as NAME.1 and starts a new one.
-static void rotate(struct console *c)
+// reopen starts a new log, after a rotation or a failure to start one.
+static void reopen(struct console *c)
 {
-	if (renameat(c->dir, c->name, c->dir, c->old) < 0)
-		return;
 	closefd(&c->log);
 	c->log = openat(c->dir, c->name, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
 	c->size = 0;
+}
+
+// rotate keeps the current log as NAME.1 and starts a new one; when the
+// rename fails, the log starts over, so the cap holds anyway.
+static void rotate(struct console *c)
+{
+	if (renameat(c->dir, c->name, c->dir, c->old) < 0 && c->log >= 0) {
+		if (ftruncate(c->log, 0) == 0)
+			c->size = 0;
+		return;
+	}
+	reopen(c);
 }
 
 // put writes a piece of console output with "\r\n" (and "\r\r\n", a
@@ -161,6 +171,8 @@ static void put(struct console *c, const char *p, size_t n)
 		c->cr = 0;
 		out[o++] = p[i];
 	}
+	if (c->log < 0)
+		reopen(c);
 	if (c->size > 0 && c->size + o > c->half)
 		rotate(c);
 	write_all(c, out, o);
@@ -338,6 +350,8 @@ static void serve(const char *lock_path)
 	if (lock < 0 || flock(lock, LOCK_EX | LOCK_NB) < 0)
 		_exit(0); /* another agent serves this instance, or is leaving */
 	signal(SIGPIPE, SIG_IGN);
+	if (chdir("/") < 0)
+		_exit(1);
 	epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (epfd < 0 || (listener = listen_on(sock_path)) < 0)
 		_exit(1);
