@@ -60,7 +60,9 @@ func Inspect(stateRoot, name string) (Status, error) {
 
 // Start boots the container detached: it returns once the init runs, or,
 // with ReadyTimeout set, once the container is ready (see Systemd).
-// It leaves no process of its own behind. On error nothing of the start
+// It leaves no process of its own behind, but for the instance's console
+// agent (see console_linux.go), which the first start that needs it
+// starts for all of them. On error nothing of the start
 // remains, except after a readiness timeout: then the container keeps
 // running and the error says so.
 func (c *Container) Start() error {
@@ -141,11 +143,14 @@ type Stdio struct {
 	Stdout, Stderr io.Writer
 }
 
-// Run boots the container in the foreground with the given streams and
-// returns its init's exit status when it ends; signals arriving on stop
-// (typically SIGTERM or SIGINT forwarded from a service manager) shut it
-// down as Stop does. started is called once the init runs, or when the
-// start failed. The runtime state is removed before Run returns.
+// Run boots the container in the foreground and returns how its init
+// ended, when it has. Its console is stdio: what the container writes
+// there goes to Stdout, and when Stdin is a terminal, it is the console's
+// keyboard (EscapeKey pressed three times stops the container). Signals
+// arriving on stop (typically SIGTERM or SIGINT forwarded from a service
+// manager) shut it down as Stop does. started is called once the init
+// runs, or when the start failed. The runtime state is removed before Run
+// returns.
 //
 // Under a service manager that set $NOTIFY_SOCKET, Run passes readiness
 // through: READY=1 once the container is ready (see Systemd), and
