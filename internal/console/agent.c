@@ -25,6 +25,7 @@
 #include <sys/epoll.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -352,6 +353,12 @@ static void serve(const char *lock_path)
 	signal(SIGPIPE, SIG_IGN);
 	if (chdir("/") < 0)
 		_exit(1);
+	/* Five descriptors per console: as many as the hard limit allows. */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
 	epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (epfd < 0 || (listener = listen_on(sock_path)) < 0)
 		_exit(1);
