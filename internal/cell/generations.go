@@ -191,7 +191,13 @@ func (m *Manager) Update(ctx context.Context, req UpdateRequest) (res ChangeResu
 		}
 		next.Source.ConfigFile = inline
 	}
-	return res, m.Store.Save(&next)
+	if err := m.Store.Save(&next); err != nil {
+		return res, err
+	}
+	if next.Spec.Autostart != rec.Spec.Autostart {
+		m.autostartUnit(ctx, rec.Name, next.Spec.Autostart)
+	}
+	return res, nil
 }
 
 // updatedSource is the source an update builds from.

@@ -322,7 +322,7 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 		return nil, err
 	}
 	s := &started{lc: lc, proc: proc, notify: notify}
-	if err := c.delegateCgroup(); err != nil {
+	if err := c.delegateCgroup(lc); err != nil {
 		s.abort(c)
 		return nil, err
 	}
