@@ -26,8 +26,12 @@ func TestSystemdHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vm := Boot(t, img, Options{Shares: []Share{{Host: root, Guest: root}, {Host: bin, Guest: binDir}}})
-	nc := binDir + "/nixcell"
+	const debian = "/var/cache/nixcell-test/debian-bookworm" // made by the main tier's TestSystemd
+	vm := Boot(t, img, Options{Shares: []Share{{Host: root, Guest: root}, {Host: bin, Guest: binDir}, {Host: debian, Guest: "/mnt/debian"}}})
+	// A copy on the guest's own disk: the units run it at boot, before
+	// the test's shares are mounted again.
+	nc := "/usr/local/bin/nixcell"
+	vm.Must(t, "install -m 0755 "+binDir+"/nixcell "+nc)
 	nixArgs := fmt.Sprintf(`-n "-I nixpkgs=%s/fixtures/nixpkgs"`, root)
 	create := func(name, config string) {
 		t.Helper()
@@ -124,6 +128,35 @@ func TestSystemdHost(t *testing.T) {
 		vm.Must(t, "systemctl start nixcell@web")
 	})
 
+	t.Run("debian-systemd-guest", func(t *testing.T) {
+		// A real systemd guest on this cgroup v2 host, with delegation
+		// working inside: systemd-run makes a unit with a memory limit.
+		vm.Must(t, "install -d -m 0700 /var/lib/machines && cp -a /mnt/debian /var/lib/machines/deb")
+		vm.Must(t, nc+" create deb --rootfs /var/lib/machines/deb --init /lib/systemd/systemd")
+		vm.Must(t, nc+" start --wait --timeout 4m deb")
+		if got := vm.Run(t, nc+" exec deb -- systemctl is-system-running --wait"); strings.TrimSpace(got.Stdout) != "running" {
+			t.Errorf("the Debian guest's systemd: %s\n%s", got, vm.Run(t, nc+" exec deb -- systemctl --failed --no-pager").Stdout)
+		}
+		if r := vm.Run(t, nc+" exec deb -- systemd-run -p MemoryMax=50M --wait true"); r.Code != 0 {
+			t.Errorf("systemd-run with a memory limit inside: %s", r)
+		}
+		vm.Must(t, nc+" stop --timeout 2m deb && "+nc+" destroy deb")
+	})
+
+	t.Run("kernel-6.1", func(t *testing.T) {
+		// Idmapped mounts of tmpfs arrived in Linux 6.3: a bind mount that
+		// needs one is refused at start, naming the kernel feature.
+		vm.Must(t, "mkdir -p /srv/tmp && mount -t tmpfs tmpfs /srv/tmp")
+		create("tmpbind", `{ bindMounts."/data" = { hostPath = "/srv/tmp"; isReadOnly = false; writeAsHostRoot = true; }; configuration = { }; }`)
+		r := vm.Run(t, nc+" start tmpbind")
+		if r.Code != 1 || !strings.Contains(r.Stderr, "/srv/tmp is on tmpfs, whose idmapped mounts need Linux 6.3 (this is 6.1)") {
+			t.Errorf("start with an idmapped tmpfs bind on 6.1: %s", r)
+		}
+		// Without the idmapping it is an ordinary bind, which 6.1 has.
+		vm.Must(t, fmt.Sprintf("%s update -q tmpbind -c %s %s", nc, shellQuote(`{ bindMounts."/data" = { hostPath = "/srv/tmp"; isReadOnly = false; }; configuration = { }; }`), nixArgs))
+		vm.Must(t, nc+" start tmpbind && "+nc+" destroy tmpbind")
+	})
+
 	t.Run("reboot", func(t *testing.T) {
 		create("loose", `{ configuration = { services.httpd.enable = true; }; }`)
 		vm.Must(t, nc+" start loose")
@@ -158,7 +191,7 @@ func waitGuest(t *testing.T, vm *VM, what, cond string) {
 	deadline := time.Now().Add(2 * time.Minute)
 	for vm.Run(t, cond).Code != 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+			t.Fatalf("timed out waiting for %s; the journal's end:\n%s", what, vm.Run(t, "journalctl -b --no-pager -n 60").Stdout)
 		}
 		time.Sleep(time.Second)
 	}
