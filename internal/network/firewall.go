@@ -2,65 +2,9 @@ package network
 
 import (
 	"fmt"
-	"net/netip"
 	"sort"
 	"strings"
-
-	"github.com/nixcell/nixcell/internal/spec"
 )
-
-// Planned is a member's network as the host must carry it.
-type Planned struct {
-	Name      string
-	Plan      Plan
-	Addresses Addresses
-	Network   spec.Network
-}
-
-// Desired is the state Apply converges to.
-type Desired struct {
-	Settings Settings
-	// Uplink is the interface NAT traffic leaves by ("" = the default
-	// route's).
-	Uplink string
-	// HostsFile is where the containers' names are published.
-	HostsFile string
-	// Containers are the running and starting ones, by name.
-	Containers []Planned
-	// KeepHostOnly and KeepNAT keep a bridge (and its rules) while a
-	// container that uses it exists, running or not, so restarts do not
-	// rebuild it.
-	KeepHostOnly, KeepNAT bool
-}
-
-// bridgesInUse says which managed bridges must exist.
-func (d Desired) bridgesInUse() (hostOnly, nat bool) {
-	h, n := d.Settings.Bridges()
-	hostOnly, nat = d.KeepHostOnly, d.KeepNAT
-	for _, c := range d.Containers {
-		for _, i := range c.Plan.Interfaces {
-			hostOnly = hostOnly || i.Bridge == h.Name
-			nat = nat || i.Bridge == n.Name
-		}
-	}
-	return hostOnly, nat
-}
-
-// forwardTarget is where a container's forwarded ports go: its host-only
-// address, or its private veth address.
-func (c Planned) forwardTarget(v6 bool) netip.Addr {
-	a, local, fixed := c.Addresses.HostOnly4, c.Network.LocalAddress, c.Network.IP
-	if v6 {
-		a, local, fixed = c.Addresses.HostOnly6, c.Network.LocalAddress6, c.Network.IP6
-	}
-	switch {
-	case a.IsValid():
-		return a
-	case local.IsValid():
-		return local.Addr()
-	}
-	return fixed.Addr() // on a bridge of the host's own
-}
 
 func quote(s string) string { return `"` + s + `"` }
 
