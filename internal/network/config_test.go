@@ -25,6 +25,23 @@ func testSettings(t *testing.T) Settings {
 	return s
 }
 
+// desiredFor plans the given containers (name to network settings) as
+// running, with addresses allocated in order of name.
+func desiredFor(t *testing.T, s Settings, uplink string, nets map[string]spec.Network) Desired {
+	t.Helper()
+	st := State{Settings: s, Addresses: map[string]Addresses{}}
+	var members []Member
+	for _, name := range sortedNames(nets) {
+		a, err := s.Allocate(name, nets[name], Addresses{}, st.Addresses)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Addresses[name] = a
+		members = append(members, Member{Name: name, Network: nets[name]})
+	}
+	return st.Desired(members, Host{Uplink: uplink})
+}
+
 func TestNewSettings(t *testing.T) {
 	s := testSettings(t)
 	if s.BridgeHostOnly != "nch-abc" || s.Table != "nixcell-abc" || s.HostOnly.String() != "10.50.0.0/29" {
