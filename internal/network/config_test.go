@@ -79,6 +79,9 @@ func TestIPv6Choices(t *testing.T) {
 	if len(p.Interfaces[0].Addrs) != 1 || p.Interfaces[1].Gateway6.IsValid() {
 		t.Errorf("plan without IPv6: %+v", p)
 	}
+	if h := s.PlanFor("v4only", spec.Network{NoIPv6: true}, Addresses{HostOnly4: a.HostOnly4}); !h.Interfaces[0].Gateway4.IsValid() || h.Interfaces[0].Gateway6.IsValid() {
+		t.Errorf("host-only plan without IPv6: %+v", h)
+	}
 
 	routed := testConfig
 	routed.NAT6 = netip.MustParsePrefix("2001:db8:1:2::/64")

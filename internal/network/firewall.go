@@ -74,8 +74,12 @@ func (d Desired) Render() string {
 		}
 	}
 	w("\t}")
-	// The host-only bridge has no route out and accepts no routed
-	// connection but forwarded ports; the NAT bridge only answers.
+	// The host-only bridge takes in no routed connection but forwarded
+	// ports, and lets none of its containers' own connections out beyond
+	// the host: their default routes lead to the host only so that replies
+	// to forwarded ports reach their clients. A connection out is refused
+	// with an ICMP error, so it fails at once instead of timing out. The
+	// NAT bridge only answers.
 	w("\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;")
 	w("\t\tct state established,related accept")
 	w("\t\tct status dnat accept comment %s", quote("forwarded ports"))
@@ -85,7 +89,7 @@ func (d Desired) Render() string {
 		w("\t\tiifname %s oifname %s accept comment %s", quote(br.Name), quote(br.Name), quote("bridged, see table bridge"))
 	}
 	if useHostOnly {
-		w("\t\tiifname %s drop comment %s", quote(hostOnly.Name), quote("host-only: no route out"))
+		w("\t\tiifname %s reject with icmpx admin-prohibited comment %s", quote(hostOnly.Name), quote("host-only: nothing out beyond the host"))
 		w("\t\toifname %s drop comment %s", quote(hostOnly.Name), quote("host-only: no route in"))
 	}
 	if useNAT {

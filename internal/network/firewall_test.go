@@ -26,7 +26,8 @@ func TestRender(t *testing.T) {
 		`fib daddr type local tcp dport 8080 dnat ip6 to [fd12:3456:789a:1::2]:80 comment "web"`,
 		`ip daddr 192.0.2.1 udp dport 53 dnat ip to 10.50.0.2:53 comment "web"`,
 		`ip saddr 127.0.0.0/8 ct status dnat masquerade`,
-		`iifname "nch-abc" drop`,
+		`iifname "nch-abc" reject with icmpx admin-prohibited comment "host-only: nothing out beyond the host"`,
+		`oifname "nch-abc" drop comment "host-only: no route in"`,
 		"table bridge nixcell-abc {",
 		`comment "allowPeers on both"`,
 	} {

@@ -89,8 +89,21 @@ func (s Settings) PlanFor(name string, n spec.Network, a Addresses) Plan {
 		Name: mainIface, HostName: HostIfName(s.Table, name, mainIface), Bridge: hostOnly.Name,
 		Addrs: validPrefixes(netip.PrefixFrom(a.HostOnly4, s.HostOnly.Bits()), netip.PrefixFrom(a.HostOnly6, 64)),
 	}
+	if !n.EnableNat {
+		// Replies to forwarded connections must reach their clients,
+		// wherever those are, so the default routes lead to the host; the
+		// firewall lets nothing of the container's own beyond it.
+		if a.HostOnly4.IsValid() {
+			eth0.Gateway4 = hostOnly.IPv4.Addr()
+		}
+		if a.HostOnly6.IsValid() {
+			eth0.Gateway6 = hostOnly.IPv6.Addr()
+		}
+	}
 	p := Plan{Interfaces: []Interface{eth0}, Macvlans: n.Macvlans}
 	if n.EnableNat {
+		// The default routes go out of the NAT bridge instead; replies to
+		// forwarded connections take them too.
 		p.Interfaces = append(p.Interfaces, Interface{
 			Name: natIface, HostName: HostIfName(s.Table, name, natIface), Bridge: nat.Name,
 			Addrs:    validPrefixes(netip.PrefixFrom(a.NAT4, s.NAT.Bits()), netip.PrefixFrom(a.NAT6, 64)),

@@ -17,6 +17,15 @@ func TestPlanFor(t *testing.T) {
 		p.Interfaces[0].Addrs[0].String() != "10.50.0.2/29" || len(p.Interfaces[0].HostName) > 15 {
 		t.Errorf("plan %+v", p)
 	}
+	// Host-only: the default routes lead to the host, for replies to
+	// forwarded connections; the firewall keeps the rest in.
+	h := s.PlanFor("web", spec.Network{}, Addresses{HostOnly4: a.HostOnly4, HostOnly6: a.HostOnly6})
+	if len(h.Interfaces) != 1 || h.Interfaces[0].Gateway4.String() != "10.50.0.1" || h.Interfaces[0].Gateway6.String() != "fd12:3456:789a:1::1" {
+		t.Errorf("host-only plan %+v", h)
+	}
+	if p.Interfaces[0].Gateway6.IsValid() || p.Interfaces[1].Gateway6.String() != "fd12:3456:789a:2::1" {
+		t.Errorf("a NAT container's default routes are not all via the NAT bridge: %+v", p)
+	}
 	if HostIfName("t", "web", "eth0") == HostIfName("t2", "web", "eth0") {
 		t.Error("host interface names of two instances collide")
 	}
