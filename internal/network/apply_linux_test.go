@@ -26,7 +26,7 @@ import (
 // reaches the client masqueraded; web's own connections out are refused
 // at once. Then Apply with nothing left takes it all down.
 func TestApply(t *testing.T) {
-	testutil.RequiresCommands(t, "nft")
+	testutil.RequiresCommands(t, "nft", "ip")
 	host, client, webNS, natNS := newTestNS(t), newTestNS(t), newTestNS(t), newTestNS(t)
 	veth(t, host, "lan0", []string{"192.0.2.1/24", "fd00:c1::1/64"}, client, "eth0", []string{"192.0.2.2/24", "fd00:c1::2/64"})
 	client.cmd("ip", "route", "add", "default", "via", "192.0.2.1")

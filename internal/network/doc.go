@@ -14,8 +14,11 @@
 // transaction, so every add has its delete and nothing outside what
 // nixcell owns is touched.
 //
-// Files, by what they own (pure logic in files without _linux, netlink,
-// nft and sysctl calls in *_linux.go):
+// Files, by what they own. Netlink, nft and sysctl calls are in
+// *_linux.go; settings, addressing, plans, the desired state, the ruleset
+// and the resolver are pure, tested without root; everything is also
+// tested as root, each test in fresh network namespaces of its own
+// (netns_linux_test.go).
 //
 //   - config.go: Config and the Settings fixed from it (subnets, ULA,
 //     bridge and table names).

@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/nixcell/nixcell/internal/spec"
+	"github.com/nixcell/nixcell/internal/testutil"
 )
 
 // TestLinksBridge ensures a bridge with its addresses, repairs it after
@@ -183,6 +184,7 @@ func TestLinksAttachBridged(t *testing.T) {
 // privateNetwork): the host end has the host addresses and routes to the
 // container's, and the container routes everything through it.
 func TestLinksAttachPrivateVeth(t *testing.T) {
+	testutil.RequiresCommands(t, "ip")
 	host, ctr := newTestNS(t), newTestNS(t)
 	s := testSettings(t)
 	n := spec.Network{
