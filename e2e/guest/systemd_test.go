@@ -26,8 +26,7 @@ func TestSystemdHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const debian = "/var/cache/nixcell-test/debian-bookworm" // made by the main tier's TestSystemd
-	vm := Boot(t, img, Options{Shares: []Share{{Host: root, Guest: root}, {Host: bin, Guest: binDir}, {Host: debian, Guest: "/mnt/debian"}}})
+	vm := Boot(t, img, Options{Shares: []Share{{Host: root, Guest: root}, {Host: bin, Guest: binDir}}})
 	// A copy on the guest's own disk: the units run it at boot, before
 	// the test's shares are mounted again.
 	nc := "/usr/local/bin/nixcell"
@@ -131,7 +130,7 @@ func TestSystemdHost(t *testing.T) {
 	t.Run("debian-systemd-guest", func(t *testing.T) {
 		// A real systemd guest on this cgroup v2 host, with delegation
 		// working inside: systemd-run makes a unit with a memory limit.
-		vm.Must(t, "install -d -m 0700 /var/lib/machines && cp -a /mnt/debian /var/lib/machines/deb")
+		// The image holds the tree (scripts/guest/build-image.sh).
 		vm.Must(t, nc+" create deb --rootfs /var/lib/machines/deb --init /lib/systemd/systemd")
 		vm.Must(t, nc+" start --wait --timeout 4m deb")
 		if got := vm.Run(t, nc+" exec deb -- systemctl is-system-running --wait"); strings.TrimSpace(got.Stdout) != "running" {

@@ -122,6 +122,12 @@ mkdir -p "$tree/tmp/nixpkgs"
 cp -a fixtures/nixpkgs/. "$tree/tmp/nixpkgs/"
 inroot nix-build --no-out-link -I nixpkgs=/tmp/nixpkgs -E '(import <nixpkgs> { }).busybox' >/dev/null
 
+# A Debian systemd tree for a container inside the guest (--rootfs), below
+# a directory only root can enter, as nixcell asks of plain roots.
+log "placing a Debian systemd tree at /var/lib/machines/deb"
+install -d -m 0700 "$tree/var/lib/machines"
+cp -a "$debian" "$tree/var/lib/machines/deb"
+
 kernel=$(cd "$tree/boot" && ls vmlinuz-* | head -1)
 version=${kernel#vmlinuz-}
 cp "$tree/boot/$kernel" "$work/vmlinuz"
@@ -130,7 +136,7 @@ for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount -l "${mounted[i]}"; done
 mounted=()
 
 log "making the disk"
-truncate -s 4G "$work/disk.raw"
+truncate -s 5G "$work/disk.raw"
 mkfs.ext4 -q -L nixcell-guest -d "$tree" "$work/disk.raw"
 rm -rf "$tree"
 
