@@ -139,6 +139,10 @@ func TestSystemdHost(t *testing.T) {
 		if r := vm.Run(t, nc+" exec deb -- systemd-run -p MemoryMax=50M --wait true"); r.Code != 0 {
 			t.Errorf("systemd-run with a memory limit inside: %s", r)
 		}
+		// machined opens a shell through the guest's own systemd.
+		if r := vm.Run(t, "timeout 120 machinectl shell deb /bin/echo shell-works"); !strings.Contains(r.Stdout, "shell-works") {
+			t.Errorf("machinectl shell: %s", r)
+		}
 		vm.Must(t, nc+" stop --timeout 2m deb && "+nc+" destroy deb")
 	})
 
