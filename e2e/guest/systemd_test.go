@@ -2,6 +2,7 @@ package guest
 
 import (
 	"fmt"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -184,6 +185,63 @@ func TestSystemdHost(t *testing.T) {
 			t.Errorf("doctor after the reboot: %s", r)
 		}
 	})
+	t.Run("nixos-module-units", func(t *testing.T) {
+		// The units the NixOS module writes (nix/tests/host.nix, rendered
+		// by nix/tests/render.nix in its two generations), under a real
+		// systemd: started, then the second generation activated as
+		// NixOS's switch-to-configuration does it for a unit whose
+		// X-Reload-Triggers changed — daemon-reload, then reload — which
+		// switches the container in place.
+		gens := map[int]string{}
+		for _, g := range []int{1, 2} {
+			expr := fmt.Sprintf(`import %[1]s/nix/tests/render.nix { configuration = import %[1]s/nix/tests/host.nix { generation = %[2]d; names = { web = "mweb"; }; }; }`, root, g)
+			out, err := exec.Command("nix-build", "--no-out-link", "-I", "nixpkgs="+root+"/fixtures/nixpkgs", "-E", expr).Output()
+			if err != nil {
+				t.Fatalf("rendering generation %d: %v", g, err)
+			}
+			gens[g] = strings.TrimSpace(string(out))
+		}
+		// Their store paths (units, settings, systems) into the guest's store.
+		closure, err := exec.Command("nix-store", "-qR", gens[1], gens[2]).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		export, err := exec.Command("nix-store", append([]string{"--export"}, strings.Fields(string(closure))...)...).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := vm.RunIn(t, export, "nix-store --import >/dev/null"); r.Code != 0 {
+			t.Fatalf("importing the rendered closure: %s", r)
+		}
+		vm.Must(t, "mkdir -p /run/current-system/sw/bin && ln -sf "+nc+" /run/current-system/sw/bin/nixcell")
+		install := func(g int) {
+			vm.Must(t, fmt.Sprintf("cp -rL --remove-destination %s/etc/. /etc/ && systemctl daemon-reload", gens[g]))
+		}
+		install(1)
+		vm.Must(t, "systemctl start nixcell@mweb")
+		pid := pidOf("mweb")
+		if got := label("mweb"); got != "web-1" {
+			t.Errorf("the declared container runs %q", got)
+		}
+		vm.Must(t, "cp -r /etc/systemd/system /tmp/old-units")
+		install(2)
+		plan := vm.Must(t, fmt.Sprintf("sh %s/activate.sh /tmp/old-units /etc/systemd/system", gens[2]))
+		if !strings.Contains(plan, "will switch in place (its system or limits changed): mweb") {
+			t.Errorf("the activation's plan:\n%s", plan)
+		}
+		vm.Must(t, "systemctl reload nixcell@mweb")
+		if got := label("mweb"); got != "web-2" {
+			t.Errorf("after the reload the declared container runs %q, want web-2", got)
+		}
+		if got := pidOf("mweb"); got != pid {
+			t.Errorf("the reload restarted the container: init %s, was %s", got, pid)
+		}
+		if got := vm.Must(t, nc+" state --json mweb"); !strings.Contains(got, `"generation": 2`) {
+			t.Errorf("after the reload:\n%s", got)
+		}
+		vm.Must(t, "systemctl stop nixcell@mweb")
+	})
+
 	vm.PowerOff(t)
 }
 
