@@ -251,7 +251,9 @@ func (c *Container) config() (*configs.Config, []hostMount, error) {
 	rules = append(rules, extraRules...)
 	caps := grantedCapabilities()
 	resources := &cgroups.Resources{Devices: rules}
-	c.Limits.apply(resources, false)
+	// systemd gives a scope its own defaults (TasksMax is 15% of the
+	// host's PIDs): "no limit" is said outright there.
+	c.Limits.apply(resources, c.SystemdSlice != "")
 	namespaces := configs.Namespaces{
 		{Type: configs.NEWNS}, {Type: configs.NEWUTS}, {Type: configs.NEWIPC},
 		{Type: configs.NEWPID}, {Type: configs.NEWCGROUP},
