@@ -325,11 +325,11 @@ func TestHostInterface(t *testing.T) {
 		}
 		ids := in.info(name).IDs
 		for _, mnt := range []string{"/sys/fs/cgroup/unified", "/sys/fs/cgroup"} {
-			dir := filepath.Join(mnt, in.store.CgroupPath(name))
 			var st syscall.Statfs_t
 			if syscall.Statfs(mnt, &st) != nil || st.Type != 0x63677270 { // CGROUP2_SUPER_MAGIC
 				continue
 			}
+			dir := in.cgroupDir(name, "")
 			if got, want := owner(t, dir), fmt.Sprintf("%d:%d", ids.Start, ids.Start); got != want {
 				t.Errorf("%s is owned by %s on the host, want %s", dir, got, want)
 			}

@@ -17,6 +17,7 @@ import (
 	"github.com/nixcell/nixcell/internal/atomicfile"
 	"github.com/nixcell/nixcell/internal/console"
 	"github.com/nixcell/nixcell/internal/idmap"
+	"github.com/nixcell/nixcell/internal/kernel"
 	"github.com/nixcell/nixcell/internal/lifecycle"
 	"github.com/nixcell/nixcell/internal/lockfile"
 	"github.com/nixcell/nixcell/internal/network"
@@ -24,6 +25,7 @@ import (
 	"github.com/nixcell/nixcell/internal/runtime"
 	"github.com/nixcell/nixcell/internal/spec"
 	"github.com/nixcell/nixcell/internal/state"
+	"github.com/nixcell/nixcell/internal/systemd"
 )
 
 // DefaultStopTimeout is how long stop waits for a clean shutdown before it
@@ -306,6 +308,10 @@ func (m *Manager) runtimeContainer(rec *state.Container) (*runtime.Container, er
 		c.Binds = append(c.Binds, runtime.Bind{Source: b.HostPath, Destination: b.Destination, ReadOnly: b.IsReadOnly, Create: b.Create, HostIDs: b.WriteAsHostRoot})
 	}
 	c.DeviceDir = m.Store.DeviceDir(rec.Name)
+	if systemd.Host() && kernel.Cgroups() == kernel.CgroupV2 {
+		// systemd makes the cgroup: a scope in the instance's slice.
+		c.SystemdSlice, c.SystemdScopePrefix = systemd.Slice(m.Store.CgroupParent)
+	}
 	for _, d := range rec.Spec.AllowedDevices {
 		c.Devices = append(c.Devices, runtime.Device{Path: d.Node, Permissions: d.Modifier})
 	}

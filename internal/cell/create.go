@@ -237,7 +237,11 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 		}
 	}
 	rec.Phase = state.Created
-	return m.Store.Save(rec)
+	if err := m.Store.Save(rec); err != nil {
+		return err
+	}
+	m.autostartUnit(ctx, rec.Name, rec.Spec.Autostart)
+	return nil
 }
 
 // checkPlainRootSpec refuses the settings that have no meaning for a

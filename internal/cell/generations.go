@@ -171,7 +171,7 @@ func (m *Manager) Update(ctx context.Context, req UpdateRequest) (res ChangeResu
 		if res.Applied, err = m.applySettingsLocked(ctx, &next, st, req.Restart); err != nil {
 			return res, err
 		}
-		return res, m.saveUpdated(&next, req)
+		return res, m.saveUpdated(ctx, rec, &next, req)
 	}
 	profile := nix.Profile{Name: rec.Name}
 	var current string
@@ -195,12 +195,13 @@ func (m *Manager) Update(ctx context.Context, req UpdateRequest) (res ChangeResu
 	if res.Applied, err = m.applyLocked(ctx, &next, st, req.Restart); err != nil {
 		return res, err
 	}
-	return res, m.saveUpdated(&next, req)
+	return res, m.saveUpdated(ctx, rec, &next, req)
 }
 
 // saveUpdated records the container as an update left it: an inline
-// configuration it was given replaces the recorded one.
-func (m *Manager) saveUpdated(next *state.Container, req UpdateRequest) error {
+// configuration it was given replaces the recorded one, and the host's
+// autostart follows the new setting.
+func (m *Manager) saveUpdated(ctx context.Context, rec, next *state.Container, req UpdateRequest) error {
 	if req.Expr != "" {
 		inline := m.Store.InlineConfig(next.Name)
 		if err := os.Rename(next.Source.ConfigFile, inline); err != nil {
@@ -208,7 +209,13 @@ func (m *Manager) saveUpdated(next *state.Container, req UpdateRequest) error {
 		}
 		next.Source.ConfigFile = inline
 	}
-	return m.Store.Save(next)
+	if err := m.Store.Save(next); err != nil {
+		return err
+	}
+	if next.Spec.Autostart != rec.Spec.Autostart {
+		m.autostartUnit(ctx, rec.Name, next.Spec.Autostart)
+	}
+	return nil
 }
 
 // changedAtStart names the settings that differ between a and b and take

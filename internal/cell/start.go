@@ -12,12 +12,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nixcell/nixcell/internal/failpoint"
+	"github.com/nixcell/nixcell/internal/kernel"
 	"github.com/nixcell/nixcell/internal/lifecycle"
 	"github.com/nixcell/nixcell/internal/network"
 	"github.com/nixcell/nixcell/internal/nix"
 	"github.com/nixcell/nixcell/internal/runtime"
 	"github.com/nixcell/nixcell/internal/spec"
 	"github.com/nixcell/nixcell/internal/state"
+	"github.com/nixcell/nixcell/internal/systemd"
 	"github.com/nixcell/nixcell/internal/trace"
 	"github.com/nixcell/nixcell/internal/undo"
 )
@@ -130,9 +132,19 @@ func (m *Manager) startLocked(ctx context.Context, rec *state.Container, req sta
 	}
 
 	if f := req.foreground; f != nil {
+		// Run as its unit (nixcell@NAME.service): the container goes into
+		// the unit's delegated cgroup, not a scope of its own.
+		if unit, ok := systemd.OwnUnit(rec.Name); ok && kernel.Cgroups() == kernel.CgroupV2 {
+			payload, err := systemd.Supervise(unit)
+			if err != nil {
+				return Init{}, err
+			}
+			c.CgroupPath, c.SystemdSlice = payload, ""
+		}
 		var recordErr error
 		exit, err := c.Run(f.stdio.runtime(), f.stop, f.timeout, func() {
 			recordErr = m.recordInit(ctx, rec.Name)
+			m.registerMachine(rec)
 			f.started()
 		})
 		f.exit = exitOf(exit)
@@ -162,6 +174,7 @@ func (m *Manager) startLocked(ctx context.Context, rec *state.Container, req sta
 		return Init{}, rerr
 	}
 	tr.Mark("run recorded")
+	m.registerMachine(rec)
 	u.Release() // it runs, ready or not
 	var init Init
 	if pid, started, ierr := runtime.InitOf(m.Store.RuntimeRoot(), rec.Name); ierr == nil {
@@ -371,3 +384,23 @@ func WaitInit(init Init) (Exit, error) {
 
 // Alive tells whether init still runs (a zombie does not).
 func Alive(init Init) bool { return runtime.Alive(init.Pid, init.StartedAt) }
+
+// registerMachine registers the running container with systemd-machined,
+// where the host has it, so machinectl lists it; a host without machined
+// is silently skipped, a refusal only warned of.
+func (m *Manager) registerMachine(rec *state.Container) {
+	if !systemd.Host() {
+		return
+	}
+	pid, _, err := runtime.InitOf(m.Store.RuntimeRoot(), rec.Name)
+	if err != nil {
+		return
+	}
+	root := m.Store.RootFS(rec.Name)
+	if rec.Source.RootFS != "" {
+		root = rec.Source.RootFS
+	}
+	if _, err := systemd.RegisterMachine(systemd.Machine{Name: rec.Name, UUID: uuidOf(rec), Leader: pid, Root: root, Service: "nixcell"}); err != nil {
+		m.warnf("%s: %v", rec.Name, err)
+	}
+}

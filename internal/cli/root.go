@@ -184,7 +184,7 @@ State lives in /var/lib/nixcell (--state-dir, NIXCELL_STATE_DIR).
 		a.restartCommand(), a.destroyCommand(), a.loginCommand(), a.execCommand(), a.listCommand(),
 		a.stateCommand(), a.existsCommand(), a.updateCommand(), a.listGenerationsCommand(),
 		a.switchGenerationCommand(), a.rollbackCommand(), a.deleteGenerationsCommand(), a.showIPCommand(), a.networkCommand(),
-		a.statsCommand(), a.autostartCommand(), a.doctorCommand(), a.adoptCommand(),
+		a.statsCommand(), a.autostartCommand(), a.doctorCommand(), a.adoptCommand(), a.installUnitsCommand(), a.reloadCommand(),
 	)
 	return root
 }

@@ -37,6 +37,7 @@ const (
 	Update    Op = "update" // update, switch-generation, rollback, delete-generations
 	Stats     Op = "stats"
 	Signal    Op = "signal"
+	Reload    Op = "reload" // switch the current generation in place
 )
 
 // The reasons an operation is refused, by the state that refuses it; all
@@ -79,7 +80,7 @@ var allowed = map[State][]Op{
 	Creating:   {Destroy},
 	Destroying: {Destroy},
 	Stopped:    {Start, Restart, Destroy, Update},
-	Running:    {Stop, Terminate, Restart, Exec, Login, Destroy, Update, Stats, Signal},
+	Running:    {Stop, Terminate, Restart, Exec, Login, Destroy, Update, Stats, Signal, Reload},
 }
 
 // refusal is why a state refuses what it does not allow.

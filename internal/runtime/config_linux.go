@@ -43,8 +43,15 @@ type Container struct {
 	// is a fresh tmpfs: their writes to the root vanish when they stop.
 	Ephemeral bool
 	// CgroupPath is the container's absolute cgroup path, the same in every
-	// hierarchy.
+	// hierarchy, made and removed by the runtime. Unused when SystemdSlice
+	// is set.
 	CgroupPath string
+	// SystemdSlice, on a systemd host with cgroup v2, has systemd make the
+	// container's cgroup instead: a scope of its own, SCOPE-NAME.scope
+	// with Delegate=yes, in this slice (e.g. "nixcell.slice"), as runc's
+	// systemd driver does, so systemd knows it, never moves or kills its
+	// processes, and removes it when they are gone.
+	SystemdSlice, SystemdScopePrefix string
 	// IDs is the host range the container's user namespace maps 0..Size-1
 	// to. Size 0 means privileged: no user namespace, container root is host
 	// root.
@@ -256,7 +263,9 @@ func (c *Container) config() (*configs.Config, []hostMount, error) {
 	rules = append(rules, extraRules...)
 	caps := grantedCapabilities()
 	resources := &cgroups.Resources{Devices: rules}
-	c.Limits.apply(resources, false)
+	// systemd gives a scope its own defaults (TasksMax is 15% of the
+	// host's PIDs): "no limit" is said outright there.
+	c.Limits.apply(resources, c.SystemdSlice != "")
 	namespaces := configs.Namespaces{
 		{Type: configs.NEWNS}, {Type: configs.NEWUTS}, {Type: configs.NEWIPC},
 		{Type: configs.NEWPID}, {Type: configs.NEWCGROUP},
@@ -277,10 +286,7 @@ func (c *Container) config() (*configs.Config, []hostMount, error) {
 		Capabilities: &configs.Capabilities{
 			Bounding: caps, Effective: caps, Permitted: caps,
 		},
-		Cgroups: &cgroups.Cgroup{
-			Path:      c.CgroupPath,
-			Resources: resources,
-		},
+		Cgroups: c.cgroup(resources),
 		Seccomp: seccompFilter(),
 		Devices: append(append([]*devconfig.Device(nil), specconv.AllowedDevices...), extraNodes...),
 		Mounts:  mounts,
@@ -316,4 +322,12 @@ func (c *Container) sysMount(flags int) *configs.Mount {
 		return &configs.Mount{Source: "/sys", Destination: "/sys", Device: "bind", Flags: unix.MS_BIND | unix.MS_REC | unix.MS_RDONLY | flags}
 	}
 	return &configs.Mount{Source: "sysfs", Destination: "/sys", Device: "sysfs", Flags: flags | unix.MS_RDONLY}
+}
+
+// cgroup is the container's cgroup configuration for libcontainer.
+func (c *Container) cgroup(resources *cgroups.Resources) *cgroups.Cgroup {
+	if c.SystemdSlice != "" {
+		return &cgroups.Cgroup{Systemd: true, Parent: c.SystemdSlice, ScopePrefix: c.SystemdScopePrefix, Name: c.Name, Resources: resources}
+	}
+	return &cgroups.Cgroup{Path: c.CgroupPath, Resources: resources}
 }

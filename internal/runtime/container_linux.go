@@ -382,7 +382,7 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 			s.log = log
 		}
 	}
-	if err := c.delegateCgroup(); err != nil {
+	if err := c.delegateCgroup(lc); err != nil {
 		s.abort(c)
 		return nil, err
 	}

@@ -122,6 +122,12 @@ mkdir -p "$tree/tmp/nixpkgs"
 cp -a fixtures/nixpkgs/. "$tree/tmp/nixpkgs/"
 inroot nix-build --no-out-link -I nixpkgs=/tmp/nixpkgs -E '(import <nixpkgs> { }).busybox' >/dev/null
 
+# A Debian systemd tree for a container inside the guest (--rootfs), below
+# a directory only root can enter, as nixcell asks of plain roots.
+log "placing a Debian systemd tree at /var/lib/machines/deb"
+install -d -m 0700 "$tree/var/lib/machines"
+cp -a "$debian" "$tree/var/lib/machines/deb"
+
 kernel=$(cd "$tree/boot" && ls vmlinuz-* | head -1)
 version=${kernel#vmlinuz-}
 cp "$tree/boot/$kernel" "$work/vmlinuz"
@@ -130,12 +136,14 @@ for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount -l "${mounted[i]}"; done
 mounted=()
 
 log "making the disk"
-truncate -s 4G "$work/disk.raw"
+truncate -s 5G "$work/disk.raw"
 mkfs.ext4 -q -L nixcell-guest -d "$tree" "$work/disk.raw"
 rm -rf "$tree"
 
 echo "kernel $version" >"$work/ready"
-rm -rf "$cache"/guest-????????????????
+# Images of other recipes go once nothing can be using them any more (a
+# test tier of another checkout may be booting one right now).
+find "$cache" -maxdepth 1 -name 'guest-????????????????' -mmin +180 -exec rm -rf {} +
 mv "$work" "$out"
 trap - EXIT
 log "made $out (kernel $version)"
