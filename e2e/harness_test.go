@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixcell/nixcell/internal/idmap"
 	"github.com/nixcell/nixcell/internal/state"
 	"github.com/nixcell/nixcell/internal/testutil"
 )
@@ -51,6 +52,7 @@ func TestMain(m *testing.M) {
 // instance is one isolated nixcell state directory.
 type instance struct {
 	t     *testing.T
+	bin   string // the nixcell binary it runs
 	dir   string
 	store state.Store
 	env   []string // added to every nixcell command's environment
@@ -63,7 +65,7 @@ func newInstance(t *testing.T) *instance {
 	t.Helper()
 	testutil.RequiresRoot(t)
 	testutil.RequiresCommands(t, "nix-build", "nix-env", "nix-instantiate")
-	in := &instance{t: t, dir: testutil.StateDir(t)}
+	in := &instance{t: t, dir: testutil.StateDir(t), bin: bin}
 	// Subnets of its own, so its bridges never overlap another instance's
 	// or anything else the host routes.
 	k := freeSubnet(t, func(k int) []string {
@@ -84,6 +86,16 @@ func newInstance(t *testing.T) *instance {
 		for _, leak := range in.leaks() {
 			t.Errorf("leaked after the test: %s", leak)
 		}
+		// The registry of ID ranges is the host's: what the instance
+		// still holds there goes too, or it would be held for ever.
+		ranges, err := in.ranges().All()
+		if err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+		for n, r := range ranges {
+			t.Errorf("leaked after the test: ID range %v of %s", r, n)
+			_ = in.ranges().Release(context.Background(), n)
+		}
 		// Whatever a failed test left of the instance's network goes too,
 		// so it cannot disturb the tests after it.
 		for _, fam := range []string{"inet", "bridge"} {
@@ -103,6 +115,12 @@ func newInstance(t *testing.T) *instance {
 	return in
 }
 
+// ranges is the instance's part of the host-wide registry of ID ranges,
+// the one every nixcell on the host shares.
+func (in *instance) ranges() *idmap.Allocator {
+	return idmap.New(idmap.Config{Instance: in.store.Root})
+}
+
 type result struct {
 	stdout, stderr string
 	code           int
@@ -114,7 +132,7 @@ func (r result) String() string {
 
 // cmd prepares a nixcell command in this instance.
 func (in *instance) cmd(args ...string) *exec.Cmd {
-	c := exec.Command(bin, args...)
+	c := exec.Command(in.bin, args...)
 	c.Env = append(append(os.Environ(), "NIXCELL_STATE_DIR="+in.dir), in.env...)
 	return c
 }

@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"github.com/nixcell/nixcell/internal/atomicfile"
+	"github.com/nixcell/nixcell/internal/console"
 	"github.com/nixcell/nixcell/internal/idmap"
+	"github.com/nixcell/nixcell/internal/kernel"
 	"github.com/nixcell/nixcell/internal/lifecycle"
 	"github.com/nixcell/nixcell/internal/lockfile"
 	"github.com/nixcell/nixcell/internal/network"
@@ -23,6 +25,7 @@ import (
 	"github.com/nixcell/nixcell/internal/runtime"
 	"github.com/nixcell/nixcell/internal/spec"
 	"github.com/nixcell/nixcell/internal/state"
+	"github.com/nixcell/nixcell/internal/systemd"
 )
 
 // DefaultStopTimeout is how long stop waits for a clean shutdown before it
@@ -38,25 +41,34 @@ type Manager struct {
 	Store state.Store
 	IDs   *idmap.Allocator
 	Net   network.Store
+	// host is what the network needs of the host at every change.
+	host network.Host
 	// Log receives progress and warnings for people (stderr in the CLI).
 	Log io.Writer
 	// NixLog receives Nix's build output as it runs.
 	NixLog io.Writer
 }
 
-// Open returns a Manager for the state directory root, creating it.
-func Open(root string) (*Manager, error) {
-	st, err := state.New(root)
+// Open returns a Manager for the instance cfg describes, creating its state
+// directory.
+func Open(cfg Config) (*Manager, error) {
+	if cfg.StateDir == "" {
+		cfg.StateDir = state.DefaultRoot
+	}
+	st, err := state.New(cfg.StateDir)
 	if err != nil {
 		return nil, err
 	}
 	if err := st.Init(); err != nil {
 		return nil, err
 	}
+	n := cfg.Network
 	return &Manager{
-		Store:  st,
-		IDs:    idmap.New(idmap.Config{StatePath: st.IDMapPath(), LockPath: st.GlobalLockPath()}),
-		Net:    network.Store{Path: st.NetworkPath(), LockPath: st.GlobalLockPath(), ID: st.ID},
+		Store: st,
+		IDs:   idmap.New(idmap.Config{Instance: st.Root, LegacyPath: st.IDMapPath()}),
+		Net: network.Store{Path: st.NetworkPath(), LockPath: st.GlobalLockPath(), ID: st.ID,
+			Config: network.Config{HostOnly: n.HostOnlySubnet, NAT: n.NATSubnet, ULA: n.ULAPrefix, NAT6: n.NATIPv6Prefix}},
+		host:   network.Host{Uplink: n.Uplink, HostsFile: n.HostsFile},
 		Log:    io.Discard,
 		NixLog: io.Discard,
 	}, nil
@@ -94,6 +106,9 @@ type Info struct {
 
 	// Limits are the limits in effect (zero fields: unlimited).
 	Limits spec.Limits `json:"limits"`
+	// LastExit is how its init ended, for a stopped container that ran
+	// since its last start.
+	LastExit *Exit `json:"lastExit,omitempty"`
 }
 
 // Inspect reports the state of the named container.
@@ -138,6 +153,7 @@ type instanceState struct {
 	net    network.State
 	netOK  bool // addresses are reported only when the network state reads
 	ranges map[string]idmap.Range
+	runs   state.Runs
 }
 
 func (m *Manager) sharedState() (instanceState, error) {
@@ -145,6 +161,9 @@ func (m *Manager) sharedState() (instanceState, error) {
 	var err error
 	sh.net, err = m.Net.Load()
 	sh.netOK = err == nil
+	if sh.runs, err = m.Store.LoadRuns(); err != nil {
+		return sh, err
+	}
 	sh.ranges, err = m.IDs.All()
 	return sh, err
 }
@@ -169,8 +188,14 @@ func (m *Manager) inspect(name string, shared instanceState) (Info, error) {
 			return Info{}, err
 		}
 	}
-	if r, ok := m.running(name, status); ok {
+	if r, ok := runOf(shared.runs, name, status); ok {
 		info.RunningGeneration = r.Generation
+	}
+	if st == lifecycle.Stopped {
+		if e, ok := runtime.LastExitOf(m.Store.RuntimeRoot(), name, m.Store.ConsoleLog(name)); ok {
+			exit := exitOf(e)
+			info.LastExit = &exit
+		}
 	}
 	if shared.netOK {
 		a := m.addresses(rec, shared.net)
@@ -196,8 +221,11 @@ func (m *Manager) Exists(name string) (bool, error) {
 
 // stateOf derives the lifecycle state from the record and the runtime.
 func (m *Manager) stateOf(rec *state.Container) (lifecycle.State, runtime.Status, error) {
-	if rec.Phase != state.Created {
+	switch rec.Phase {
+	case state.Creating:
 		return lifecycle.Creating, runtime.Status{}, nil
+	case state.Destroying:
+		return lifecycle.Destroying, runtime.Status{}, nil
 	}
 	status, err := runtime.Inspect(m.Store.RuntimeRoot(), rec.Name)
 	if err != nil {
@@ -252,16 +280,19 @@ func (m *Manager) unlockMissing(lock *lockfile.Handle, name string) {
 // runtimeContainer is what the runtime needs to boot rec.
 func (m *Manager) runtimeContainer(rec *state.Container) (*runtime.Container, error) {
 	c := &runtime.Container{
-		Name:       rec.Name,
-		StateRoot:  m.Store.RuntimeRoot(),
-		HostDir:    m.Store.HostDir(rec.Name),
-		RootFS:     m.Store.RootFS(rec.Name),
-		CgroupPath: m.Store.CgroupPath(rec.Name),
-		ConsoleLog: m.Store.ConsoleLog(rec.Name),
-		Ephemeral:  rec.Spec.Ephemeral,
-		Tmpfs:      rec.Spec.Tmpfs,
-		UUID:       uuidOf(rec),
-		Limits:     runtimeLimits(rec.Limits()),
+		Name:           rec.Name,
+		StateRoot:      m.Store.RuntimeRoot(),
+		HostDir:        m.Store.HostDir(rec.Name),
+		RootFS:         m.Store.RootFS(rec.Name),
+		CgroupPath:     m.Store.CgroupPath(rec.Name),
+		ConsoleLog:     m.Store.ConsoleLog(rec.Name),
+		ConsoleLogSize: rec.Spec.ConsoleLogSize,
+		ConsoleAgent:   m.consoleAgent(),
+		InitArgs:       rec.Spec.InitArgs,
+		Ephemeral:      rec.Spec.Ephemeral,
+		Tmpfs:          rec.Spec.Tmpfs,
+		UUID:           uuidOf(rec),
+		Limits:         runtimeLimits(rec.Limits()),
 	}
 	if !rec.Spec.Privileged {
 		r, ok, err := m.IDs.Lookup(rec.Name)
@@ -276,7 +307,11 @@ func (m *Manager) runtimeContainer(rec *state.Container) (*runtime.Container, er
 	for _, b := range rec.Spec.BindMounts {
 		c.Binds = append(c.Binds, runtime.Bind{Source: b.HostPath, Destination: b.Destination, ReadOnly: b.IsReadOnly, Create: b.Create, HostIDs: b.WriteAsHostRoot})
 	}
-	c.DeviceDir = filepath.Join(m.Store.Dir(rec.Name), "devices")
+	c.DeviceDir = m.Store.DeviceDir(rec.Name)
+	if systemd.Host() && kernel.Cgroups() == kernel.CgroupV2 {
+		// systemd makes the cgroup: a scope in the instance's slice.
+		c.SystemdSlice, c.SystemdScopePrefix = systemd.Slice(m.Store.CgroupParent)
+	}
 	for _, d := range rec.Spec.AllowedDevices {
 		c.Devices = append(c.Devices, runtime.Device{Path: d.Node, Permissions: d.Modifier})
 	}
@@ -312,6 +347,12 @@ func (m *Manager) runtimeContainer(rec *state.Container) (*runtime.Container, er
 	return c, nil
 }
 
+// consoleAgent is the instance's console agent, which keeps the consoles
+// of its detached containers.
+func (m *Manager) consoleAgent() console.Agent {
+	return console.Agent{Socket: filepath.Join(m.Store.Run, "console.sock"), Lock: filepath.Join(m.Store.Run, "console.lock")}
+}
+
 // closure returns the store paths of system's closure, from the
 // container's cache when it holds that system's (a closure never changes).
 func (m *Manager) closure(name, system string) ([]string, error) {
@@ -332,254 +373,6 @@ func (m *Manager) closure(name, system string) ([]string, error) {
 		m.warnf("caching the closure of %s: %v", system, err)
 	}
 	return paths, nil
-}
-
-// Start boots the container detached and returns once its init runs.
-func (m *Manager) Start(ctx context.Context, name string) error {
-	return m.StartWait(ctx, name, 0)
-}
-
-// StartWait boots the container detached and, when wait is positive,
-// returns only once it is ready, for at most wait: when its init reported
-// READY=1 (systemd does), or when the init runs if it is not one that
-// reports. A container not ready in time keeps running; the error says so.
-func (m *Manager) StartWait(ctx context.Context, name string, wait time.Duration) error {
-	rec, _, unlock, err := m.locked(ctx, name, lifecycle.Start)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	return m.startLocked(ctx, rec, wait)
-}
-
-// startLocked boots rec, waiting for readiness up to wait when it is
-// positive. Preconditions: the container's lock is held and it is not
-// running.
-func (m *Manager) startLocked(ctx context.Context, rec *state.Container, wait time.Duration) error {
-	c, err := m.prepareStart(ctx, rec)
-	if err != nil {
-		return err
-	}
-	c.ReadyTimeout = wait
-	err = c.Start()
-	if err != nil && !errors.As(err, new(*runtime.NotReadyError)) {
-		if serr := m.syncNetwork(ctx, rec.Name, true); serr != nil {
-			m.warnf("%v", serr)
-		}
-		return err
-	}
-	if rerr := m.recordRunning(rec.Name); err == nil {
-		err = rerr
-	}
-	var notReady *runtime.NotReadyError
-	if errors.As(err, &notReady) {
-		return fmt.Errorf("%w (stop it with nixcell stop %s)", err, rec.Name)
-	}
-	return err
-}
-
-// prepareStart readies everything a start of rec needs but the runtime:
-// leftovers of an init that died are removed, the network is prepared, and
-// the runtime container configures its interfaces before the init runs.
-func (m *Manager) prepareStart(ctx context.Context, rec *state.Container) (*runtime.Container, error) {
-	c, err := m.runtimeContainer(rec)
-	if err != nil {
-		return nil, err
-	}
-	if err := runtime.Cleanup(m.Store.RuntimeRoot(), rec.Name); err != nil {
-		return nil, err
-	}
-	plan, err := m.prepareNetwork(ctx, rec)
-	if err != nil {
-		return nil, err
-	}
-	c.HostNetwork = plan.HostNetwork
-	c.BeforeInit = func(pid int) error { return network.Attach(pid, plan) }
-	return c, nil
-}
-
-// recordRunning notes that the container's init runs the profile's current
-// generation. Preconditions: the lock is held and the profile is not
-// changed until the record is written.
-func (m *Manager) recordRunning(name string) error {
-	st, err := runtime.Inspect(m.Store.RuntimeRoot(), name)
-	if err != nil || !st.Running {
-		return err
-	}
-	if rec, err := m.Store.Load(name); err != nil || rec.Source.RootFS != "" {
-		return err // a plain root has no generation to record
-	}
-	gen, system, err := nix.Profile{Name: name}.Current()
-	if err != nil {
-		return err
-	}
-	return m.Store.SaveRunning(name, state.Running{Generation: gen, System: system, InitPid: st.Pid, InitStartedAt: st.StartedAt})
-}
-
-// running returns what the live init runs; ok is false when the container
-// does not run or the record belongs to an earlier init.
-func (m *Manager) running(name string, status runtime.Status) (state.Running, bool) {
-	if !status.Running {
-		return state.Running{}, false
-	}
-	r, ok, err := m.Store.LoadRunning(name)
-	if err != nil || !ok || r.InitPid != status.Pid || !r.InitStartedAt.Equal(status.StartedAt) {
-		return state.Running{}, false
-	}
-	return r, true
-}
-
-// Run boots the container in the foreground and returns its init's exit
-// status. A signal on stop shuts it down as stop would. The lock is held
-// only while it starts, so stop and exec work on it from elsewhere.
-func (m *Manager) Run(ctx context.Context, name string, stdio runtime.Stdio, stop <-chan os.Signal, timeout time.Duration) (int, error) {
-	rec, _, unlock, err := m.locked(ctx, name, lifecycle.Start)
-	if err != nil {
-		return 0, err
-	}
-	c, err := m.prepareStart(ctx, rec)
-	if err != nil {
-		unlock()
-		return 0, err
-	}
-	defer func() {
-		if err := m.syncNetwork(ctx, name, false); err != nil {
-			m.warnf("%v", err)
-		}
-	}()
-	return c.Run(stdio, stop, timeout, func() {
-		if err := m.recordRunning(name); err != nil {
-			m.warnf("recording the running generation of %s: %v", name, err)
-		}
-		unlock()
-	})
-}
-
-// Stop shuts the container down cleanly, killing it after timeout.
-func (m *Manager) Stop(ctx context.Context, name string, timeout time.Duration) (runtime.StopResult, error) {
-	_, _, unlock, err := m.locked(ctx, name, lifecycle.Stop)
-	if err != nil {
-		return runtime.StopResult{}, err
-	}
-	defer unlock()
-	res, err := runtime.Stop(m.Store.RuntimeRoot(), name, timeout)
-	if err != nil {
-		return res, err
-	}
-	return res, m.syncNetwork(ctx, name, false)
-}
-
-// Terminate kills the container at once.
-func (m *Manager) Terminate(ctx context.Context, name string) error {
-	_, _, unlock, err := m.locked(ctx, name, lifecycle.Terminate)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	if err := runtime.Kill(m.Store.RuntimeRoot(), name); err != nil {
-		return err
-	}
-	return m.syncNetwork(ctx, name, false)
-}
-
-// Restart stops the container if it runs, then starts it.
-func (m *Manager) Restart(ctx context.Context, name string, timeout time.Duration) error {
-	rec, st, unlock, err := m.locked(ctx, name, lifecycle.Restart)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	if st == lifecycle.Running {
-		if _, err := runtime.Stop(m.Store.RuntimeRoot(), name, timeout); err != nil {
-			return err
-		}
-	}
-	return m.startLocked(ctx, rec, 0)
-}
-
-// Exec runs a process in the running container and returns its exit
-// status. It takes no lock: a long exec must not block stop.
-func (m *Manager) Exec(name string, e runtime.Exec) (int, error) {
-	if err := spec.ValidateName(name); err != nil {
-		return 0, err
-	}
-	rec, err := m.Store.Load(name)
-	if err != nil {
-		return 0, err
-	}
-	op := lifecycle.Exec
-	if e.TTY {
-		op = lifecycle.Login
-	}
-	if rec.Phase != state.Created {
-		return 0, lifecycle.Check(lifecycle.Creating, op)
-	}
-	// The runtime finds out whether it runs: asking it first would load
-	// its state twice on every exec.
-	code, err := e.Run(m.Store.RuntimeRoot(), name)
-	if errors.Is(err, runtime.ErrNotRunning) {
-		return 0, lifecycle.Check(lifecycle.Stopped, op)
-	}
-	return code, err
-}
-
-// Destroy removes everything of the container: it stops it if it runs (a
-// clean stop, killed after timeout), then removes its runtime state, root,
-// record, profile, GC roots and ID range, and last its lock file. It also
-// finishes off a container whose create was interrupted.
-func (m *Manager) Destroy(ctx context.Context, name string, timeout time.Duration) error {
-	lock, err := m.lock(ctx, name)
-	if err != nil {
-		return err
-	}
-	defer lock.Unlock()
-	rec, err := m.Store.Load(name)
-	if err != nil && !(errors.Is(err, state.ErrNotFound) && dirExists(m.Store.Dir(name))) {
-		m.unlockMissing(lock, name)
-		return err
-	}
-	if rec != nil && rec.Phase == state.Created {
-		st, _, err := m.stateOf(rec)
-		if err != nil {
-			return err
-		}
-		if st == lifecycle.Running {
-			if _, err := runtime.Stop(m.Store.RuntimeRoot(), name, timeout); err != nil {
-				return err
-			}
-		}
-	}
-	if err := m.removeAll(ctx, name); err != nil {
-		return err
-	}
-	return lock.Remove()
-}
-
-// removeAll deletes every trace of the container but its lock. Each step is
-// idempotent, so a destroy killed midway can be run again.
-func (m *Manager) removeAll(ctx context.Context, name string) error {
-	if err := runtime.Cleanup(m.Store.RuntimeRoot(), name); err != nil {
-		return err
-	}
-	if err := runtime.RemoveHostDir(m.Store.HostDir(name)); err != nil {
-		return err
-	}
-	if err := m.Store.RemoveRunning(name); err != nil {
-		return err
-	}
-	if err := m.releaseAddresses(ctx, name); err != nil {
-		return err
-	}
-	if err := m.Store.Remove(name); err != nil {
-		return err
-	}
-	if err := (nix.Profile{Name: name}).Remove(); err != nil {
-		return err
-	}
-	// Cleanup must finish even after the user interrupted the command.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-	defer cancel()
-	return m.IDs.Release(ctx, name)
 }
 
 func dirExists(path string) bool {

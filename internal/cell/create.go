@@ -7,6 +7,10 @@ import (
 	"os"
 	"time"
 
+	"github.com/nixcell/nixcell/internal/failpoint"
+	"github.com/nixcell/nixcell/internal/fault"
+	"github.com/nixcell/nixcell/internal/undo"
+
 	"github.com/nixcell/nixcell/internal/atomicfile"
 	"github.com/nixcell/nixcell/internal/hostfs"
 	"github.com/nixcell/nixcell/internal/nix"
@@ -17,7 +21,8 @@ import (
 
 // CreateRequest says how to make a new container. Exactly one of
 // ConfigFile, Expr, Flake, SystemPath and RootFS is set, except that a
-// RootFS container may have a ConfigFile or Expr of host-side settings.
+// SystemPath or RootFS container may have a ConfigFile or Expr of
+// host-side settings (its system is given, so they hold no NixOS module).
 type CreateRequest struct {
 	Name string
 	// ConfigFile is a configuration in either of nixcloud-container's
@@ -49,7 +54,7 @@ const DefaultInit = "/sbin/init"
 
 // ErrBadRequest is the class of requests that are wrong before anything is
 // looked at.
-var ErrBadRequest = errors.New("bad request")
+var ErrBadRequest = fault.New(fault.Usage, "bad request")
 
 func (r CreateRequest) validate() error {
 	n := 0
@@ -58,29 +63,22 @@ func (r CreateRequest) validate() error {
 			n++
 		}
 	}
+	if r.Init != "" && r.RootFS == "" {
+		return fmt.Errorf("%w: --init goes with --rootfs; a NixOS system's init is its own", ErrBadRequest)
+	}
 	switch {
 	case r.RootFS != "" && (r.Flake != "" || r.SystemPath != ""):
 		return fmt.Errorf("%w: --rootfs DIR is the container's system; it goes without --flake or --system", ErrBadRequest)
 	case r.RootFS != "" && n > 2:
 		return fmt.Errorf("%w: give --rootfs DIR with at most one of a settings file or -c EXPR", ErrBadRequest)
+	case r.RootFS == "" && n == 0:
+		return fmt.Errorf("%w: give a configuration: CONFIG.nix, -c EXPR, --flake REF#NAME, --system PATH or --rootfs DIR", ErrBadRequest)
+	case r.SystemPath != "" && r.Flake == "" && n == 2:
+		// --system PATH with a file or -c EXPR of host-side settings.
 	case r.RootFS == "" && n != 1:
 		return fmt.Errorf("%w: give exactly one of a configuration file, -c EXPR, --flake REF, --system PATH or --rootfs DIR", ErrBadRequest)
 	}
-	if r.Init != "" && r.RootFS == "" {
-		return fmt.Errorf("%w: --init goes with --rootfs; a NixOS system's init is its own", ErrBadRequest)
-	}
 	return spec.ValidateName(r.Name)
-}
-
-// undo collects the inverse of each finished step, run in reverse order when
-// a later step fails.
-type undo []func()
-
-func (u *undo) add(f func()) { *u = append(*u, f) }
-func (u *undo) run() {
-	for i := len(*u) - 1; i >= 0; i-- {
-		(*u)[i]()
-	}
 }
 
 // Create builds the container's first generation and records it. It either
@@ -127,7 +125,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 		return fmt.Errorf("%w: %q (destroy it first, or update it)", state.ErrExists, req.Name)
 	case err == nil || dirExists(m.Store.Dir(req.Name)):
 		fmt.Fprintf(m.Log, "cleaning up an interrupted create of %s\n", req.Name)
-		if err := m.removeAll(ctx, req.Name); err != nil {
+		if err := m.removeAll(ctx, rec, req.Name); err != nil {
 			return fmt.Errorf("cleaning up an interrupted create: %w", err)
 		}
 	case !errors.Is(err, state.ErrNotFound):
@@ -150,21 +148,24 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 			RootFS: req.RootFS, Init: req.Init},
 		LimitOverrides: req.Limits,
 	}
+	// Each step pushes its undo; a failure takes back the finished ones,
+	// newest first. A create killed halfway leaves the record in the
+	// creating phase, which the next create or destroy of the name cleans
+	// up (removeAll).
+	var u undo.Stack
+	defer u.OnError(ctx, &retErr, m.warnf)
 	if err := m.Store.Save(rec); err != nil {
 		return err
 	}
-	var u undo
-	defer func() {
-		if retErr != nil {
-			u.run()
-			_ = lock.Remove()
+	u.Push("removing the record", func(context.Context) error {
+		if err := m.Store.Remove(req.Name); err != nil {
+			return err
 		}
-	}()
-	u.add(func() {
-		if err := m.removeAll(ctx, req.Name); err != nil {
-			m.warnf("cleaning up after the failed create: %v", err)
-		}
+		return lock.Remove()
 	})
+	if err := failpoint.Hit("create/recorded"); err != nil {
+		return err
+	}
 
 	if req.Expr != "" {
 		path := m.Store.InlineConfig(req.Name)
@@ -178,9 +179,12 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 			return err
 		}
 	}
+	if err := failpoint.Hit("create/evaluated"); err != nil {
+		return err
+	}
 	rec.Spec.Privileged = rec.Spec.Privileged || req.Privileged
-	if rec.Source.RootFS != "" && rec.Spec.Store == "closure" {
-		return fmt.Errorf("%w: store = \"closure\" selects what a NixOS system sees of /nix/store; a plain root file system gets no Nix store (bind-mount what it needs)", spec.ErrInvalidSpec)
+	if err := checkPlainRootSpec(rec); err != nil {
+		return err
 	}
 	if rec.Source.RootFS != "" && !rec.Spec.Privileged {
 		if err := runtime.CheckPlainRootClosed(rec.Source.RootFS); err != nil {
@@ -191,6 +195,10 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 	if err := m.allocateAddresses(ctx, rec); err != nil {
 		return err
 	}
+	u.Push("releasing its addresses and ports", func(ctx context.Context) error { return m.releaseAddresses(ctx, req.Name) })
+	if err := failpoint.Hit("create/addresses"); err != nil {
+		return err
+	}
 	rootUID := 0
 	if rec.Spec.Privileged {
 		m.warnf("%s is privileged: its root is the host's root", req.Name)
@@ -199,29 +207,50 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 		if err != nil {
 			return fmt.Errorf("allocating an ID range: %w", err)
 		}
+		u.Push("releasing its ID range", func(ctx context.Context) error { return m.IDs.Release(ctx, req.Name) })
 		rootUID = int(r.Start)
 	}
-
-	if rec.Source.RootFS != "" {
-		// Nothing to build: the directory is the system.
-		rec.Phase = state.Created
-		return m.Store.Save(rec)
+	if err := failpoint.Hit("create/ids"); err != nil {
+		return err
 	}
-	system := rec.Source.SystemPath
-	if system == "" {
-		if system, err = m.build(ctx, rec); err != nil {
+
+	if rec.Source.RootFS == "" {
+		system := rec.Source.SystemPath
+		if system == "" {
+			if system, err = m.build(ctx, rec); err != nil {
+				return err
+			}
+			defer os.Remove(m.Store.BuildLink(req.Name))
+		}
+		if err := failpoint.Hit("create/built"); err != nil {
+			return err
+		}
+		if err := profile.Ensure(rootUID); err != nil {
+			return err
+		}
+		u.Push("removing its profile", func(context.Context) error { return profile.Remove() })
+		if _, err := profile.Set(ctx, system); err != nil {
+			return fmt.Errorf("setting profile %s: %w", profile.System(), err)
+		}
+		if err := failpoint.Hit("create/profile"); err != nil {
 			return err
 		}
 	}
-	if err := profile.Ensure(rootUID); err != nil {
+	rec.Phase = state.Created
+	if err := m.Store.Save(rec); err != nil {
 		return err
 	}
-	if _, err := profile.Set(ctx, system); err != nil {
-		return fmt.Errorf("setting profile %s: %w", profile.System(), err)
+	m.autostartUnit(ctx, rec.Name, rec.Spec.Autostart)
+	return nil
+}
+
+// checkPlainRootSpec refuses the settings that have no meaning for a
+// plain root container.
+func checkPlainRootSpec(rec *state.Container) error {
+	if rec.Source.RootFS != "" && rec.Spec.Store == "closure" {
+		return fmt.Errorf("%w: store = \"closure\" selects what a NixOS system sees of /nix/store; a plain root file system gets no Nix store (bind-mount what it needs)", spec.ErrInvalidSpec)
 	}
-	_ = os.Remove(m.Store.BuildLink(req.Name))
-	rec.Phase = state.Created
-	return m.Store.Save(rec)
+	return nil
 }
 
 // invocation is how Nix is called for rec. The module arguments come from
@@ -244,7 +273,8 @@ func (m *Manager) invocation(rec *state.Container) nix.Invocation {
 // settings evaluates and parses the host-side part of the configuration.
 func (m *Manager) settings(ctx context.Context, rec *state.Container) (spec.Spec, error) {
 	settings := m.invocation(rec).Settings
-	if rec.Source.RootFS != "" {
+	if rec.Source.RootFS != "" || rec.Source.SystemPath != "" {
+		// The system is given: the file holds host-side settings only.
 		settings = m.invocation(rec).HostSettings
 	}
 	raw, err := settings(ctx)

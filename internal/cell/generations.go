@@ -6,7 +6,12 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"strings"
 	"time"
+
+	"github.com/nixcell/nixcell/internal/failpoint"
+	"github.com/nixcell/nixcell/internal/fault"
+	"github.com/nixcell/nixcell/internal/undo"
 
 	"github.com/nixcell/nixcell/internal/atomicfile"
 	"github.com/nixcell/nixcell/internal/lifecycle"
@@ -17,8 +22,9 @@ import (
 )
 
 // UpdateRequest says how to build a container's next generation. At most
-// one of ConfigFile, Expr, Flake and SystemPath is set; none rebuilds from
-// the source recorded at the last create or update.
+// one of ConfigFile, Expr, Flake and SystemPath is set, except that
+// SystemPath may come with a ConfigFile or Expr of host-side settings; none
+// rebuilds from the source recorded at the last create or update.
 type UpdateRequest struct {
 	Name       string
 	ConfigFile string
@@ -65,10 +71,13 @@ type ChangeResult struct {
 
 // Update builds the container's next generation and applies it: a stopped
 // container boots it next time; a running one is switched in place (or
-// restarted). Unchanged configuration makes no new generation. On any
-// failure the container stays as it was: a failed build changes nothing,
-// and a failed switch is undone (the previous generation switched back, the
-// new one deleted).
+// restarted). Unchanged configuration makes no new generation. A plain
+// root container (create --rootfs) has no generations: only its host-side
+// settings change, limits at once, the rest at its next start (or now,
+// with Restart). On any failure the container stays as it was: each
+// finished step (the inline configuration written, the addresses and
+// ports claimed, the limits set, the generation added) is undone; a failed
+// switch switches the previous generation back in.
 func (m *Manager) Update(ctx context.Context, req UpdateRequest) (res ChangeResult, retErr error) {
 	start := time.Now()
 	defer func() { res.Took = time.Since(start) }()
@@ -77,9 +86,9 @@ func (m *Manager) Update(ctx context.Context, req UpdateRequest) (res ChangeResu
 		return res, err
 	}
 	defer unlock()
-	if err := noGenerations(rec); err != nil {
-		return res, err
-	}
+	plain := rec.Source.RootFS != ""
+	var u undo.Stack
+	defer u.OnError(ctx, &retErr, m.warnf)
 
 	src, err := m.updatedSource(rec, req)
 	if err != nil {
@@ -103,24 +112,39 @@ func (m *Manager) Update(ctx context.Context, req UpdateRequest) (res ChangeResu
 			return res, err
 		}
 		if next.Spec.Privileged != rec.Spec.Privileged {
-			return res, fmt.Errorf("privileged cannot change after create: the root file system belongs to the container's ID range; destroy and create it again")
+			return res, fmt.Errorf("%w: privileged cannot change after create: the root file system belongs to the container's ID range; destroy and create it again", spec.ErrInvalidSpec)
 		}
 		next.Spec.Privileged = rec.Spec.Privileged
+		if err := checkPlainRootSpec(&next); err != nil {
+			return res, err
+		}
 		m.warnExposures(&next)
+	}
+	if err := failpoint.Hit("update/evaluated"); err != nil {
+		return res, err
 	}
 	if err := m.allocateAddresses(ctx, &next); err != nil {
 		return res, err
 	}
-	if st == lifecycle.Running && !req.Restart && !reflect.DeepEqual(next.Spec.Network, rec.Spec.Network) {
-		m.warnf("the network settings of %s changed; they apply when it restarts (update --restart)", rec.Name)
+	u.Push("giving back the addresses and ports it claimed", func(ctx context.Context) error {
+		return m.allocateAddresses(ctx, rec)
+	})
+	if err := failpoint.Hit("update/addresses"); err != nil {
+		return res, err
+	}
+	if changed := changedAtStart(rec.Spec, next.Spec); st == lifecycle.Running && !req.Restart && changed != "" {
+		m.warnf("the %s settings of %s changed; they apply when it restarts (update --restart)", changed, rec.Name)
 	}
 
 	system := next.Source.SystemPath
-	if system == "" {
+	if system == "" && !plain {
 		if system, err = m.build(ctx, &next); err != nil {
 			return res, err
 		}
 		defer os.Remove(m.Store.BuildLink(rec.Name))
+	}
+	if err := failpoint.Hit("update/built"); err != nil {
+		return res, err
 	}
 	if limits := next.Limits(); limits != rec.Limits() {
 		res.Limits = &limits
@@ -132,13 +156,22 @@ func (m *Manager) Update(ctx context.Context, req UpdateRequest) (res ChangeResu
 		if err := m.setLimitsLocked(rec.Name, next.Limits()); err != nil {
 			return res, err
 		}
-		defer func() {
-			if retErr != nil && res.Limits != nil {
-				if err := m.setLimitsLocked(rec.Name, rec.Limits()); err != nil && !errors.Is(err, runtime.ErrNotRunning) {
-					m.warnf("restoring the previous limits: %v", err)
-				}
+		u.Push("restoring the previous limits", func(context.Context) error {
+			err := m.setLimitsLocked(rec.Name, rec.Limits())
+			if errors.Is(err, lifecycle.ErrNotRunning) {
+				return nil
 			}
-		}()
+			return err
+		})
+	}
+	if err := failpoint.Hit("update/limits"); err != nil {
+		return res, err
+	}
+	if plain {
+		if res.Applied, err = m.applySettingsLocked(ctx, &next, st, req.Restart); err != nil {
+			return res, err
+		}
+		return res, m.saveUpdated(ctx, rec, &next, req)
 	}
 	profile := nix.Profile{Name: rec.Name}
 	var current string
@@ -151,20 +184,72 @@ func (m *Manager) Update(ctx context.Context, req UpdateRequest) (res ChangeResu
 			return res, fmt.Errorf("adding the generation to %s: %w", profile.System(), err)
 		}
 		res.New = true
+		gen, previous := res.Generation, res.Previous
+		u.Push(fmt.Sprintf("deleting generation %d", gen), func(ctx context.Context) error {
+			return forgetGeneration(ctx, profile, gen, previous)
+		})
 	}
-	if res.Applied, err = m.applyLocked(&next, st, req.Restart); err != nil {
-		if res.New {
-			m.forgetGeneration(ctx, rec.Name, res.Generation, res.Previous)
-		}
+	if err := failpoint.Hit("update/generation"); err != nil {
 		return res, err
 	}
+	if res.Applied, err = m.applyLocked(ctx, &next, st, req.Restart); err != nil {
+		return res, err
+	}
+	return res, m.saveUpdated(ctx, rec, &next, req)
+}
+
+// saveUpdated records the container as an update left it: an inline
+// configuration it was given replaces the recorded one, and the host's
+// autostart follows the new setting.
+func (m *Manager) saveUpdated(ctx context.Context, rec, next *state.Container, req UpdateRequest) error {
 	if req.Expr != "" {
+		inline := m.Store.InlineConfig(next.Name)
 		if err := os.Rename(next.Source.ConfigFile, inline); err != nil {
-			return res, err
+			return err
 		}
 		next.Source.ConfigFile = inline
 	}
-	return res, m.Store.Save(&next)
+	if err := m.Store.Save(next); err != nil {
+		return err
+	}
+	if next.Spec.Autostart != rec.Spec.Autostart {
+		m.autostartUnit(ctx, rec.Name, next.Spec.Autostart)
+	}
+	return nil
+}
+
+// changedAtStart names the settings that differ between a and b and take
+// effect only when the container starts ("" when none does); limits are
+// not among them, since update applies them at once.
+func changedAtStart(a, b spec.Spec) string {
+	var changed []string
+	for _, s := range []struct {
+		name string
+		a, b any
+	}{
+		{"network", a.Network, b.Network}, {"bindMounts", a.BindMounts, b.BindMounts}, {"tmpfs", a.Tmpfs, b.Tmpfs},
+		{"ephemeral", a.Ephemeral, b.Ephemeral}, {"store", a.Store, b.Store}, {"allowedDevices", a.AllowedDevices, b.AllowedDevices},
+		{"initArgs", a.InitArgs, b.InitArgs}, {"consoleLogSize", a.ConsoleLogSize, b.ConsoleLogSize},
+	} {
+		if !reflect.DeepEqual(s.a, s.b) {
+			changed = append(changed, s.name)
+		}
+	}
+	return strings.Join(changed, ", ")
+}
+
+// applySettingsLocked brings a plain root container in state st to its
+// new settings: a stopped one gets them at its next start; a running one
+// has its limits already, and is restarted when restart is set.
+// Preconditions: the lock is held.
+func (m *Manager) applySettingsLocked(ctx context.Context, rec *state.Container, st lifecycle.State, restart bool) (Applied, error) {
+	switch {
+	case st != lifecycle.Running:
+		return AppliedNextStart, nil
+	case restart:
+		return AppliedRestarted, m.restartLocked(ctx, rec, lifecycle.Running, DefaultStopTimeout)
+	}
+	return AppliedNothing, nil
 }
 
 // updatedSource is the source an update builds from.
@@ -175,12 +260,45 @@ func (m *Manager) updatedSource(rec *state.Container, req UpdateRequest) (state.
 			n++
 		}
 	}
-	if n > 1 {
-		return state.Source{}, fmt.Errorf("%w: give at most one of a configuration file, -c EXPR, --flake REF or --system PATH", ErrBadRequest)
+	withSettings := req.SystemPath != "" && req.Flake == "" && n == 2
+	if n > 1 && !withSettings {
+		return state.Source{}, fmt.Errorf("%w: give at most one of a configuration file, -c EXPR, --flake REF or --system PATH (--system may come with a settings file or -c EXPR)", ErrBadRequest)
 	}
 	src := rec.Source
 	var err error
+	if rec.Source.RootFS != "" {
+		// A plain root's system is its directory: only the file of its
+		// host-side settings can change.
+		if req.Flake != "" || req.SystemPath != "" {
+			return src, noGenerations(rec)
+		}
+		switch {
+		case req.ConfigFile != "":
+			src.Inline = false
+			if src.ConfigFile, err = absConfigPath(req.ConfigFile); err != nil {
+				return src, err
+			}
+		case req.Expr != "":
+			src.Inline = true
+		case src.Inline:
+			src.ConfigFile = m.Store.InlineConfig(rec.Name)
+		}
+		if req.SetNixArgs {
+			src.NixArgs = req.NixArgs
+		}
+		return src, nil
+	}
 	switch {
+	case withSettings:
+		if err := nix.CheckSystem(req.SystemPath); err != nil {
+			return src, err
+		}
+		src = state.Source{SystemPath: req.SystemPath, Inline: req.Expr != ""}
+		if req.ConfigFile != "" {
+			if src.ConfigFile, err = absConfigPath(req.ConfigFile); err != nil {
+				return src, err
+			}
+		}
 	case req.ConfigFile != "":
 		src = state.Source{ConfigFile: req.ConfigFile}
 		if src.ConfigFile, err = absConfigPath(req.ConfigFile); err != nil {
@@ -210,19 +328,13 @@ func (m *Manager) updatedSource(rec *state.Container, req UpdateRequest) (state.
 	return src, nil
 }
 
-// forgetGeneration undoes a new generation whose switch failed: the
-// previous one becomes current again and the new one is deleted.
-func (m *Manager) forgetGeneration(ctx context.Context, name string, gen, previous int) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-	defer cancel()
-	profile := nix.Profile{Name: name}
+// forgetGeneration takes back a new generation: the previous one becomes
+// current again and the new one is deleted.
+func forgetGeneration(ctx context.Context, profile nix.Profile, gen, previous int) error {
 	if err := profile.SwitchTo(ctx, previous); err != nil {
-		m.warnf("switching the profile back: %v", err)
-		return
+		return fmt.Errorf("switching the profile back: %w", err)
 	}
-	if err := profile.Delete(ctx, []int{gen}); err != nil {
-		m.warnf("deleting generation %d: %v", gen, err)
-	}
+	return profile.Delete(ctx, []int{gen})
 }
 
 // applyLocked brings a container in state st to the profile's current
@@ -231,7 +343,7 @@ func (m *Manager) forgetGeneration(ctx context.Context, name string, gen, previo
 // ran before is switched back in and the error returned.
 // Preconditions: the lock is held; the profile's current generation is the
 // one to apply.
-func (m *Manager) applyLocked(rec *state.Container, st lifecycle.State, restart bool) (Applied, error) {
+func (m *Manager) applyLocked(ctx context.Context, rec *state.Container, st lifecycle.State, restart bool) (Applied, error) {
 	if st != lifecycle.Running {
 		return AppliedNextStart, nil
 	}
@@ -243,7 +355,11 @@ func (m *Manager) applyLocked(rec *state.Container, st lifecycle.State, restart 
 	if err != nil {
 		return "", err
 	}
-	was, known := m.running(rec.Name, status)
+	runs, err := m.Store.LoadRuns()
+	if err != nil {
+		return "", err
+	}
+	was, known := runOf(runs, rec.Name, status)
 	if known && was.System == system {
 		return AppliedNothing, nil
 	}
@@ -254,13 +370,7 @@ func (m *Manager) applyLocked(rec *state.Container, st lifecycle.State, restart 
 		restart = true
 	}
 	if restart {
-		if _, err := runtime.Stop(m.Store.RuntimeRoot(), rec.Name, DefaultStopTimeout); err != nil {
-			return "", err
-		}
-		if err := m.syncNetwork(context.Background(), rec.Name, false); err != nil {
-			return "", err
-		}
-		return AppliedRestarted, m.startLocked(context.Background(), rec, 0)
+		return AppliedRestarted, m.restartLocked(ctx, rec, lifecycle.Running, DefaultStopTimeout)
 	}
 	fmt.Fprintf(m.Log, "switching %s to generation %d in place\n", rec.Name, gen)
 	if err := m.switchInPlace(rec.Name, system); err != nil {
@@ -270,19 +380,30 @@ func (m *Manager) applyLocked(rec *state.Container, st lifecycle.State, restart 
 			if serr := m.switchInPlace(rec.Name, was.System); serr != nil {
 				return "", fmt.Errorf("%w; switching back to %s failed too: %v", err, back, serr)
 			}
-			_ = m.Store.SaveRunning(rec.Name, was)
 		}
 		return "", fmt.Errorf("%w; %s was switched back in", err, back)
 	}
-	if err := m.Store.SaveRunning(rec.Name, state.Running{Generation: gen, System: system, InitPid: status.Pid, InitStartedAt: status.StartedAt}); err != nil {
+	if err := m.recordSwitch(ctx, rec.Name, gen, system); err != nil {
 		return "", err
 	}
 	return AppliedSwitched, nil
 }
 
+// recordSwitch records in the run table that the running init now runs
+// generation gen.
+func (m *Manager) recordSwitch(ctx context.Context, name string, gen int, system string) error {
+	return m.changeRuns(ctx, func(runs state.Runs) error {
+		if r, ok := runs[name]; ok {
+			r.Generation, r.System = gen, system
+			runs[name] = r
+		}
+		return nil
+	})
+}
+
 // ErrNoGenerations is the class of generation operations on a container
 // that has none: one that boots a plain root file system.
-var ErrNoGenerations = errors.New("does not apply")
+var ErrNoGenerations = fault.New(fault.State, "does not apply")
 
 // noGenerations refuses generation operations on a plain root container.
 func noGenerations(rec *state.Container) error {
@@ -293,7 +414,7 @@ func noGenerations(rec *state.Container) error {
 }
 
 // ErrSwitchFailed is the class of failed in-place switches.
-var ErrSwitchFailed = errors.New("switch-to-configuration failed")
+var ErrSwitchFailed = fault.New(fault.Switch, "switch-to-configuration failed")
 
 // switchInPlace runs system's switch-to-configuration inside the running
 // container, as nixos-rebuild switch does on a host. Its output goes to Log.
@@ -357,18 +478,22 @@ func (m *Manager) changeGeneration(ctx context.Context, name string, pick func(g
 	if res.Generation, err = pick(gens, res.Previous); err != nil {
 		return res, err
 	}
+	var u undo.Stack
+	defer u.OnError(ctx, &retErr, m.warnf)
 	if res.Generation != res.Previous {
 		if err := profile.SwitchTo(ctx, res.Generation); err != nil {
 			return res, err
 		}
+		previous := res.Previous
+		u.Push(fmt.Sprintf("switching the profile back to generation %d", previous), func(ctx context.Context) error {
+			return profile.SwitchTo(ctx, previous)
+		})
+	}
+	if err := failpoint.Hit("switch/profile"); err != nil {
+		return res, err
 	}
 	_, res.System, _ = profile.Current()
-	res.Applied, err = m.applyLocked(rec, st, false)
-	if err != nil && res.Generation != res.Previous {
-		if berr := profile.SwitchTo(context.WithoutCancel(ctx), res.Previous); berr != nil {
-			m.warnf("switching the profile back to generation %d: %v", res.Previous, berr)
-		}
-	}
+	res.Applied, err = m.applyLocked(ctx, rec, st, false)
 	return res, err
 }
 
@@ -392,11 +517,10 @@ func (m *Manager) ListGenerations(name string) ([]GenerationInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, status, err := m.stateOf(rec)
+	running, _, err := m.runningOf(rec)
 	if err != nil {
 		return nil, err
 	}
-	running, _ := m.running(name, status)
 	infos := make([]GenerationInfo, 0, len(gens))
 	for _, g := range gens {
 		infos = append(infos, GenerationInfo{Generation: g, Current: g.Number == current, Running: g.Number == running.Generation})
@@ -421,12 +545,11 @@ func (m *Manager) DeleteGenerations(ctx context.Context, name string, selection 
 	if err != nil {
 		return nil, err
 	}
-	_, status, err := m.stateOf(rec)
+	running, isRunning, err := m.runningOf(rec)
 	if err != nil {
 		return nil, err
 	}
 	var doomed []int
-	running, isRunning := m.running(name, status)
 	for _, n := range selected {
 		if isRunning && n == running.Generation {
 			explicit := false
@@ -458,4 +581,19 @@ func generationsOf(rec *state.Container) (nix.Profile, []nix.Generation, int, er
 	}
 	current, _, err := profile.Current()
 	return profile, gens, current, err
+}
+
+// runningOf returns what the container's live init runs, from the run
+// table; ok is false when it does not run.
+func (m *Manager) runningOf(rec *state.Container) (state.Run, bool, error) {
+	_, status, err := m.stateOf(rec)
+	if err != nil {
+		return state.Run{}, false, err
+	}
+	runs, err := m.Store.LoadRuns()
+	if err != nil {
+		return state.Run{}, false, err
+	}
+	r, ok := runOf(runs, rec.Name, status)
+	return r, ok, nil
 }

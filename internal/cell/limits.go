@@ -23,13 +23,6 @@ func (m *Manager) setLimitsLocked(name string, l spec.Limits) error {
 	return nil
 }
 
-// Stats is what the stats command reports of a running container: its
-// resource use as the kernel accounts it in the container's cgroup.
-type Stats struct {
-	Name string `json:"name"`
-	runtime.Stats
-}
-
 // Stats reads the running container's resource use. It takes no lock: it
 // changes nothing.
 func (m *Manager) Stats(name string) (Stats, error) {
@@ -48,11 +41,11 @@ func (m *Manager) Stats(name string) (Stats, error) {
 		return Stats{}, err
 	}
 	s, err := runtime.ReadStats(m.Store.RuntimeRoot(), name)
-	if errors.Is(err, runtime.ErrNotRunning) {
+	if errors.Is(err, lifecycle.ErrNotRunning) {
 		return Stats{}, lifecycle.Check(lifecycle.Stopped, lifecycle.Stats)
 	}
 	if err != nil {
 		return Stats{}, fmt.Errorf("reading the statistics of %s: %w", name, err)
 	}
-	return Stats{Name: name, Stats: s}, nil
+	return statsOf(name, s), nil
 }

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	"github.com/nixcell/nixcell/internal/runtime"
 	"github.com/nixcell/nixcell/internal/spec"
 	"github.com/nixcell/nixcell/internal/state"
+	"github.com/nixcell/nixcell/internal/systemd"
 )
 
 // allocateAddresses gives the container the addresses its network settings
@@ -36,70 +39,44 @@ func (m *Manager) allocateAddresses(ctx context.Context, rec *state.Container) e
 }
 
 // releaseAddresses frees the container's addresses and ports, and takes
-// down the bridges no remaining container uses.
+// down what of the host's network no remaining container needs.
 func (m *Manager) releaseAddresses(ctx context.Context, name string) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-	defer cancel()
-	return m.Net.Update(ctx, func(st *network.State) error {
+	return m.changeNetwork(ctx, func(st *network.State, runs state.Runs) error {
 		// Even a container stopped a moment ago may still have its
 		// interfaces, until the kernel has removed its network namespace.
 		_ = st.Settings.DetachContainer(name)
 		delete(st.Addresses, name)
 		delete(st.Ports, name)
-		delete(st.Active, name)
-		return st.Converge()
+		delete(runs, name)
+		return nil
 	})
 }
 
-// prepareNetwork makes the host ready for the container to start: its
-// addresses, the bridges, and the rules with its forwards. It returns the
-// plan of its interfaces for the runtime's BeforeInit.
-func (m *Manager) prepareNetwork(ctx context.Context, rec *state.Container) (network.Plan, error) {
-	// Until the new init is recorded, no record marks the container as
-	// starting, which pruneActive respects.
-	if err := m.Store.RemoveRunning(rec.Name); err != nil {
-		return network.Plan{}, err
-	}
-	var plan network.Plan
-	err := m.Net.Update(ctx, func(st *network.State) error {
-		a, err := st.Settings.Allocate(rec.Name, rec.Spec.Network, st.Addresses[rec.Name], st.Addresses)
-		if err != nil {
-			return err
-		}
-		st.Addresses[rec.Name] = a
-		plan = st.Settings.PlanFor(rec.Name, rec.Spec.Network, a)
-		if st.Active == nil {
-			st.Active = map[string]spec.Network{}
-		}
-		m.pruneActive(st)
-		st.Active[rec.Name] = rec.Spec.Network
-		return st.Converge()
-	})
-	if err != nil {
-		return plan, fmt.Errorf("network: %w", err)
-	}
-	if len(plan.Interfaces) > 0 && plan.Interfaces[0].Bridge != "" {
-		if err := m.ensureDNS(); err != nil {
-			m.warnf("container names will not resolve in %s: %v", rec.Name, err)
-		}
-	}
-	return plan, nil
-}
-
-// syncNetwork takes the container's network off the host after it stopped
-// or failed to start: its rules and name go; with detach its interfaces
-// are removed at once (otherwise the kernel removes them with its network
-// namespace, a moment later).
-func (m *Manager) syncNetwork(ctx context.Context, name string, detach bool) error {
+// changeNetwork changes the network state and the run table together,
+// under the global lock: f changes them; run records that no longer hold
+// (their init died on its own, the command that started them was killed)
+// are dropped; and the host's network is brought to what the remaining
+// ones need. Nothing is saved when f or the network fails. It finishes
+// even when ctx is cancelled: it is how every start, stop and failure
+// leaves the host's network in order.
+func (m *Manager) changeNetwork(ctx context.Context, f func(st *network.State, runs state.Runs) error) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	err := m.Net.Update(ctx, func(st *network.State) error {
-		if detach {
-			_ = st.Settings.DetachContainer(name)
+		runs, err := m.Store.LoadRuns()
+		if err != nil {
+			return err
 		}
-		delete(st.Active, name)
-		m.pruneActive(st)
-		return st.Converge()
+		if f != nil {
+			if err := f(st, runs); err != nil {
+				return err
+			}
+		}
+		m.prune(runs)
+		if err := st.Apply(members(runs), m.host); err != nil {
+			return err
+		}
+		return m.Store.SaveRuns(runs)
 	})
 	if err != nil {
 		return fmt.Errorf("network: %w", err)
@@ -107,20 +84,121 @@ func (m *Manager) syncNetwork(ctx context.Context, name string, detach bool) err
 	return nil
 }
 
-// pruneActive drops from the network state the containers whose init has
-// died on its own since they started, so their rules, names and the name
-// server go. Preconditions: the global lock is held.
-func (m *Manager) pruneActive(st *network.State) {
-	for name := range st.Active {
-		r, ok, err := m.Store.LoadRunning(name)
-		if err == nil && ok && runtime.Alive(r.InitPid, r.InitStartedAt) {
+// changeRuns changes the run table alone, under the global lock, for a
+// change that leaves the host's network as it is (a start that reached its
+// init, a switch in place).
+func (m *Manager) changeRuns(ctx context.Context, f func(runs state.Runs) error) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	lock, err := lockfile.Lock(ctx, m.Store.GlobalLockPath())
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+	runs, err := m.Store.LoadRuns()
+	if err != nil {
+		return err
+	}
+	if err := f(runs); err != nil {
+		return err
+	}
+	return m.Store.SaveRuns(runs)
+}
+
+// members are the containers of the run table that have nixcell's network
+// (not those that joined another's namespace).
+func members(runs state.Runs) []network.Member {
+	var ms []network.Member
+	for name, r := range runs {
+		if r.NetNS == "" {
+			ms = append(ms, network.Member{Name: name, Network: r.Network})
+		}
+	}
+	return ms
+}
+
+// prune drops the run records that no longer hold. A start whose command
+// was killed after the init was made counts as running when that init
+// lives. Preconditions: the global lock is held.
+func (m *Manager) prune(runs state.Runs) {
+	alive := func(p state.Process) bool { return runtime.Alive(p.Pid, p.StartedAt) }
+	for name, r := range runs {
+		if r.Holds(alive) {
 			continue
 		}
-		if err == nil && !ok {
-			continue // starting right now: its record comes after its network
+		if r.Phase == state.Starting {
+			if st, err := runtime.Inspect(m.Store.RuntimeRoot(), name); err == nil && st.Running {
+				r.Phase, r.Owner, r.Init = state.Running, state.Process{}, state.Process{Pid: st.Pid, StartedAt: st.StartedAt}
+				runs[name] = r
+				continue
+			}
 		}
-		delete(st.Active, name)
+		delete(runs, name)
 	}
+}
+
+// netStart records a start of the container in the run table and brings
+// the host's network to what it needs (its addresses, the bridges, the
+// rules with its forwards). It returns the plan of its interfaces, for
+// the runtime to set up before the init runs.
+func (m *Manager) netStart(ctx context.Context, name string, run state.Run) (network.Plan, error) {
+	var plan network.Plan
+	err := m.changeNetwork(ctx, func(st *network.State, runs state.Runs) error {
+		if run.NetNS == "" {
+			a, err := st.Settings.Allocate(name, run.Network, st.Addresses[name], st.Addresses)
+			if err != nil {
+				return err
+			}
+			st.Addresses[name] = a
+			if err := checkRunPorts(st, runs, name, run.Network.ForwardPorts); err != nil {
+				return err
+			}
+			plan = st.Settings.PlanFor(name, run.Network, a)
+		}
+		runs[name] = run
+		return nil
+	})
+	return plan, err
+}
+
+// checkRunPorts refuses forwards of a run that another container claims
+// or forwards in its own run.
+func checkRunPorts(st *network.State, runs state.Runs, name string, ports []spec.PortForward) error {
+	claims := maps.Clone(st.Ports)
+	if claims == nil {
+		claims = map[string][]spec.PortForward{}
+	}
+	for other, r := range runs {
+		if other != name {
+			claims[other] = append(slices.Clone(claims[other]), r.Network.ForwardPorts...)
+		}
+	}
+	return network.CheckPorts(name, ports, claims)
+}
+
+// netStop forgets the container's run and takes its network off the
+// host: its rules and name go; with detach its interfaces are removed at
+// once (otherwise the kernel removes them with its network namespace, a
+// moment later).
+func (m *Manager) netStop(ctx context.Context, name string, detach bool) error {
+	return m.changeNetwork(ctx, func(st *network.State, runs state.Runs) error {
+		if detach {
+			_ = st.Settings.DetachContainer(name)
+		}
+		delete(runs, name)
+		return nil
+	})
+}
+
+// runOf returns the run record of a container whose init is the live one
+// status reports; ok is false when it does not run or the record belongs
+// to an earlier init.
+func runOf(runs state.Runs, name string, status runtime.Status) (state.Run, bool) {
+	r, ok := runs[name]
+	if !status.Running || !ok || r.Init.Pid != status.Pid || !r.Init.StartedAt.Equal(status.StartedAt) {
+		return state.Run{}, false
+	}
+	return r, true
 }
 
 // Addresses are a container's addresses as show-ip reports them.
@@ -190,7 +268,11 @@ func (m *Manager) NetworkStatus() (NetworkStatus, error) {
 	if err != nil {
 		return NetworkStatus{}, err
 	}
-	return NetworkStatus{Status: network.ReadStatus(st.Settings), Containers: len(st.Addresses), Active: len(st.Active)}, nil
+	runs, err := m.Store.LoadRuns()
+	if err != nil {
+		return NetworkStatus{}, err
+	}
+	return NetworkStatus{Status: network.ReadStatus(st.Settings, m.host.Uplink), Containers: len(st.Addresses), Active: len(members(runs))}, nil
 }
 
 // dnsLock is held by the instance's name server while it runs.
@@ -211,8 +293,22 @@ func (m *Manager) ensureDNS() error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(exe, "--state-dir", m.Store.Root, "network", "dns-serve")
+	args := []string{exe, "--state-dir", m.Store.Root, "network", "dns-serve"}
+	if systemd.Host() {
+		// A unit of its own: started from a container's unit, it would
+		// otherwise live in that unit's cgroup and go when it stops.
+		_, prefix := systemd.Slice(m.Store.CgroupParent)
+		args = append([]string{"systemd-run", "--quiet", "--collect", "--unit=" + prefix + "-names",
+			"--description=nixcell's name server for " + m.Store.Root, "--slice=" + prefix + ".slice"}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if systemd.Host() {
+		// systemd-run returns once the unit runs; a unit of that name
+		// running already is the name server another command started.
+		_ = cmd.Run()
+		return nil
+	}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting the name server: %w", err)
 	}
@@ -230,5 +326,21 @@ func (m *Manager) ServeDNS(ctx context.Context) error {
 		return err
 	}
 	defer lock.Unlock()
-	return m.Net.ServeDNS(ctx)
+	return network.ServeDNS(ctx, []string{m.Net.Path, m.Store.RunsPath()}, func() (network.Desired, bool, error) {
+		st, err := m.Net.Load()
+		if err != nil {
+			return network.Desired{}, false, err
+		}
+		runs, err := m.Store.LoadRuns()
+		if err != nil {
+			return network.Desired{}, false, err
+		}
+		alive := func(p state.Process) bool { return runtime.Alive(p.Pid, p.StartedAt) }
+		for name, r := range runs {
+			if !r.Holds(alive) {
+				delete(runs, name)
+			}
+		}
+		return st.Desired(members(runs), m.host), len(runs) > 0, nil
+	})
 }

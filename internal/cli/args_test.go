@@ -1,9 +1,17 @@
 package cli
 
 import (
+	"errors"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/nixcell/nixcell/internal/cell"
+	"github.com/nixcell/nixcell/internal/fault"
+	"github.com/nixcell/nixcell/internal/lifecycle"
+	"github.com/nixcell/nixcell/internal/spec"
+	"github.com/nixcell/nixcell/internal/state"
 )
 
 func TestSplitArgs(t *testing.T) {
@@ -42,6 +50,28 @@ func TestDurationValue(t *testing.T) {
 		var d durationValue
 		if err := d.Set(in); err == nil {
 			t.Errorf("Set(%q) succeeded", in)
+		}
+	}
+}
+
+// TestExitStatusTable: every error class has an exit status, and the
+// statuses the help text documents are the ones the table gives.
+func TestExitStatusTable(t *testing.T) {
+	for _, c := range fault.Classes {
+		if _, ok := exitStatuses[c]; !ok {
+			t.Errorf("error class %q has no exit status", c)
+		}
+	}
+	for err, want := range map[error]int{
+		fmt.Errorf("starting: %w", spec.ErrInvalidName):          exitUsage,
+		fmt.Errorf("x: %w", state.ErrNotFound):                   exitFailed,
+		usageError{errors.New("missing container name")}:         exitUsage,
+		errors.New("a failed system call"):                       exitFailed,
+		lifecycle.Check(lifecycle.Stopped, lifecycle.Exec):       exitFailed,
+		fmt.Errorf("%w: two configurations", cell.ErrBadRequest): exitUsage,
+	} {
+		if got := exitStatusOf(err); got != want {
+			t.Errorf("exit status of %q = %d, want %d", err, got, want)
 		}
 	}
 }

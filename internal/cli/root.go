@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nixcell/nixcell/internal/cell"
+	"github.com/nixcell/nixcell/internal/fault"
 	"github.com/nixcell/nixcell/internal/spec"
 	"github.com/nixcell/nixcell/internal/state"
 )
@@ -29,16 +30,43 @@ const (
 	exitFailed  = 1
 	exitUsage   = 2
 	exitStopped = 3 // state: the container exists and is not running
-	exitCreate  = 4 // state: the container's creation did not finish
+	exitCreate  = 4 // state: the container's creation or destroy did not finish
 	exitRuntime = 125
 )
+
+// exitStatuses maps every error class to the exit status it ends nixcell
+// with: the one place that decides it (a test checks that every class has
+// a line). An error of no class (a failed system call, say) is exitFailed.
+// exec, login and run end with exitRuntime for their own failures, except
+// a bad command line.
+var exitStatuses = map[fault.Class]int{
+	fault.Usage:       exitUsage,
+	fault.Invalid:     exitFailed,
+	fault.NotFound:    exitFailed,
+	fault.Exists:      exitFailed,
+	fault.State:       exitFailed,
+	fault.Conflict:    exitFailed,
+	fault.Exhausted:   exitFailed,
+	fault.Unsupported: exitFailed,
+	fault.Nix:         exitFailed,
+	fault.Switch:      exitFailed,
+	fault.NotReady:    exitFailed,
+}
+
+// exitStatusOf is the exit status err ends nixcell with.
+func exitStatusOf(err error) int {
+	if c, ok := fault.Of(err); ok {
+		return exitStatuses[c]
+	}
+	return exitFailed
+}
 
 const exitCodesHelp = `Exit status:
   0    success; for exists: the container exists; for state: it is running
   1    failure (the message says what failed and what to do); for exists: no such container
-  2    bad command line
+  2    bad command line or request (a bad name, options that do not go together)
   3    state: the container is stopped
-  4    state: the container's creation did not finish (create it again or destroy it)
+  4    state: the container's creation or destroy did not finish (destroy it)
   125  exec, login, run: nixcell could not run the process (else the process's own status)`
 
 // app holds what every command shares.
@@ -74,30 +102,30 @@ func Main(args []string) int {
 	if err == nil {
 		return exitOK
 	}
+	code := exitStatusOf(err)
 	var ee *exitError
-	code := exitFailed
 	if errors.As(err, &ee) {
-		code = ee.code
 		if ee.err == nil {
-			return code
+			return ee.code
 		}
 		err = ee.err
+		if code != exitUsage {
+			code = ee.code
+		}
 	}
-	if isUsage(err) {
-		fmt.Fprintf(a.stderr, "nixcell: %v\nRun '%s --help' for usage.\n", err, cmd.CommandPath())
+	if code == exitUsage {
+		fmt.Fprintf(a.stderr, "nixcell: %s%v\nRun '%s --help' for usage.\n", subject(cmd), err, cmd.CommandPath())
 		return exitUsage
 	}
 	fmt.Fprintf(a.stderr, "nixcell: %s%v\n", subject(cmd), hint(err))
 	return code
 }
 
-// usageError marks a wrong command line.
+// usageError marks a wrong command line: an error of class fault.Usage.
 type usageError struct{ error }
 
-func isUsage(err error) bool {
-	var u usageError
-	return errors.As(err, &u)
-}
+func (usageError) Is(target error) bool { return target == fault.Usage }
+func (e usageError) Unwrap() error      { return e.error }
 
 // subject is the "create web: " part of an error message.
 func subject(cmd *cobra.Command) string {
@@ -133,6 +161,11 @@ State lives in /var/lib/nixcell (--state-dir, NIXCELL_STATE_DIR).
 		SilenceUsage:      true,
 		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.Name() == cobra.ShellCompRequestCmd || cmd.Name() == cobra.ShellCompNoDescRequestCmd {
+				// Shell completion asks as the user at the prompt,
+				// often not root (sudo nixcell <TAB>).
+				return nil
+			}
 			if os.Geteuid() != 0 {
 				return errors.New("nixcell must run as root: it manages namespaces, cgroups and Nix profiles")
 			}
@@ -151,14 +184,25 @@ State lives in /var/lib/nixcell (--state-dir, NIXCELL_STATE_DIR).
 		a.restartCommand(), a.destroyCommand(), a.loginCommand(), a.execCommand(), a.listCommand(),
 		a.stateCommand(), a.existsCommand(), a.updateCommand(), a.listGenerationsCommand(),
 		a.switchGenerationCommand(), a.rollbackCommand(), a.deleteGenerationsCommand(), a.showIPCommand(), a.networkCommand(),
-		a.statsCommand(), a.autostartCommand(),
+		a.statsCommand(), a.autostartCommand(), a.doctorCommand(), a.adoptCommand(), a.installUnitsCommand(), a.reloadCommand(),
 	)
 	return root
 }
 
+// Command is nixcell's command tree, for generating its shell completions
+// and man pages (cmd/nixcell-docs).
+func Command() *cobra.Command {
+	a := &app{stdout: os.Stdout, stderr: os.Stderr}
+	return a.command()
+}
+
 // manager opens the state directory.
 func (a *app) manager() (*cell.Manager, error) {
-	m, err := cell.Open(a.stateDir)
+	net, err := networkEnv()
+	if err != nil {
+		return nil, err
+	}
+	m, err := cell.Open(cell.Config{StateDir: a.stateDir, Network: net})
 	if err != nil {
 		return nil, err
 	}

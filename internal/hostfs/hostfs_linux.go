@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/nixcell/nixcell/internal/fault"
 	"golang.org/x/sys/unix"
 )
 
@@ -26,6 +27,9 @@ import (
 type SymlinkError struct {
 	Path string
 }
+
+// Is makes a refused link a fault.Invalid path.
+func (e *SymlinkError) Is(target error) bool { return target == fault.Invalid }
 
 func (e *SymlinkError) Error() string {
 	return fmt.Sprintf("%s has a symbolic link in it", e.Path)
@@ -133,6 +137,9 @@ type ReachableError struct {
 	// Why is what lets them in, e.g. "/srv has mode 0755".
 	Why string
 }
+
+// Is makes a reachable tree a fault.Invalid setting.
+func (e *ReachableError) Is(target error) bool { return target == fault.Invalid }
 
 func (e *ReachableError) Error() string {
 	return fmt.Sprintf("host users other than root can reach %s (%s)", e.Path, e.Why)

@@ -1,8 +1,10 @@
 // Package idmap owns the host UID/GID ranges of unprivileged containers: one
 // range of RangeSize IDs per container, used for both its UIDs and its GIDs
 // (the container's root is Range.Start on the host). Ranges are persistent,
-// never overlap, are freed when the container is destroyed, and come from
-// the IDs that /etc/subuid and /etc/subgid leave to nixcell.
+// are freed when the container is destroyed, and come from the IDs that
+// /etc/subuid and /etc/subgid leave to nixcell. They never overlap on a
+// host, whatever the instance (state directory): one registry for the whole
+// host records each range with its instance and container.
 //
 // The pool: if both files delegate IDs to the user "nixcell", the pool is
 // exactly what both delegate (their intersection). Otherwise it is every ID
@@ -10,18 +12,21 @@
 // 4294967295), less everything either file delegates to anyone else.
 //
 // This file holds the pure logic (parsing, the pool, choosing a range);
-// store.go holds the persistent allocator.
+// store.go holds the persistent allocator and the registry, adopt.go the
+// adoption of each instance's own allocation file of before, and
+// reclaim.go the reclaiming of ranges that removed instances left.
 package idmap
 
 import (
 	"bufio"
 	"bytes"
 	"cmp"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/nixcell/nixcell/internal/fault"
 )
 
 // RangeSize is the number of IDs of every container's range: the full 16-bit
@@ -41,7 +46,7 @@ const (
 )
 
 // ErrExhausted is matched (errors.Is) when the pool has no free range left.
-var ErrExhausted = errors.New("no free ID range")
+var ErrExhausted = fault.New(fault.Exhausted, "no free ID range")
 
 // Range is a block of host IDs, used for a container's UIDs and GIDs alike.
 type Range struct {

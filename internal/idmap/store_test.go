@@ -1,10 +1,13 @@
 package idmap
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -15,16 +18,20 @@ import (
 	"github.com/nixcell/nixcell/internal/lockfile"
 )
 
-// newTest returns an Allocator with its files in a fresh directory, and
-// writes the subid files given (nil: no file).
+// newTest returns an Allocator of an instance whose state directory is in
+// a fresh directory, with a registry of its own, and writes the subid files
+// given (nil: no file).
 func newTest(t *testing.T, subuid, subgid []string) (*Allocator, Config) {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := Config{
-		StatePath:  filepath.Join(dir, "state", "idmap.json"),
-		LockPath:   filepath.Join(dir, "locks", "alloc.lock"),
-		SubUIDPath: filepath.Join(dir, "subuid"),
-		SubGIDPath: filepath.Join(dir, "subgid"),
+		Instance:     filepath.Join(dir, "instance"),
+		RegistryPath: filepath.Join(dir, "registry", "ranges.json"),
+		SubUIDPath:   filepath.Join(dir, "subuid"),
+		SubGIDPath:   filepath.Join(dir, "subgid"),
+	}
+	if err := os.Mkdir(cfg.Instance, 0o700); err != nil {
+		t.Fatal(err)
 	}
 	for path, lines := range map[string][]string{cfg.SubUIDPath: subuid, cfg.SubGIDPath: subgid} {
 		if lines == nil {
@@ -35,6 +42,18 @@ func newTest(t *testing.T, subuid, subgid []string) (*Allocator, Config) {
 		}
 	}
 	return New(cfg), cfg
+}
+
+// another returns the Config of another instance sharing cfg's registry
+// and subid files, its state directory created.
+func another(t *testing.T, cfg Config, name string) Config {
+	t.Helper()
+	cfg.Instance = filepath.Join(filepath.Dir(cfg.Instance), name)
+	cfg.LegacyPath = ""
+	if err := os.Mkdir(cfg.Instance, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
 
 func allocate(t *testing.T, a *Allocator, name string) Range {
@@ -81,25 +100,32 @@ func TestAllocateDefaultPool(t *testing.T) {
 		t.Fatalf("All() = %v", all)
 	}
 
-	raw, err := os.ReadFile(cfg.StatePath)
+	raw, err := os.ReadFile(cfg.RegistryPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := `{
-  "ranges": {
-    "db": {
-      "start": 1114112,
-      "size": 65536
-    },
-    "web": {
-      "start": 1048576,
-      "size": 65536
+  "instances": {
+    "` + cfg.Instance + `": {
+      "ranges": {
+        "db": {
+          "start": 1114112,
+          "size": 65536
+        },
+        "web": {
+          "start": 1048576,
+          "size": 65536
+        }
+      }
     }
   }
 }
 `
 	if string(raw) != want {
-		t.Fatalf("state file:\n%s\nwant:\n%s", raw, want)
+		t.Fatalf("registry:\n%s\nwant:\n%s", raw, want)
+	}
+	if fi, err := os.Stat(filepath.Dir(cfg.RegistryPath)); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("registry directory: %v, %v; want mode 0700", fi.Mode(), err)
 	}
 }
 
@@ -141,54 +167,240 @@ func TestReleaseThenReuse(t *testing.T) {
 	}
 }
 
-func TestAllocateConcurrent(t *testing.T) {
-	_, cfg := newTest(t, nil, nil)
-	const n = 20
-	ranges := make([]Range, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() {
-			// An Allocator each, as separate nixcell processes would have.
-			r, err := New(cfg).Allocate(context.Background(), fmt.Sprintf("c%d", i))
-			if err != nil {
-				t.Error(err)
-			}
-			ranges[i] = r
-		})
-	}
-	wg.Wait()
+// holding is one container's range as an Allocator returned it.
+type holding struct {
+	instance, name string
+	r              Range
+}
 
-	for i, r := range ranges {
-		if r.Size != RangeSize || r.Start%RangeSize != 0 || r.Start < 1<<20 {
-			t.Errorf("c%d got %v", i, r)
+// checkHostWide checks that the ranges got are distinct, come first-free
+// from the default pool (together they fill its first blocks), and are what
+// each instance's All reports, and all it reports.
+func checkHostWide(t *testing.T, got []holding, cfgs ...Config) {
+	t.Helper()
+	byInstance := map[string]map[string]Range{}
+	for _, h := range got {
+		if byInstance[h.instance] == nil {
+			byInstance[h.instance] = map[string]Range{}
 		}
-		for j := range i {
-			if overlap(r, ranges[j]) {
-				t.Errorf("c%d got %v, overlapping %v of c%d", i, r, ranges[j], j)
+		if r, dup := byInstance[h.instance][h.name]; dup && r != h.r {
+			t.Errorf("%s of %s got %v and %v", h.name, h.instance, r, h.r)
+		}
+		byInstance[h.instance][h.name] = h.r
+	}
+	var distinct []holding
+	for dir, ranges := range byInstance {
+		for name, r := range ranges {
+			distinct = append(distinct, holding{dir, name, r})
+		}
+	}
+	starts := make([]uint32, len(distinct))
+	for i, h := range distinct {
+		if h.r.Size != RangeSize || h.r.Start%RangeSize != 0 || h.r.Start < 1<<20 {
+			t.Errorf("%s of %s got %v", h.name, h.instance, h.r)
+		}
+		for _, o := range distinct[:i] {
+			if overlap(h.r, o.r) {
+				t.Errorf("%s of %s got %v, overlapping %v of %s of %s", h.name, h.instance, h.r, o.r, o.name, o.instance)
 			}
 		}
-	}
-	all, err := New(cfg).All()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(all) != n {
-		t.Fatalf("state holds %d ranges, want %d", len(all), n)
-	}
-	for i, r := range ranges {
-		if all[fmt.Sprintf("c%d", i)] != r {
-			t.Errorf("state has %v for c%d, Allocate returned %v", all[fmt.Sprintf("c%d", i)], i, r)
-		}
-	}
-	// Lowest free first: together they fill the first n blocks.
-	starts := make([]uint32, n)
-	for i, r := range ranges {
-		starts[i] = r.Start
+		starts[i] = h.r.Start
 	}
 	slices.Sort(starts)
 	for i, s := range starts {
 		if want := uint32(1<<20 + i*RangeSize); s != want {
-			t.Fatalf("sorted starts %v are not the first %d blocks", starts, n)
+			t.Fatalf("sorted starts %v are not the first %d blocks", starts, len(starts))
+		}
+	}
+	for _, cfg := range cfgs {
+		all, err := New(cfg).All()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(all) != fmt.Sprint(byInstance[cfg.Instance]) {
+			t.Errorf("All() of %s = %v, want %v", cfg.Instance, all, byInstance[cfg.Instance])
+		}
+	}
+}
+
+// TestAllocateConcurrent: two instances allocate for the same names at
+// once, each call with an Allocator of its own, as separate nixcell
+// processes would.
+func TestAllocateConcurrent(t *testing.T) {
+	_, a := newTest(t, nil, nil)
+	b := another(t, a, "b")
+	const n = 10
+	got := make([]holding, 2*n)
+	var wg sync.WaitGroup
+	for i := range 2 * n {
+		wg.Go(func() {
+			cfg, name := a, fmt.Sprintf("c%d", i/2)
+			if i%2 == 1 {
+				cfg = b
+			}
+			r, err := New(cfg).Allocate(context.Background(), name)
+			if err != nil {
+				t.Error(err)
+			}
+			got[i] = holding{cfg.Instance, name, r}
+		})
+	}
+	wg.Wait()
+	checkHostWide(t, got, a, b)
+}
+
+// The helper process: the test binary re-executed with envHelper set to a
+// JSON helperJob allocates its names one after the other and prints what
+// it got, one "NAME START SIZE" line each.
+const envHelper = "NIXCELL_IDMAP_HELPER"
+
+type helperJob struct {
+	Config Config
+	Names  []string
+}
+
+func TestMain(m *testing.M) {
+	if job := os.Getenv(envHelper); job != "" {
+		if err := helperMain(job); err != nil {
+			fmt.Fprintln(os.Stderr, "helper:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func helperMain(job string) error {
+	var j helperJob
+	if err := json.Unmarshal([]byte(job), &j); err != nil {
+		return err
+	}
+	a := New(j.Config)
+	for _, name := range j.Names {
+		r, err := a.Allocate(context.Background(), name)
+		if err != nil {
+			return err
+		}
+		fmt.Println(name, r.Start, r.Size)
+	}
+	return nil
+}
+
+// TestAllocateConcurrentProcesses: processes of two instances allocate at
+// once; those of one instance ask for some names in common, and must get
+// one range per name.
+func TestAllocateConcurrentProcesses(t *testing.T) {
+	_, a := newTest(t, nil, nil)
+	b := another(t, a, "b")
+	type proc struct {
+		cmd *exec.Cmd
+		out bytes.Buffer
+		cfg Config
+	}
+	var procs []*proc
+	for k := range 6 {
+		cfg := []Config{a, b}[k%2]
+		// Processes 0 and 2 of an instance share names w0..w4, process 4
+		// has its own.
+		names := make([]string, 5)
+		for i := range names {
+			names[i] = fmt.Sprintf("w%d", i+min(k/4, 1)*5)
+		}
+		job, err := json.Marshal(helperJob{cfg, names})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := &proc{cmd: exec.Command(os.Args[0], "-test.run=^$"), cfg: cfg}
+		// GORACE: a race-enabled binary otherwise sleeps a second at exit.
+		p.cmd.Env = append(os.Environ(), envHelper+"="+string(job), "GORACE=atexit_sleep_ms=0")
+		p.cmd.Stdout, p.cmd.Stderr = &p.out, os.Stderr
+		if err := p.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		procs = append(procs, p)
+	}
+	var got []holding
+	for _, p := range procs {
+		if err := p.cmd.Wait(); err != nil {
+			t.Fatalf("helper of %s: %v", p.cfg.Instance, err)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(p.out.String()), "\n") {
+			var h holding
+			if _, err := fmt.Sscan(line, &h.name, &h.r.Start, &h.r.Size); err != nil {
+				t.Fatalf("helper printed %q: %v", line, err)
+			}
+			h.instance = p.cfg.Instance
+			got = append(got, h)
+		}
+	}
+	if len(got) != 30 {
+		t.Fatalf("helpers printed %d ranges, want 30", len(got))
+	}
+	checkHostWide(t, got, a, b)
+	if all, _ := New(a).All(); len(all) != 10 {
+		t.Errorf("instance a holds %d ranges, want 10: %v", len(all), all)
+	}
+}
+
+// TestTwoInstances: containers of the same name in two instances hold
+// different ranges; each instance sees and releases only its own.
+func TestTwoInstances(t *testing.T) {
+	ctx := context.Background()
+	_, cfgA := newTest(t, nil, nil)
+	cfgB := another(t, cfgA, "b")
+	a, b := New(cfgA), New(cfgB)
+	webA, webB := allocate(t, a, "web"), allocate(t, b, "web")
+	dbB := allocate(t, b, "db")
+	if overlap(webA, webB) || overlap(webA, dbB) || overlap(webB, dbB) {
+		t.Fatalf("ranges overlap: a/web %v, b/web %v, b/db %v", webA, webB, dbB)
+	}
+	if r := allocate(t, b, "web"); r != webB {
+		t.Fatalf("b/web again = %v, want %v", r, webB)
+	}
+	if _, ok, err := a.Lookup("db"); ok || err != nil {
+		t.Fatalf("a sees b's db: %v, %v", ok, err)
+	}
+	if all, err := a.All(); err != nil || fmt.Sprint(all) != fmt.Sprint(map[string]Range{"web": webA}) {
+		t.Fatalf("a.All() = %v, %v", all, err)
+	}
+	if err := a.Release(ctx, "db"); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok, err := b.Lookup("db"); !ok || err != nil || r != dbB {
+		t.Fatalf("b/db after a released db: %v, %v, %v", r, ok, err)
+	}
+	if err := b.Release(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok, err := a.Lookup("web"); !ok || err != nil || r != webA {
+		t.Fatalf("a/web after b released web: %v, %v, %v", r, ok, err)
+	}
+	if r := allocate(t, a, "other"); r != webB {
+		t.Fatalf("a's next range = %v, want b's freed %v", r, webB)
+	}
+	// An instance that holds nothing leaves no trace in the registry.
+	if err := b.Release(ctx, "db"); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(cfgA.RegistryPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(raw), cfgB.Instance) {
+		t.Fatalf("registry still names b:\n%s", raw)
+	}
+}
+
+func TestInstanceNotAbsolute(t *testing.T) {
+	_, cfg := newTest(t, nil, nil)
+	for _, dir := range []string{"", "relative", cfg.Instance + "/"} {
+		cfg.Instance = dir
+		a := New(cfg)
+		if _, err := a.Allocate(context.Background(), "web"); err == nil || !strings.Contains(err.Error(), "absolute clean path") {
+			t.Errorf("Allocate in instance %q: %v", dir, err)
+		}
+		if _, err := a.All(); err == nil {
+			t.Errorf("All in instance %q succeeded", dir)
 		}
 	}
 }
@@ -274,32 +486,35 @@ func TestMalformedSubIDFile(t *testing.T) {
 	if want := cfg.SubGIDPath + " line 2"; !strings.Contains(err.Error(), want) {
 		t.Fatalf("error %q does not name %q", err, want)
 	}
-	if _, err := os.Stat(cfg.StatePath); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("state written despite the error: %v", err)
+	if _, err := os.Stat(cfg.RegistryPath); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("registry written despite the error: %v", err)
 	}
 }
 
-func TestMalformedState(t *testing.T) {
+func TestMalformedRegistry(t *testing.T) {
 	a, cfg := newTest(t, nil, nil)
-	if err := os.MkdirAll(filepath.Dir(cfg.StatePath), 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(cfg.RegistryPath), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(cfg.StatePath, []byte("{"), 0o600); err != nil {
+	if err := os.WriteFile(cfg.RegistryPath, []byte("{"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for name, err := range map[string]error{
 		"Allocate": func() error { _, err := a.Allocate(context.Background(), "web"); return err }(),
 		"All":      func() error { _, err := a.All(); return err }(),
+		"Lookup":   func() error { _, _, err := a.Lookup("web"); return err }(),
+		"Release":  a.Release(context.Background(), "web"),
+		"Stale":    func() error { _, err := a.Stale(); return err }(),
 	} {
-		if err == nil || !strings.Contains(err.Error(), cfg.StatePath) {
-			t.Errorf("%s with a broken state file: %v, want an error naming it", name, err)
+		if err == nil || !strings.Contains(err.Error(), cfg.RegistryPath) {
+			t.Errorf("%s with a broken registry: %v, want an error naming it", name, err)
 		}
 	}
 }
 
 func TestAllocateWaitsForLock(t *testing.T) {
 	a, cfg := newTest(t, nil, nil)
-	held, err := lockfile.TryLock(cfg.LockPath)
+	held, err := lockfile.TryLock(filepath.Join(filepath.Dir(cfg.RegistryPath), "ranges.lock"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,6 +525,9 @@ func TestAllocateWaitsForLock(t *testing.T) {
 	}
 	if err := a.Release(ctx, "web"); !errors.Is(err, lockfile.ErrLocked) {
 		t.Fatalf("Release while the lock is held: %v, want lockfile.ErrLocked", err)
+	}
+	if _, err := a.Reclaim(ctx); !errors.Is(err, lockfile.ErrLocked) {
+		t.Fatalf("Reclaim while the lock is held: %v, want lockfile.ErrLocked", err)
 	}
 	if err := held.Unlock(); err != nil {
 		t.Fatal(err)

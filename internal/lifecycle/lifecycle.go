@@ -4,8 +4,9 @@
 package lifecycle
 
 import (
-	"errors"
 	"fmt"
+
+	"github.com/nixcell/nixcell/internal/fault"
 )
 
 // State is a container's observable state.
@@ -18,6 +19,8 @@ const (
 	Stopped State = "stopped"
 	// Running: the init lives.
 	Running State = "running"
+	// Destroying: a destroy was interrupted; only destroy finishes it.
+	Destroying State = "destroying"
 )
 
 // Op is an operation on an existing container.
@@ -31,15 +34,19 @@ const (
 	Exec      Op = "exec"
 	Login     Op = "login"
 	Destroy   Op = "destroy"
-	Update    Op = "update"
+	Update    Op = "update" // update, switch-generation, rollback, delete-generations
 	Stats     Op = "stats"
+	Signal    Op = "signal"
+	Reload    Op = "reload" // switch the current generation in place
 )
 
-// Sentinel classes for errors.Is.
+// The reasons an operation is refused, by the state that refuses it; all
+// of class fault.State.
 var (
-	ErrAlreadyRunning = errors.New("already running")
-	ErrNotRunning     = errors.New("not running")
-	ErrIncomplete     = errors.New("its creation did not finish")
+	ErrAlreadyRunning = fault.New(fault.State, "already running")
+	ErrNotRunning     = fault.New(fault.State, "not running")
+	ErrIncomplete     = fault.New(fault.State, "its creation did not finish")
+	ErrDestroying     = fault.New(fault.State, "its destroy did not finish")
 )
 
 // TransitionError is an operation the state does not allow.
@@ -50,38 +57,50 @@ type TransitionError struct {
 }
 
 func (e *TransitionError) Error() string {
-	switch {
-	case e.err == ErrAlreadyRunning:
+	switch e.err {
+	case ErrAlreadyRunning:
 		return "it is already running"
-	case e.err == ErrNotRunning:
+	case ErrNotRunning:
 		return "it is not running (start it first)"
-	case e.err == ErrIncomplete:
+	case ErrIncomplete:
 		return "its creation did not finish; run create again or destroy it"
+	case ErrDestroying:
+		return "its destroy did not finish; run destroy again"
 	}
 	return fmt.Sprintf("%s is not possible while %s", e.Op, e.State)
 }
 
 func (e *TransitionError) Unwrap() error { return e.err }
 
-// allowed maps each state to the operations it allows and, for the others,
-// the reason they are refused.
-var refused = map[State]map[Op]error{
-	Creating: {Start: ErrIncomplete, Stop: ErrIncomplete, Terminate: ErrIncomplete, Restart: ErrIncomplete,
-		Exec: ErrIncomplete, Login: ErrIncomplete, Update: ErrIncomplete, Stats: ErrIncomplete},
-	Stopped: {Stop: ErrNotRunning, Terminate: ErrNotRunning, Exec: ErrNotRunning, Login: ErrNotRunning, Stats: ErrNotRunning},
-	Running: {Start: ErrAlreadyRunning},
+// allowed lists, for each state, the operations it allows; every other
+// operation is refused, so a new operation is refused everywhere until a
+// line here allows it. Destroy is allowed in every state (a running
+// container is stopped first); Restart of a stopped container starts it.
+var allowed = map[State][]Op{
+	Creating:   {Destroy},
+	Destroying: {Destroy},
+	Stopped:    {Start, Restart, Destroy, Update},
+	Running:    {Stop, Terminate, Restart, Exec, Login, Destroy, Update, Stats, Signal, Reload},
+}
+
+// refusal is why a state refuses what it does not allow.
+var refusal = map[State]error{
+	Creating:   ErrIncomplete,
+	Destroying: ErrDestroying,
+	Stopped:    ErrNotRunning,
+	Running:    ErrAlreadyRunning,
 }
 
 // Check returns nil when op is allowed in state s, else a *TransitionError.
-// Destroy is allowed in every state: a running container is stopped first.
-// Restart of a stopped container simply starts it.
 func Check(s State, op Op) error {
-	ops, ok := refused[s]
+	ops, ok := allowed[s]
 	if !ok {
-		return &TransitionError{State: s, Op: op, err: fmt.Errorf("unknown state %q", s)}
+		return &TransitionError{State: s, Op: op, err: fault.New(fault.State, fmt.Sprintf("unknown state %q", s))}
 	}
-	if err := ops[op]; err != nil {
-		return &TransitionError{State: s, Op: op, err: err}
+	for _, o := range ops {
+		if o == op {
+			return nil
+		}
 	}
-	return nil
+	return &TransitionError{State: s, Op: op, err: refusal[s]}
 }

@@ -3,14 +3,17 @@ package lifecycle
 import (
 	"errors"
 	"testing"
+
+	"github.com/nixcell/nixcell/internal/fault"
 )
 
 func TestCheck(t *testing.T) {
-	all := []Op{Start, Stop, Terminate, Restart, Exec, Login, Destroy, Update, Stats}
+	all := []Op{Start, Stop, Terminate, Restart, Exec, Login, Destroy, Update, Stats, Signal, Reload, "some-new-op"}
 	allowed := map[State][]Op{
-		Creating: {Destroy},
-		Stopped:  {Start, Restart, Destroy, Update},
-		Running:  {Stop, Terminate, Restart, Exec, Login, Destroy, Update, Stats},
+		Creating:   {Destroy},
+		Destroying: {Destroy},
+		Stopped:    {Start, Restart, Destroy, Update},
+		Running:    {Stop, Terminate, Restart, Exec, Login, Destroy, Update, Stats, Signal, Reload},
 	}
 	for st, ok := range allowed {
 		okSet := map[Op]bool{}
@@ -39,5 +42,10 @@ func TestCheck(t *testing.T) {
 	}
 	if err := Check("bogus", Start); err == nil {
 		t.Error("unknown state allowed start")
+	}
+	for _, st := range []State{Creating, Destroying, Stopped, Running} {
+		if err := Check(st, "some-new-op"); !errors.Is(err, fault.State) {
+			t.Errorf("an operation no state allows, in %s: %v, want a refusal of class fault.State", st, err)
+		}
 	}
 }

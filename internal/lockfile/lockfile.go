@@ -17,13 +17,15 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/nixcell/nixcell/internal/fault"
+
 	"golang.org/x/sys/unix"
 )
 
 // ErrLocked is matched (errors.Is) by the error of TryLock when another
 // holder has the lock, and by the error of Lock when its context ends
 // before the lock came free.
-var ErrLocked = errors.New("held by another process")
+var ErrLocked = fault.New(fault.Conflict, "held by another process")
 
 // Polling bounds of Lock. Polling with LOCK_NB instead of one blocking
 // flock is what makes the wait cancellable: a blocking flock cannot be

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/nixcell/nixcell/internal/fault"
 )
 
 // Generation is one generation of a profile.
@@ -71,7 +73,7 @@ func (p Profile) Delete(ctx context.Context, numbers []int) error {
 }
 
 // ErrBadGenerations is the class of unreadable generation selections.
-var ErrBadGenerations = errors.New("bad generation selection")
+var ErrBadGenerations = fault.New(fault.Invalid, "bad generation selection")
 
 // SelectForDeletion resolves nix-env's --delete-generations forms against
 // gens: generation numbers ("3 4"), "old" (all but the current), "+N" (the

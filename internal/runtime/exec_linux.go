@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nixcell/nixcell/internal/lifecycle"
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/utils"
 	"golang.org/x/sys/unix"
@@ -50,13 +51,13 @@ func (e Exec) Run(stateRoot, name string) (int, error) {
 	}
 	lc, err := libcontainer.Load(stateRoot, name)
 	if errors.Is(err, libcontainer.ErrNotExist) {
-		return 0, ErrNotRunning
+		return 0, lifecycle.ErrNotRunning
 	}
 	if err != nil {
 		return 0, fmt.Errorf("loading runtime state: %w", err)
 	}
 	if st, err := lc.Status(); err != nil || st != libcontainer.Running {
-		return 0, ErrNotRunning
+		return 0, lifecycle.ErrNotRunning
 	}
 	noNewPrivs := true
 	p := &libcontainer.Process{

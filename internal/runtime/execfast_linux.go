@@ -24,6 +24,7 @@ import (
 	"unsafe"
 
 	"github.com/moby/sys/capability"
+	"github.com/nixcell/nixcell/internal/lifecycle"
 	"golang.org/x/sys/unix"
 )
 
@@ -122,7 +123,7 @@ func (e Exec) runFast(stateRoot, name string) (int, error) {
 	dir := filepath.Join(stateRoot, name)
 	data, err := os.ReadFile(filepath.Join(dir, "state.json"))
 	if errors.Is(err, fs.ErrNotExist) {
-		return 0, ErrNotRunning
+		return 0, lifecycle.ErrNotRunning
 	}
 	if err != nil {
 		return 0, fmt.Errorf("loading runtime state: %w", err)
@@ -137,17 +138,17 @@ func (e Exec) runFast(stateRoot, name string) (int, error) {
 	// libcontainer's Status: an init not started yet (its exec fifo is
 	// there) or frozen is not running.
 	if _, err := os.Lstat(filepath.Join(dir, "exec.fifo")); err == nil || frozen(st.Cgroups) {
-		return 0, ErrNotRunning
+		return 0, lifecycle.ErrNotRunning
 	}
 	pidfd, err := unix.PidfdOpen(st.InitPid, 0)
 	if err != nil {
-		return 0, ErrNotRunning
+		return 0, lifecycle.ErrNotRunning
 	}
 	defer unix.Close(pidfd)
 	// Checked after the pidfd is open: it then refers to this init, not
 	// to a process that got its PID later.
 	if !initAlive(st.InitPid, st.InitStart) {
-		return 0, ErrNotRunning
+		return 0, lifecycle.ErrNotRunning
 	}
 	prog, err := cachedSeccompProgram(dir, st.Config.Seccomp)
 	if err != nil {
@@ -404,7 +405,7 @@ func namespacesToJoin(pid int) (joinPid bool, flags int, err error) {
 			return false, 0, err
 		}
 		if err := unix.Stat("/proc/"+strconv.Itoa(pid)+"/ns/"+t.name, &init); err != nil {
-			return false, 0, ErrNotRunning
+			return false, 0, lifecycle.ErrNotRunning
 		}
 		if self.Dev == init.Dev && self.Ino == init.Ino {
 			continue

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/nixcell/nixcell/internal/lifecycle"
 	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/runc/libcontainer"
 )
@@ -92,7 +93,7 @@ func SetLimits(stateRoot, name string, l Limits) error {
 	cfg.Cgroups = &cg
 	if err := lc.Set(cfg); err != nil {
 		if errors.Is(err, libcontainer.ErrNotRunning) {
-			return ErrNotRunning
+			return lifecycle.ErrNotRunning
 		}
 		return fmt.Errorf("setting limits: %w", err)
 	}
@@ -212,13 +213,13 @@ func oomKills(paths map[string]string) uint64 {
 func loadRunning(stateRoot, name string) (*libcontainer.Container, error) {
 	lc, err := libcontainer.Load(stateRoot, name)
 	if errors.Is(err, libcontainer.ErrNotExist) {
-		return nil, ErrNotRunning
+		return nil, lifecycle.ErrNotRunning
 	}
 	if err != nil {
 		return nil, fmt.Errorf("loading runtime state: %w", err)
 	}
 	if st, err := lc.Status(); err != nil || st == libcontainer.Stopped {
-		return nil, ErrNotRunning
+		return nil, lifecycle.ErrNotRunning
 	}
 	return lc, nil
 }

@@ -9,8 +9,8 @@ import (
 	"path/filepath"
 	goruntime "runtime"
 	"strings"
-	"syscall"
 
+	"github.com/nixcell/nixcell/internal/kernel"
 	"github.com/opencontainers/cgroups"
 	"golang.org/x/sys/unix"
 )
@@ -40,6 +40,15 @@ import (
 //	HostDir/nix/     the host's /nix/store, idmapped, for the closure view
 //	HostDir/store/   a tmpfs with a bind of each closure path, /nix/store inside
 
+// The main goroutine keeps the main thread for itself. The Go runtime
+// discards a thread whose goroutine ends while locked to it (as
+// inPrivateMounts's does), except the main thread, which it keeps: had
+// that goroutine run there, the process's main thread would stay in the
+// private mount namespace, and with it the mounts, for the rest of the
+// process. Locking the main goroutine to it in an init, before any other
+// goroutine exists, keeps every other goroutine off it.
+func init() { goruntime.LockOSThread() }
+
 // inPrivateMounts runs f on a locked thread in a new mount namespace whose
 // mounts receive the host's but do not propagate back. Processes that f
 // starts inherit that namespace. The thread is discarded when f returns.
@@ -51,6 +60,10 @@ func inPrivateMounts(f func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		goruntime.LockOSThread() // never unlocked: the thread ends with this goroutine
+		if unix.Gettid() == unix.Getpid() {
+			errc <- errors.New("a private mount namespace on the main thread would outlive the start; the main goroutine must keep the main thread (see init)")
+			return
+		}
 		if err := unix.Unshare(unix.CLONE_NEWNS | unix.CLONE_FS); err != nil {
 			errc <- fmt.Errorf("creating a mount namespace: %w", err)
 			return
@@ -240,31 +253,10 @@ func mountPointFor(src, dst string) error {
 }
 
 // idmapUserns returns a user namespace with the container's ID mapping,
-// which idmapped mounts take as their mapping. It belongs to a helper
-// process that stops before it runs anything (it is traced from birth,
-// so it halts at exec) and is killed once its namespace is open.
-// Preconditions: called on a locked thread (tracing requires it).
+// which idmapped mounts take as their mapping. Preconditions: called on a
+// locked thread.
 func (c *Container) idmapUserns() (*os.File, error) {
-	m := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(c.IDs.Start), Size: int(c.IDs.Size)}}
-	p, err := os.StartProcess("/proc/self/exe", []string{"nixcell-idmap"}, &os.ProcAttr{
-		Sys: &syscall.SysProcAttr{
-			Cloneflags:  unix.CLONE_NEWUSER,
-			UidMappings: m, GidMappings: m,
-			Ptrace: true,
-		},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("creating a user namespace for idmapped mounts: %w", err)
-	}
-	defer func() {
-		_ = p.Kill()
-		_, _ = p.Wait()
-	}()
-	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/user", p.Pid))
-	if err != nil {
-		return nil, fmt.Errorf("opening the idmap user namespace: %w", err)
-	}
-	return f, nil
+	return kernel.UserNamespace(c.IDs.Start, c.IDs.Size)
 }
 
 // removeHostDir deletes a container's HostDir. Nothing is mounted there in
@@ -286,6 +278,10 @@ func removeHostDir(dir string) error {
 	}
 	return nil
 }
+
+// MountsUnder lists the mount points at or below dir in this process's
+// mount namespace (the host's): nixcell never leaves any there.
+func MountsUnder(dir string) ([]string, error) { return mountsUnder(dir) }
 
 // mountsUnder lists the mount points at or below dir in this process's
 // mount namespace.

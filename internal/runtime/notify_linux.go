@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nixcell/nixcell/internal/fault"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -17,7 +19,7 @@ const NotifySocket = "/run/host/notify"
 
 // ErrNotReady is the class of starts that did not become ready: no READY=1
 // within the timeout, or an init that exited first.
-var ErrNotReady = errors.New("not ready")
+var ErrNotReady = fault.New(fault.NotReady, "not ready")
 
 // notifier is the host end of a container's readiness socket: a datagram
 // socket bound in HostDir/host, which is /run/host inside. It lives as

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nixcell/nixcell/internal/lifecycle"
 	"github.com/opencontainers/runc/libcontainer"
 	"golang.org/x/sys/unix"
 )
@@ -33,7 +34,7 @@ type StopResult struct {
 func Stop(stateRoot, name string, timeout time.Duration) (StopResult, error) {
 	lc, err := libcontainer.Load(stateRoot, name)
 	if errors.Is(err, libcontainer.ErrNotExist) {
-		return StopResult{}, ErrNotRunning
+		return StopResult{}, lifecycle.ErrNotRunning
 	}
 	if err != nil {
 		return StopResult{}, fmt.Errorf("loading runtime state: %w", err)
@@ -46,6 +47,7 @@ func Stop(stateRoot, name string, timeout time.Duration) (StopResult, error) {
 	if err != nil {
 		return res, err
 	}
+	recordExit(lc, exitRecord{Stopped: true}, true)
 	return res, Cleanup(stateRoot, name)
 }
 
@@ -66,16 +68,37 @@ func shutdown(pid int, timeout time.Duration, kill func()) (StopResult, error) {
 	}
 	defer unix.Close(pidfd)
 
+	// A signal sent while the init only blocks it is queued; when the init
+	// then unblocks it before it has a handler (a shell blocks every signal
+	// around a fork), the kernel drops it. So a signal sent to an init that
+	// only blocked it is sent once more if the init later has a handler and
+	// the first is no longer pending. An init that reads its signals from a
+	// signalfd (systemd) never gets a handler, and never a second signal.
+	send := func() error {
+		err := unix.PidfdSendSignal(pidfd, StopSignal, nil, 0)
+		if err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("sending the stop signal: %w", err)
+		}
+		return nil
+	}
 	deadline := time.Now().Add(timeout)
+	onlyBlocked, resent := false, false
 	for {
-		if !res.Signalled && catches(pid, StopSignal) {
-			if err := unix.PidfdSendSignal(pidfd, StopSignal, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
-				return res, fmt.Errorf("sending the stop signal: %w", err)
+		m := readSignalMasks(pid)
+		switch {
+		case !res.Signalled && (m.handles(StopSignal) || m.blocks(StopSignal)):
+			if err := send(); err != nil {
+				return res, err
 			}
-			res.Signalled = true
+			res.Signalled, onlyBlocked = true, !m.handles(StopSignal)
+		case onlyBlocked && !resent && m.handles(StopSignal) && !m.pending(StopSignal):
+			if err := send(); err != nil {
+				return res, err
+			}
+			resent = true
 		}
 		wait := time.Until(deadline)
-		if !res.Signalled && wait > 10*time.Millisecond {
+		if (!res.Signalled || onlyBlocked && !resent) && wait > 10*time.Millisecond {
 			wait = 10 * time.Millisecond // poll for the handler
 		}
 		if exited(pidfd, wait) {
@@ -106,25 +129,49 @@ func exited(pidfd int, d time.Duration) bool {
 	}
 }
 
-// catches tells whether pid will act on sig: it has a handler installed
-// for it, or it blocks it (systemd blocks the signals it handles and reads
-// them from a signalfd; a blocked signal is queued, never dropped).
-func catches(pid int, sig unix.Signal) bool {
+// signalMasks are a process's signal masks from /proc/PID/status.
+type signalMasks struct {
+	blocked, caught, pendingMask uint64
+}
+
+func bit(sig unix.Signal) uint64 { return uint64(1) << (uint(sig) - 1) }
+
+// handles: a handler is installed for sig.
+func (m signalMasks) handles(sig unix.Signal) bool { return m.caught&bit(sig) != 0 }
+
+// blocks: sig is blocked, so it is queued until unblocked (systemd blocks
+// the signals it reads from a signalfd).
+func (m signalMasks) blocks(sig unix.Signal) bool { return m.blocked&bit(sig) != 0 }
+
+// pending: sig is queued and not yet delivered.
+func (m signalMasks) pending(sig unix.Signal) bool { return m.pendingMask&bit(sig) != 0 }
+
+// readSignalMasks reads pid's masks; a process that is gone has none.
+func readSignalMasks(pid int) signalMasks {
+	var m signalMasks
 	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
-		return false
+		return m
 	}
 	defer f.Close()
-	bit := uint64(1) << (uint(sig) - 1)
-	found := false
 	s := bufio.NewScanner(f)
 	for s.Scan() {
-		for _, field := range []string{"SigBlk:", "SigCgt:"} {
-			if v, ok := strings.CutPrefix(s.Text(), field); ok {
-				mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-				found = found || err == nil && mask&bit != 0
-			}
+		k, v, ok := strings.Cut(s.Text(), ":")
+		if !ok {
+			continue
+		}
+		mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		if err != nil {
+			continue
+		}
+		switch k {
+		case "SigBlk":
+			m.blocked = mask
+		case "SigCgt":
+			m.caught = mask
+		case "SigPnd", "ShdPnd":
+			m.pendingMask |= mask
 		}
 	}
-	return found
+	return m
 }

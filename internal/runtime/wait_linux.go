@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nixcell/nixcell/internal/lifecycle"
 	"github.com/opencontainers/runc/libcontainer"
 	"golang.org/x/sys/unix"
 )
@@ -17,7 +18,7 @@ func Signal(stateRoot, name string, sig unix.Signal) error {
 	}
 	if err := lc.Signal(sig); err != nil {
 		if errors.Is(err, libcontainer.ErrNotRunning) {
-			return ErrNotRunning
+			return lifecycle.ErrNotRunning
 		}
 		return fmt.Errorf("sending %v to the init: %w", unix.SignalName(sig), err)
 	}
@@ -86,7 +87,9 @@ func WaitInit(pid int, startedAt time.Time) (Exit, error) {
 	}
 }
 
-// exitOf reads a wait status as initStatus does.
+// exitOf is how an init ended, from its wait status. reboot(2) in a PID
+// namespace ends its init as if killed by SIGINT for a halt or power off,
+// by SIGHUP for a reboot: those are a clean 0 and RebootStatus.
 func exitOf(ws unix.WaitStatus) Exit {
 	switch {
 	case ws.Exited():
@@ -107,7 +110,7 @@ func exitOf(ws unix.WaitStatus) Exit {
 func InitOf(stateRoot, name string) (pid int, startedAt time.Time, err error) {
 	lc, err := libcontainer.Load(stateRoot, name)
 	if errors.Is(err, libcontainer.ErrNotExist) {
-		return 0, time.Time{}, ErrNotRunning
+		return 0, time.Time{}, lifecycle.ErrNotRunning
 	}
 	if err != nil {
 		return 0, time.Time{}, fmt.Errorf("loading runtime state: %w", err)

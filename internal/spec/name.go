@@ -5,15 +5,16 @@
 package spec
 
 import (
-	"errors"
 	"fmt"
+
+	"github.com/nixcell/nixcell/internal/fault"
 )
 
 // MaxNameLen keeps a name usable as a DNS label and a host name.
 const MaxNameLen = 63
 
 // ErrInvalidName is the class of every name validation error.
-var ErrInvalidName = errors.New("invalid container name")
+var ErrInvalidName = fault.New(fault.Usage, "invalid container name")
 
 // ValidateName checks that name can be a container name: a DNS label of
 // lower-case letters, digits and inner hyphens, starting with a letter. The

@@ -11,10 +11,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/nixcell/nixcell/internal/fault"
 )
 
 // ErrInvalidSpec is the class of every configuration validation error.
-var ErrInvalidSpec = errors.New("invalid container configuration")
+var ErrInvalidSpec = fault.New(fault.Invalid, "invalid container configuration")
 
 // Spec is the host-side part of a container's configuration: everything of
 // nixcloud-container's attribute set form except `configuration`, which is
@@ -47,7 +49,20 @@ type Spec struct {
 	// AllowedDevices are device nodes the container may use beyond the
 	// standard ones.
 	AllowedDevices []Device `json:"allowedDevices,omitempty"`
+	// InitArgs are passed to the init after its path, as systemd-nspawn
+	// passes what follows the init on its command line (systemd reads
+	// systemd.unit=, systemd.log_level= and the like there). They apply
+	// from the next start.
+	InitArgs []string `json:"initArgs,omitempty"`
+	// ConsoleLogSize caps the console log: it keeps the latest output,
+	// this many bytes at most across console.log and console.log.1 (0: the
+	// runtime's default). It applies from the next start.
+	ConsoleLogSize uint64 `json:"consoleLogSize,omitempty"`
 }
+
+// MinConsoleLogSize is the smallest console log cap: each half of it holds
+// a whole read of the console agent (64 KiB).
+const MinConsoleLogSize = 128 << 10
 
 // Network is the `network` attribute set.
 type Network struct {
@@ -143,6 +158,24 @@ func Parse(data []byte) (Spec, error) {
 			s.Store = d.str(raw, at)
 			if s.Store != "full" && s.Store != "closure" {
 				d.fail(at, "must be \"full\" or \"closure\", not %q", s.Store)
+			}
+		},
+		"initArgs": func(raw json.RawMessage, at string) {
+			for i, item := range d.list(raw, at) {
+				where := fmt.Sprintf("%s[%d]", at, i)
+				a := d.str(item, where)
+				if a == "" || strings.ContainsRune(a, 0) {
+					d.fail(where, "must be a non-empty argument without NUL characters")
+				}
+				s.InitArgs = append(s.InitArgs, a)
+			}
+		},
+		"consoleLogSize": func(raw json.RawMessage, at string) {
+			var err error
+			if s.ConsoleLogSize, err = parseBytes(raw); err != nil {
+				d.fail(at, "%v", err)
+			} else if s.ConsoleLogSize < MinConsoleLogSize {
+				d.fail(at, "must be at least 128K, not %d bytes", s.ConsoleLogSize)
 			}
 		},
 		"allowedDevices": func(raw json.RawMessage, at string) {
@@ -459,13 +492,39 @@ func (d *decoder) bindMounts(raw json.RawMessage, at string) []BindMount {
 	return mounts
 }
 
-// reservedMounts are where the runtime mounts what every container needs:
-// a user mount there, above or (for those marked) below would hide it or
-// interfere with it.
-var reservedMounts = []struct {
-	path  string
-	below bool
-}{{"/proc", true}, {"/sys", true}, {"/dev", false}, {"/run/host", true}}
+// ReservedMounts are where the runtime mounts what every container needs.
+// A user mount (bindMounts, tmpfs) there or above is refused, since it
+// would hide it; one below is refused where Below says so. The runtime's
+// tests check that every mount it makes is here or in DefaultMounts, so
+// the two cannot drift.
+var ReservedMounts = []struct {
+	Path  string
+	Below bool // a mount below it is refused too
+}{
+	{"/proc", true}, {"/sys", true}, {"/dev", true}, {"/run/host", true},
+	// The host's Nix directories, for a NixOS system. Below the store is
+	// allowed: such a mount gets its mount point in the closure view too.
+	{"/nix/store", false}, {"/nix/var/nix/db", true}, {"/nix/var/nix/daemon-socket", true},
+	{"/nix/var/nix/profiles", true}, {"/nix/var/nix/gcroots", false},
+}
+
+// DefaultMounts are what the runtime mounts that a user mount may replace
+// (a bind or tmpfs of the user's own at /tmp takes its place).
+var DefaultMounts = []string{"/tmp"}
+
+// IsReserved tells whether a user mount at p would hide or interfere with
+// one of ReservedMounts.
+func IsReserved(p string) bool {
+	if p == "/" {
+		return true
+	}
+	for _, r := range ReservedMounts {
+		if p == r.Path || strings.HasPrefix(r.Path, p+"/") || r.Below && strings.HasPrefix(p, r.Path+"/") {
+			return true
+		}
+	}
+	return false
+}
 
 // mountPoint rejects mount points that would hide the root or what the
 // runtime mounts.
@@ -474,11 +533,8 @@ func (d *decoder) mountPoint(at, p string) {
 		d.fail(at, "cannot mount over the root file system")
 		return
 	}
-	for _, r := range reservedMounts {
-		if p == r.path || strings.HasPrefix(r.path, p+"/") || r.below && strings.HasPrefix(p, r.path+"/") {
-			d.fail(at, "%s is mounted by nixcell itself; choose another mount point", p)
-			return
-		}
+	if IsReserved(p) {
+		d.fail(at, "%s is mounted by nixcell itself; choose another mount point", p)
 	}
 }
 

@@ -8,15 +8,17 @@
 //
 //	STATE/containers/NAME/container.json   the record (Container)
 //	STATE/containers/NAME/configuration.nix an inline (-c) configuration
-//	STATE/containers/NAME/console.log      the init's output, /dev/console inside
+//	STATE/containers/NAME/console.log      the init's console output (and console.log.1; the console agent writes them)
+//	STATE/containers/NAME/last-exit.json   how its last init ended (and init-exit.PID; see runtime)
 //	STATE/containers/NAME/closure.json     the closure of its system, for store = "closure"
 //	STATE/containers/NAME/root/            the container's root, owned by its ID range
-//	STATE/idmap.json                       ID ranges held by containers
+//	STATE/idmap.json                       ID ranges of before they were host-wide (idmap adopts and removes it)
 //	STATE/network.json                     network settings and addresses held by containers
 //	STATE/locks/NAME.lock, global.lock     flock(2) locks
 //	RUN/containers/NAME/                   libcontainer's state of a running container
 //	RUN/host/NAME/                         files the host gives a running container (HostDir)
-//	RUN/running/NAME.json                  the generation it booted or last switched to (Running)
+//	RUN/runs.json                          which containers start or run, and what (Runs)
+//	RUN/console.sock, console.lock         the instance's console agent (package console)
 package state
 
 import (
@@ -31,6 +33,8 @@ import (
 	"sort"
 	"time"
 
+	"github.com/nixcell/nixcell/internal/fault"
+
 	"github.com/nixcell/nixcell/internal/atomicfile"
 	"github.com/nixcell/nixcell/internal/lockfile"
 	"github.com/nixcell/nixcell/internal/spec"
@@ -44,10 +48,10 @@ const (
 )
 
 // ErrNotFound means no container of that name exists.
-var ErrNotFound = errors.New("no such container")
+var ErrNotFound = fault.New(fault.NotFound, "no such container")
 
 // ErrExists means a container of that name exists already.
-var ErrExists = errors.New("container already exists")
+var ErrExists = fault.New(fault.Exists, "container already exists")
 
 // Phase is how far a container's creation got.
 type Phase string
@@ -59,6 +63,9 @@ const (
 	Creating Phase = "creating"
 	// Created containers are complete.
 	Created Phase = "created"
+	// Destroying is written when a destroy begins: one found in this phase
+	// was interrupted, and destroy finishes it.
+	Destroying Phase = "destroying"
 )
 
 // Container is a container's record. It changes only under the
@@ -108,16 +115,6 @@ type Source struct {
 	// Init is the program run as PID 1 of a RootFS container, a path
 	// inside it.
 	Init string `json:"init,omitempty"`
-}
-
-// Running is what a running container's init booted, or what it was last
-// switched to in place. It belongs to one init: a record whose InitPid and
-// InitStartedAt are not those of the live init is stale.
-type Running struct {
-	Generation    int       `json:"generation"`
-	System        string    `json:"system"`
-	InitPid       int       `json:"initPid"`
-	InitStartedAt time.Time `json:"initStartedAt"`
 }
 
 // Store is one nixcell instance's state.
@@ -185,8 +182,11 @@ func (s Store) Dir(name string) string { return filepath.Join(s.containersDir(),
 // RootFS is the container's root file system.
 func (s Store) RootFS(name string) string { return filepath.Join(s.Dir(name), "root") }
 
-// ConsoleLog is the file the container's init writes to.
+// ConsoleLog is where the container's console output is kept.
 func (s Store) ConsoleLog(name string) string { return filepath.Join(s.Dir(name), "console.log") }
+
+// DeviceDir holds the container's copies of its allowed device nodes.
+func (s Store) DeviceDir(name string) string { return filepath.Join(s.Dir(name), "devices") }
 
 // InlineConfig is where an inline (-c) configuration is kept.
 func (s Store) InlineConfig(name string) string {
@@ -214,7 +214,8 @@ func (s Store) HostDir(name string) string { return filepath.Join(s.Run, "host",
 // CgroupPath is the container's absolute cgroup path.
 func (s Store) CgroupPath(name string) string { return s.CgroupParent + "/" + name }
 
-// IDMapPath is the ID range allocation file.
+// IDMapPath is the instance's own ID range allocation file of before ranges
+// were host-wide; package idmap adopts its ranges and removes it.
 func (s Store) IDMapPath() string { return filepath.Join(s.Root, "idmap.json") }
 
 // NetworkPath is the network settings and address allocation file.
@@ -264,6 +265,18 @@ func (s Store) Remove(name string) error {
 	return nil
 }
 
+// RemoveRoot deletes the container's root file system and what its runtime
+// made beside it (device copies), keeping its record. The caller holds the
+// container's lock and has stopped it.
+func (s Store) RemoveRoot(name string) error {
+	for _, d := range []string{s.RootFS(name), s.DeviceDir(name)} {
+		if err := os.RemoveAll(d); err != nil {
+			return fmt.Errorf("removing %s: %w", d, err)
+		}
+	}
+	return nil
+}
+
 // Names lists the containers that have a state directory, sorted.
 func (s Store) Names() ([]string, error) {
 	entries, err := os.ReadDir(s.containersDir())
@@ -281,35 +294,4 @@ func (s Store) Names() ([]string, error) {
 	}
 	sort.Strings(names)
 	return names, nil
-}
-
-func (s Store) runningPath(name string) string {
-	return filepath.Join(s.Run, "running", name+".json")
-}
-
-// SaveRunning records what the container's init runs. The caller holds the
-// container's lock.
-func (s Store) SaveRunning(name string, r Running) error {
-	if err := os.MkdirAll(filepath.Dir(s.runningPath(name)), 0o700); err != nil {
-		return err
-	}
-	return atomicfile.WriteJSON(s.runningPath(name), r, 0o600)
-}
-
-// LoadRunning reads what the container's init runs; ok is false when there
-// is no record.
-func (s Store) LoadRunning(name string) (r Running, ok bool, err error) {
-	err = atomicfile.ReadJSON(s.runningPath(name), &r)
-	if errors.Is(err, fs.ErrNotExist) {
-		return r, false, nil
-	}
-	return r, err == nil, err
-}
-
-// RemoveRunning forgets what the container ran; it is idempotent.
-func (s Store) RemoveRunning(name string) error {
-	if err := os.Remove(s.runningPath(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	return nil
 }

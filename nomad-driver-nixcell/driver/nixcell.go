@@ -1,8 +1,8 @@
 package driver
 
-// This file is the driver's only contact with nixcell's library (packages
-// cell and runtime): every other file speaks the types below, so that a
-// change of the library's API is met here.
+// This file is the driver's only contact with nixcell's library (package
+// cell): every other file speaks the types below, so that a change of the
+// library's API is met here.
 
 import (
 	"context"
@@ -17,7 +17,6 @@ import (
 
 	"github.com/nixcell/nixcell/internal/cell"
 	"github.com/nixcell/nixcell/internal/lifecycle"
-	"github.com/nixcell/nixcell/internal/runtime"
 	"github.com/nixcell/nixcell/internal/spec"
 )
 
@@ -29,7 +28,7 @@ type cells struct {
 // open returns a manager of the state directory whose progress and Nix
 // build output go to log.
 func (c cells) open(log io.Writer) (*cell.Manager, error) {
-	m, err := cell.Open(c.dir)
+	m, err := cell.Open(cell.Config{StateDir: c.dir})
 	if err != nil {
 		return nil, fmt.Errorf("opening the nixcell state directory %s: %w", c.dir, err)
 	}
@@ -125,7 +124,7 @@ func (c cells) start(ctx context.Context, name string, r startRequest) (initProc
 	}
 	opts := cell.StartOptions{Stdout: r.Stdout, Stderr: r.Stderr, NetNS: r.NetNS, Env: r.Env}
 	for _, f := range r.Forwards {
-		pf := spec.PortForward{Protocol: f.Protocol, HostPort: uint16(f.HostPort), ContainerPort: uint16(f.ContainerPort)}
+		pf := cell.PortForward{Protocol: f.Protocol, HostPort: uint16(f.HostPort), ContainerPort: uint16(f.ContainerPort)}
 		if f.HostAddress != "" {
 			if pf.HostAddress, err = netip.ParseAddr(f.HostAddress); err != nil {
 				return initProc{}, fmt.Errorf("port %d: host address %q: %w", f.HostPort, f.HostAddress, err)
@@ -134,7 +133,7 @@ func (c cells) start(ctx context.Context, name string, r startRequest) (initProc
 		opts.ForwardPorts = append(opts.ForwardPorts, pf)
 	}
 	for _, b := range r.Binds {
-		opts.Binds = append(opts.Binds, runtime.Bind{Source: b.HostPath, Destination: b.Path, ReadOnly: b.ReadOnly})
+		opts.Binds = append(opts.Binds, cell.Bind{HostPath: b.HostPath, Destination: b.Path, ReadOnly: b.ReadOnly})
 	}
 	init, err := m.StartWith(ctx, name, opts)
 	return initProc{Pid: init.Pid, StartedAt: init.StartedAt}, err
@@ -250,15 +249,15 @@ func (c cells) exec(name string, r execRequest) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	e := runtime.Exec{Args: r.Args, Env: r.Env, TTY: r.TTY, Done: r.Done,
-		Stdio: runtime.Stdio{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr}}
+	e := cell.ExecRequest{Args: r.Args, Env: r.Env, TTY: r.TTY, Done: r.Done,
+		Stdio: cell.Stdio{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr}}
 	if r.Resize != nil {
-		sizes := make(chan runtime.WinSize)
+		sizes := make(chan cell.WinSize)
 		go func() {
 			defer close(sizes)
 			for s := range r.Resize {
 				select {
-				case sizes <- runtime.WinSize{Rows: s.Rows, Cols: s.Cols}:
+				case sizes <- cell.WinSize{Rows: s.Rows, Cols: s.Cols}:
 				case <-r.Done:
 					return
 				}
@@ -279,21 +278,18 @@ type exit struct {
 }
 
 // alive tells whether the init p still runs (a zombie does not).
-func alive(p initProc) bool { return runtime.Alive(p.Pid, p.StartedAt) }
+func alive(p initProc) bool { return cell.Alive(cell.Init{Pid: p.Pid, StartedAt: p.StartedAt}) }
 
 // wait waits until the init p has exited.
 func wait(p initProc) (exit, error) {
-	e, err := runtime.WaitInit(p.Pid, p.StartedAt)
-	if errors.Is(err, runtime.ErrNotChild) {
-		return exit{}, nil
-	}
+	e, err := cell.WaitInit(cell.Init{Pid: p.Pid, StartedAt: p.StartedAt})
 	if err != nil {
 		return exit{}, err
 	}
-	return exit{Code: e.Code, Signal: int(e.Signal), Known: true}, nil
+	return exit{Code: e.Code, Signal: e.Signal, Known: e.Known}, nil
 }
 
 // isNotRunning tells whether err says the container does not run.
 func isNotRunning(err error) bool {
-	return err != nil && (errors.Is(err, runtime.ErrNotRunning) || errors.Is(err, lifecycle.ErrNotRunning))
+	return errors.Is(err, lifecycle.ErrNotRunning)
 }

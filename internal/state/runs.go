@@ -1,0 +1,110 @@
+package state
+
+import (
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nixcell/nixcell/internal/atomicfile"
+	"github.com/nixcell/nixcell/internal/spec"
+)
+
+// The run table, RUN/runs.json, is the one record of which containers of
+// an instance are starting or running: it says what each booted and with
+// which network, and names the process responsible for it (the command
+// that starts it, then its init). Everything that depends on which
+// containers run (the host's network rules and bridges, the names
+// published, the running generation) is computed from it. It lives in the
+// run directory, a tmpfs, so a host reboot empties it.
+//
+// Only the global lock's holder writes it (Store.UpdateRuns); readers take
+// no lock (it is replaced whole). Whether a record still holds is decided
+// by Run.Holds from the processes it names, never guessed from the
+// absence of a file.
+
+// RunPhase is how far a start got.
+type RunPhase string
+
+const (
+	// Starting: a command is starting the container; its network must be
+	// on the host before the init runs. The record holds while that
+	// command (Owner) lives, or its init does.
+	Starting RunPhase = "starting"
+	// Running: its init runs. The record holds while the init (Init)
+	// lives.
+	Running RunPhase = "running"
+)
+
+// Process identifies a process by PID and start time, so that a recycled
+// PID is never taken for it.
+type Process struct {
+	Pid       int       `json:"pid"`
+	StartedAt time.Time `json:"startedAt"`
+}
+
+// Valid tells whether p names a process.
+func (p Process) Valid() bool { return p.Pid > 0 }
+
+// Run is one container's record in the run table.
+type Run struct {
+	Phase RunPhase `json:"phase"`
+	// Owner is the command that starts the container (while Starting).
+	Owner Process `json:"owner,omitzero"`
+	// Init is the container's init once it exists.
+	Init Process `json:"init,omitzero"`
+	// Generation and System are what its init booted, or what it was last
+	// switched to in place (0 and "" for a plain root file system).
+	Generation int    `json:"generation,omitempty"`
+	System     string `json:"system,omitempty"`
+	// Network is the network it started with: its settings, plus the
+	// forwards of this run alone (a Nomad allocation's ports).
+	Network spec.Network `json:"network"`
+	// NetNS is the network namespace it joined instead of having nixcell's
+	// networking (a Nomad allocation's); nixcell sets up none for it.
+	NetNS string `json:"netns,omitempty"`
+}
+
+// Holds tells whether the record still describes a live container: its
+// init lives, or, while it starts, the command starting it does. alive
+// says whether a process lives.
+func (r Run) Holds(alive func(Process) bool) bool {
+	if r.Init.Valid() && alive(r.Init) {
+		return true
+	}
+	return r.Phase == Starting && r.Owner.Valid() && alive(r.Owner)
+}
+
+// Runs is the run table: container name to its record.
+type Runs map[string]Run
+
+func (s Store) runsPath() string { return filepath.Join(s.Run, "runs.json") }
+
+// RunsPath is the run table's file, for those who watch it change.
+func (s Store) RunsPath() string { return s.runsPath() }
+
+// LoadRuns reads the run table; a missing one is empty. It is written
+// without syncs (what runs does not outlive the machine), so after a
+// machine crash it may be empty or torn: that too reads as empty, which
+// it is then.
+func (s Store) LoadRuns() (Runs, error) {
+	runs := Runs{}
+	data, err := os.ReadFile(s.runsPath())
+	if errors.Is(err, fs.ErrNotExist) {
+		return Runs{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if json.Unmarshal(data, &runs) != nil {
+		return Runs{}, nil
+	}
+	return runs, nil
+}
+
+// SaveRuns replaces the run table. Preconditions: the global lock is held.
+func (s Store) SaveRuns(runs Runs) error {
+	return atomicfile.WriteVolatileJSON(s.runsPath(), runs, 0o600)
+}
