@@ -43,8 +43,11 @@ type WinSize struct{ Rows, Cols uint16 }
 // A process without a terminal takes the fast path (execfast_linux.go); one
 // with a terminal takes libcontainer's, which creates it inside.
 func (e Exec) Run(stateRoot, name string) (int, error) {
-	if !e.TTY && os.Getenv(ExecPathEnv) != "libcontainer" {
+	if path := os.Getenv(ExecPathEnv); !e.TTY && path != "libcontainer" {
 		code, err := e.runFast(stateRoot, name)
+		if errors.Is(err, errUnsupported) && path == "fast" {
+			return 0, fmt.Errorf("the exec fast path does not implement this container's settings (%s=fast)", ExecPathEnv)
+		}
 		if !errors.Is(err, errUnsupported) {
 			return code, err
 		}

@@ -62,7 +62,8 @@ import (
 
 // ExecPathEnv names the environment variable that, set to "libcontainer",
 // makes exec take libcontainer's path (for comparison, and as a way out
-// should the fast path fail on some host).
+// should the fast path fail on some host); set to "fast", exec fails
+// rather than take libcontainer's path (for tests).
 const ExecPathEnv = "NIXCELL_EXEC"
 
 // errUnsupported means the container's configuration has a setting the
