@@ -1,12 +1,15 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -198,4 +201,102 @@ func BenchmarkStartStore(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkScale starts 201 networked containers (with a service each) one
+// after another and reports what must not grow with their number: the
+// start of the 201st against the 1st (each iteration starts them all; run
+// it with -benchtime 1x), `list` with 200 running, the resident memory of
+// the host processes running containers need (the instance's name server
+// and console agent: nothing runs per container), and the kernel's memory
+// (slab, page tables, kernel stacks) per idle container.
+func BenchmarkScale(b *testing.B) {
+	in := benchInstance(b)
+	in.env = append(in.env, "NIXCELL_HOSTONLY_SUBNET=10.250.0.0/16", "NIXCELL_NAT_SUBNET=10.251.0.0/16")
+	system := prebuilt(b, `{ services.httpd.enable = true; }`)
+	const count = 201
+	names := make([]string, count)
+	for i := range names {
+		names[i] = testutil.Name(fmt.Sprintf("bs%d", i))
+		in.benchMust(b, "create", names[i], "--system", system)
+	}
+	var first, last, list time.Duration
+	var hostKiB, kernelKiB float64
+	for n := 0; n < b.N; n++ {
+		kernelBefore := kernelMemKiB(b)
+		for i := 0; i < count; i++ {
+			start := time.Now()
+			in.benchMust(b, "start", names[i])
+			took := time.Since(start)
+			switch i {
+			case 0:
+				first += took
+			case count - 2:
+				// 200 run: what each idle container costs the host.
+				time.Sleep(2 * time.Second) // their services are up and idle
+				kernelKiB += float64(kernelMemKiB(b)-kernelBefore) / (count - 1)
+				hostKiB += float64(hostProcessesKiB(b, in))
+				start := time.Now()
+				in.benchMust(b, "list")
+				list += time.Since(start)
+			case count - 1:
+				last += took
+			}
+		}
+		b.StopTimer()
+		for i := 0; i < count; i++ {
+			in.benchMust(b, "terminate", names[i])
+		}
+		b.StartTimer()
+	}
+	per := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(b.N) }
+	b.ReportMetric(per(first), "ms/start-1st")
+	b.ReportMetric(per(last), "ms/start-201st")
+	b.ReportMetric(per(last)/per(first), "ratio-201st/1st")
+	b.ReportMetric(per(list), "ms/list-200")
+	b.ReportMetric(hostKiB/float64(b.N), "KiB-host-processes")
+	b.ReportMetric(kernelKiB/float64(b.N), "KiB-kernel/container")
+}
+
+// kernelMemKiB is the kernel's own memory: slab, page tables and kernel
+// stacks (/proc/meminfo).
+func kernelMemKiB(b *testing.B) int {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		b.Fatal(err)
+	}
+	total := 0
+	for _, line := range strings.Split(string(data), "\n") {
+		k, v, _ := strings.Cut(line, ":")
+		if k == "Slab" || k == "PageTables" || k == "KernelStack" {
+			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			total += n
+		}
+	}
+	return total
+}
+
+// hostProcessesKiB is the resident memory of the instance's processes on
+// the host (those naming its state or run directory: the name server, the
+// console agent), in KiB. The containers' own processes are not counted.
+func hostProcessesKiB(b *testing.B, in *instance) int {
+	total := 0
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, f := range cmdlines {
+		cmd, err := os.ReadFile(f)
+		if err != nil || !bytes.Contains(cmd, []byte(in.dir)) && !bytes.Contains(cmd, []byte(in.store.Run)) {
+			continue
+		}
+		status, err := os.ReadFile(filepath.Join(filepath.Dir(f), "status"))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(status), "\n") {
+			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+				n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+				total += n
+			}
+		}
+	}
+	return total
 }

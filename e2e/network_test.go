@@ -577,39 +577,6 @@ func TestNetworkCollisions(t *testing.T) {
 	in.create(testutil.Name("udp"), fmt.Sprintf(`{ network.forwardPorts = [ { protocol = "udp"; hostPort = %d; } ]; configuration = { }; }`, 30000+tn.n))
 }
 
-// BenchmarkNetworkedStart measures the start of the 1st, 50th and 100th
-// networked container: it must not grow with the number running. Run it
-// with -benchtime 1x: each iteration starts 100 containers.
-func BenchmarkNetworkedStart(b *testing.B) {
-	in := benchInstance(b)
-	in.env = append(in.env, "NIXCELL_HOSTONLY_SUBNET=10.250.0.0/16", "NIXCELL_NAT_SUBNET=10.251.0.0/16")
-	system := prebuilt(b, `{ services.httpd.enable = true; }`)
-	const count = 100
-	names := make([]string, count)
-	for i := range names {
-		names[i] = testutil.Name(fmt.Sprintf("bn%d", i))
-		in.benchMust(b, "create", names[i], "--system", system)
-	}
-	times := map[int]time.Duration{}
-	for n := 0; n < b.N; n++ {
-		for i := 0; i < count; i++ {
-			start := time.Now()
-			in.benchMust(b, "start", names[i])
-			if i == 0 || i == 49 || i == 99 {
-				times[i+1] += time.Since(start)
-			}
-		}
-		b.StopTimer()
-		for i := 0; i < count; i++ {
-			in.benchMust(b, "terminate", names[i])
-		}
-		b.StartTimer()
-	}
-	for _, k := range []int{1, 50, 100} {
-		b.ReportMetric(float64(times[k].Microseconds())/1000/float64(b.N), fmt.Sprintf("ms/start-%d", k))
-	}
-}
-
 // TestNetworkModes checks the private veth pair, host network and macvlan
 // modes.
 func TestNetworkModes(t *testing.T) {
