@@ -37,6 +37,17 @@ const (
 	Update    Op = "update" // update, switch-generation, rollback, delete-generations
 	Stats     Op = "stats"
 	Signal    Op = "signal"
+	// Copy reads the container's root and generations for a clone, a
+	// snapshot or an export (a running one is frozen meanwhile), and
+	// deletes its snapshots.
+	Copy Op = "copy"
+	// Restore brings back a snapshot (a running container is stopped
+	// first and started again).
+	Restore Op = "restore"
+	// Checkpoint saves a running container's processes with CRIU and
+	// stops it; RestoreCheckpoint brings them back.
+	Checkpoint        Op = "checkpoint"
+	RestoreCheckpoint Op = "restore-checkpoint"
 )
 
 // The reasons an operation is refused, by the state that refuses it; all
@@ -78,8 +89,8 @@ func (e *TransitionError) Unwrap() error { return e.err }
 var allowed = map[State][]Op{
 	Creating:   {Destroy},
 	Destroying: {Destroy},
-	Stopped:    {Start, Restart, Destroy, Update},
-	Running:    {Stop, Terminate, Restart, Exec, Login, Destroy, Update, Stats, Signal},
+	Stopped:    {Start, Restart, Destroy, Update, Copy, Restore, RestoreCheckpoint},
+	Running:    {Stop, Terminate, Restart, Exec, Login, Destroy, Update, Stats, Signal, Copy, Restore, Checkpoint},
 }
 
 // refusal is why a state refuses what it does not allow.
