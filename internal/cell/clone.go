@@ -192,7 +192,7 @@ func (m *Manager) cloneTrees(ctx context.Context, req CloneRequest, shift treeco
 	if err := failpoint.Hit("clone/frozen"); err != nil {
 		return stats, err
 	}
-	st, err := copyTree(ctx, m.Store.RootFS(req.Source), m.Store.RootFS(req.Name), shift, req.Progress)
+	st, err := copyTree(ctx, m.Store.RootFS(req.Source), m.Store.RootFS(req.Name), shift, req.Progress.of("copying"))
 	stats.add(st)
 	if err != nil {
 		return stats, fmt.Errorf("copying the root of %s: %w", req.Source, err)

@@ -26,8 +26,17 @@ import (
 // that they copy, holding a running container still while they do, and
 // making a new container's record as create does.
 
-// Progress receives how many bytes of a long copy are done so far.
-type Progress func(done int64)
+// Progress receives how many bytes of a stage of a long copy ("copying",
+// "checking", "importing") are done so far.
+type Progress func(stage string, done int64)
+
+// of is the progress of one stage, for the tree copier; nil stays nil.
+func (p Progress) of(stage string) func(int64) {
+	if p == nil {
+		return nil
+	}
+	return func(done int64) { p(stage, done) }
+}
 
 // CopyStats says what a copy of a container's files did.
 type CopyStats struct {
@@ -118,6 +127,9 @@ func (m *Manager) recoverLocked(name string) error {
 	} else if thawed {
 		m.warnf("%s was left frozen by an interrupted copy; thawed it", name)
 	}
+	if err := os.RemoveAll(m.exportAside(name)); err != nil {
+		return fmt.Errorf("removing what an interrupted export left: %w", err)
+	}
 	return m.finishRestore(name)
 }
 
@@ -141,7 +153,7 @@ func newTree(path string) (*os.File, error) {
 }
 
 // copyTree copies the tree at from into a new directory to.
-func copyTree(ctx context.Context, from, to string, shift treecopy.Shift, progress Progress) (treecopy.Stats, error) {
+func copyTree(ctx context.Context, from, to string, shift treecopy.Shift, progress func(int64)) (treecopy.Stats, error) {
 	src, err := openTree(from)
 	if err != nil {
 		return treecopy.Stats{}, err
@@ -246,3 +258,6 @@ func replaceTree(fresh, current string) error {
 	}
 	return nil
 }
+
+// FormatBytes formats a size for people, in powers of 1024.
+func FormatBytes(n int64) string { return treecopy.Bytes(n) }

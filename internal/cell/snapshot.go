@@ -124,7 +124,7 @@ func (m *Manager) Snapshot(ctx context.Context, name, tag string, progress Progr
 	if err != nil {
 		return info, err
 	}
-	copied, err := copyTree(ctx, m.Store.RootFS(name), filepath.Join(partial, "root"), treecopy.Shift{}, progress)
+	copied, err := copyTree(ctx, m.Store.RootFS(name), filepath.Join(partial, "root"), treecopy.Shift{}, progress.of("copying"))
 	if terr := thaw(); terr != nil && err == nil {
 		err = terr
 	}
@@ -357,7 +357,7 @@ func (m *Manager) restoreLocked(ctx context.Context, rec *state.Container, info 
 		return err
 	}
 	u.Push("removing the copy of the snapshot", func(context.Context) error { return os.RemoveAll(fresh) })
-	copied, err := copyTree(ctx, filepath.Join(m.snapshotDir(name, info.Tag), "root"), fresh, treecopy.Shift{}, progress)
+	copied, err := copyTree(ctx, filepath.Join(m.snapshotDir(name, info.Tag), "root"), fresh, treecopy.Shift{}, progress.of("copying"))
 	res.Copied = copyStatsOf(copied)
 	if err != nil {
 		return fmt.Errorf("copying snapshot %s: %w", info.Tag, err)

@@ -17,10 +17,17 @@ import (
 // and bsdtar write them.
 const xattrRecord = "SCHILY.xattr."
 
+// TarWriter is where WriteTar writes: an archive/tar Writer, or one that
+// also sums what passes.
+type TarWriter interface {
+	WriteHeader(h *tar.Header) error
+	Write(b []byte) (int, error)
+}
+
 // WriteTar writes the tree below the directory src to tw, each entry named
 // prefix followed by its path (the top is prefix itself), owners shifted
 // with opts.Shift. Sockets cannot be archived and are skipped.
-func WriteTar(ctx context.Context, src *os.File, tw *tar.Writer, prefix string, opts Options) (Stats, error) {
+func WriteTar(ctx context.Context, src *os.File, tw TarWriter, prefix string, opts Options) (Stats, error) {
 	var st Stats
 	s := &tarSink{tw: tw, prefix: prefix, stats: &st, progress: opts.Progress}
 	w := &walker{ctx: ctx, shift: opts.Shift, sink: s, stats: &st}
@@ -28,7 +35,7 @@ func WriteTar(ctx context.Context, src *os.File, tw *tar.Writer, prefix string, 
 }
 
 type tarSink struct {
-	tw       *tar.Writer
+	tw       TarWriter
 	prefix   string
 	stats    *Stats
 	progress func(int64)
