@@ -72,7 +72,9 @@ func validTag(tag string) error {
 	return nil
 }
 
-func (m *Manager) snapshotsDir(name string) string { return filepath.Join(m.Store.Dir(name), "snapshots") }
+func (m *Manager) snapshotsDir(name string) string {
+	return filepath.Join(m.Store.Dir(name), "snapshots")
+}
 func (m *Manager) snapshotDir(name, tag string) string {
 	return filepath.Join(m.snapshotsDir(name), tag)
 }
