@@ -82,6 +82,9 @@ func (m *Manager) Clone(ctx context.Context, req CloneRequest) (res CloneResult,
 	if err != nil {
 		return res, err
 	}
+	if err := m.ensureRoot(src, shift); err != nil {
+		return res, err
+	}
 	if err := m.claimName(ctx, req.Name); err != nil {
 		return res, err
 	}

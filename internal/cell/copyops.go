@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -89,6 +90,20 @@ func (m *Manager) shiftOf(rec *state.Container) (treecopy.Shift, error) {
 		return treecopy.Shift{}, fmt.Errorf("%s holds no ID range; destroy and create it again", rec.Name)
 	}
 	return treecopy.Shift{From: r.Start, To: r.Start, Size: r.Size}, nil
+}
+
+// ensureRoot makes the root of a container that never ran, empty, as its
+// first start would (that start fills it in), so that it can be copied.
+// Preconditions: the container's lock is held.
+func (m *Manager) ensureRoot(rec *state.Container, shift treecopy.Shift) error {
+	root := m.Store.RootFS(rec.Name)
+	if _, err := os.Lstat(root); !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := os.Mkdir(root, 0o755); err != nil {
+		return err
+	}
+	return os.Lchown(root, int(shift.From), int(shift.From))
 }
 
 // holdStill freezes a running container for a copy of its files and

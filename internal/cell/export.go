@@ -111,6 +111,9 @@ func (m *Manager) Export(ctx context.Context, req ExportRequest) (res ExportResu
 	if err != nil {
 		return res, err
 	}
+	if err := m.ensureRoot(rec, shift); err != nil {
+		return res, err
+	}
 	if !shift.Identity() {
 		shift.To = 0 // relative: the container's root is 0
 	}

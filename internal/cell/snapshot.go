@@ -107,6 +107,13 @@ func (m *Manager) Snapshot(ctx context.Context, name, tag string, progress Progr
 	if _, err := os.Lstat(dir); err == nil {
 		return info, fmt.Errorf("%w: %s has a snapshot %s already (delete-snapshot %s %s, or choose another tag)", ErrSnapshotExists, name, tag, name, tag)
 	}
+	shift, err := m.shiftOf(rec)
+	if err != nil {
+		return info, err
+	}
+	if err := m.ensureRoot(rec, shift); err != nil {
+		return info, err
+	}
 	info = SnapshotInfo{Tag: tag, CreatedAt: time.Now().UTC()}
 	if info.Generation, info.System, err = (nix.Profile{Name: name}).Current(); err != nil {
 		return info, err
