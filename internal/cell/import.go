@@ -542,7 +542,8 @@ func (m *Manager) importSource(rec *state.Container, chk checked, res *ImportRes
 // importAddresses gives the container the addresses it had where it was
 // exported when they are free here, and others otherwise; fixed addresses
 // (network.ip) that are taken or outside this host's subnets become
-// automatic ones. Port forwards are claimed as they are.
+// automatic ones. Port forwards of host ports that another container
+// forwards here are dropped.
 func (m *Manager) importAddresses(ctx context.Context, rec *state.Container, man Manifest, res *ImportResult) error {
 	held := man.Addresses
 	err := m.Net.Update(ctx, func(st *network.State) error {
@@ -555,7 +556,16 @@ func (m *Manager) importAddresses(ctx context.Context, rec *state.Container, man
 		if err != nil {
 			return err
 		}
-		if err := st.ClaimPorts(rec.Name, rec.Spec.Network.ForwardPorts); err != nil {
+		var kept []spec.PortForward
+		for _, f := range rec.Spec.Network.ForwardPorts {
+			if err := network.CheckPorts(rec.Name, []spec.PortForward{f}, st.Ports); err != nil {
+				res.Changed = append(res.Changed, fmt.Sprintf("has no forward of %s port %d: %v", f.Protocol, f.HostPort, err))
+				continue
+			}
+			kept = append(kept, f)
+		}
+		rec.Spec.Network.ForwardPorts = kept
+		if err := st.ClaimPorts(rec.Name, kept); err != nil {
 			return err
 		}
 		st.Addresses[rec.Name] = a

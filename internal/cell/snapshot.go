@@ -331,10 +331,11 @@ func (m *Manager) Restore(ctx context.Context, name, tag string, progress Progre
 		}
 		res.Restarted = true
 	}
-	if err := failpoint.Hit("restore/stopped"); err != nil {
-		return res, err
+	err = failpoint.Hit("restore/stopped")
+	if err == nil {
+		err = m.restoreLocked(ctx, rec, info, progress, &res)
 	}
-	if err := m.restoreLocked(ctx, rec, info, progress, &res); err != nil {
+	if err != nil {
 		if res.Restarted {
 			if _, serr := m.startLocked(ctx, rec, startRequest{}); serr != nil {
 				m.warnf("starting %s again: %v", name, serr)
