@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -366,5 +367,29 @@ func TestAutostart(t *testing.T) {
 	}
 	if r := in.run("list", "--json"); !strings.Contains(r.stdout, `"autostart": true`) {
 		t.Errorf("list does not show autostart: %s", r.stdout)
+	}
+}
+
+// TestStartTrace: start --trace (or NIXCELL_TRACE=1) prints each phase of
+// the start with its duration, and the total.
+func TestStartTrace(t *testing.T) {
+	in := newInstance(t)
+	name := testutil.Name("trace")
+	in.create(name, `{ }`)
+	r := in.run("start", "--trace", name)
+	if r.code != 0 {
+		t.Fatalf("start --trace: %s", r)
+	}
+	for _, phase := range []string{"record and lock", "host network", "root prepared", "host mounts", "namespaces, cgroup, mounts", "network interfaces", "init running", "run recorded", "total"} {
+		if !regexpLine(r.stderr, `trace: `+regexp.QuoteMeta(phase)+`\s+[0-9.]+ ms$`) {
+			t.Errorf("no line for %q in:\n%s", phase, r.stderr)
+		}
+	}
+	in.must("stop", name)
+	c := in.cmd("start", name)
+	c.Env = append(c.Env, "NIXCELL_TRACE=1")
+	out, err := c.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "trace: total") {
+		t.Errorf("NIXCELL_TRACE=1 start: %v\n%s", err, out)
 	}
 }

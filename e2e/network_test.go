@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"regexp"
@@ -265,6 +266,7 @@ func TestNetworkHostOnly(t *testing.T) {
 	tn := newTestNet(t, in)
 	before := hostState(t, in)
 	peerServer(t, tn.outNS, join(tn.outside4, 9000))
+	peerServer(t, tn.outNS, join(tn.outside6, 9000))
 
 	names := map[string]string{}
 	for _, c := range []struct{ key, allow string }{{"a", "false"}, {"b", "false"}, {"c", "true"}, {"d", "true"}} {
@@ -333,11 +335,22 @@ func TestNetworkHostOnly(t *testing.T) {
 	if r := in.run("exec", names["a"], "--", "sh", "-c", "timeout 3 wget -qO- http://"+bridge4+":9001/"); r.code != 0 || r.stdout != "host\n" {
 		t.Errorf("a cannot reach the host's bridge address: %s", r)
 	}
-	if r := in.run("exec", names["a"], "--", "sh", "-c", "timeout 3 wget -qO- http://"+tn.outside4+":9000/"); r.code == 0 {
-		t.Errorf("a reached the outside host from the host-only bridge: %s", r)
+	// a's default routes lead to the host, so that replies to forwarded
+	// connections find their clients, but nothing goes beyond the host:
+	// a's connections out are refused at once (nc fails by itself, not
+	// killed by timeout), IPv4 and IPv6.
+	bridge6 := netip.MustParsePrefix(a.IPv6 + "/64").Masked().Addr().Next().String()
+	if r := in.run("exec", names["a"], "--", "ip", "route"); !strings.Contains(r.stdout, "default via "+bridge4+" dev eth0") {
+		t.Errorf("a's IPv4 routes lack the default route via the host-only bridge: %s", r)
 	}
-	if r := in.run("exec", names["a"], "--", "ip", "route"); strings.Contains(r.stdout, "default") {
-		t.Errorf("a has a default route on the host-only bridge: %s", r.stdout)
+	if r := in.run("exec", names["a"], "--", "ip", "-6", "route"); !strings.Contains(r.stdout, "default via "+bridge6+" dev eth0") {
+		t.Errorf("a's IPv6 routes lack the default route via the host-only bridge: %s", r)
+	}
+	for _, server := range []string{tn.outside4, tn.outside6} {
+		r := in.run("exec", names["a"], "--", "sh", "-c", "timeout 5 nc "+server+" 9000")
+		if r.code == 0 || strings.Contains(r.stdout, "you are") || !strings.Contains(r.stderr, "can't connect") {
+			t.Errorf("a to the outside host %s from the host-only bridge: %s; want the connection refused at once", server, r)
+		}
 	}
 	for _, p := range []struct {
 		from, to string
@@ -406,101 +419,129 @@ func TestNetworkHostOnly(t *testing.T) {
 }
 
 // TestNetworkNATAndForwards checks NAT out of the uplink (source rewritten
-// to the uplink address, IPv4 and IPv6) and TCP and UDP port forwards from a
-// LAN client, from the host's address and from 127.0.0.1, with the client's
-// real address seen inside.
+// to the uplink address, IPv4 and IPv6) and TCP and UDP port forwards to a
+// NAT container and to a host-only one: from a LAN client and from the
+// host's own addresses (IPv4 and IPv6), and from 127.0.0.1, with the
+// client's real address seen inside.
 func TestNetworkNATAndForwards(t *testing.T) {
 	in := newInstance(t)
 	tn := newTestNet(t, in)
 	before := hostState(t, in)
 	peerServer(t, tn.outNS, join(tn.outside4, 9000))
 	peerServer(t, tn.outNS, join(tn.outside6, 9000))
-	tcpPort, udpPort := 20000+tn.n*10, 20001+tn.n*10
 
-	name := testutil.Name("nat")
-	in.create(name, fmt.Sprintf(`{
-  network.enableNat = true;
+	type forwarded struct {
+		name             string
+		tcpPort, udpPort int
+	}
+	natC := forwarded{testutil.Name("nat"), 20000 + tn.n*10, 20001 + tn.n*10}
+	hostOnlyC := forwarded{testutil.Name("ho"), 20002 + tn.n*10, 20003 + tn.n*10}
+	for _, c := range []struct {
+		forwarded
+		nat bool
+	}{{natC, true}, {hostOnlyC, false}} {
+		in.create(c.name, fmt.Sprintf(`{
+  network.enableNat = %v;
   network.forwardPorts = [
     { protocol = "tcp"; hostPort = %d; containerPort = 80; }
     { protocol = "udp"; hostPort = %d; containerPort = 5000; }
   ];
   configuration = { name, ... }: { services.httpd.enable = true; services.httpd.text = "hello from ${name}\n"; };
-}`, tcpPort, udpPort))
-	in.must("start", name)
-	a := in.addrs(name)
+}`, c.nat, c.tcpPort, c.udpPort))
+		in.must("start", c.name)
+	}
+	a := in.addrs(natC.name)
 	if a.NATIPv4 == "" || a.NATIPv6 == "" {
 		t.Fatalf("no NAT addresses: %+v", a)
 	}
 
 	// NAT: the outside host sees the host's uplink address.
 	for _, c := range []struct{ server, want string }{{tn.outside4, tn.hostOut4}, {"[" + tn.outside6 + "]", tn.hostOut6}} {
-		r := in.run("exec", name, "--", "sh", "-c", "timeout 3 nc "+strings.Trim(c.server, "[]")+" 9000")
+		r := in.run("exec", natC.name, "--", "sh", "-c", "timeout 3 nc "+strings.Trim(c.server, "[]")+" 9000")
 		if r.code != 0 || strings.TrimSpace(r.stdout) != "you are "+c.want {
 			t.Errorf("NAT to %s: %s; want the source rewritten to %s", c.server, r, c.want)
 		}
 	}
 
-	// TCP forwards, from each kind of client, with the client address
-	// seen by the container's web server (it logs each request's peer).
-	clients := []struct{ ns, addr, clientIP string }{
-		{tn.lanNS, join(tn.hostLAN4, tcpPort), tn.clientLAN4},
-		{tn.lanNS, join(tn.hostLAN6, tcpPort), tn.clientLAN6},
-		{"", join(tn.hostLAN4, tcpPort), ""},
-		{"", join("127.0.0.1", tcpPort), ""},
-	}
-	for _, c := range clients {
-		var body string
-		var err error
-		waitFor(t, 10*time.Second, fmt.Sprintf("forward %s from %q", c.addr, c.ns), func() bool {
-			body, err = httpGet(t, c.ns, c.addr)
-			return err == nil && body == "hello from "+name+"\n"
-		})
-		if c.clientIP != "" {
-			log := in.exec(name, "cat", "/var/log/httpd.log")
-			if !strings.Contains(log, c.clientIP) {
-				t.Errorf("the container did not see the client address %s:\n%s", c.clientIP, log)
+	for _, c := range []forwarded{natC, hostOnlyC} {
+		// TCP forwards, from each kind of client, with the client address
+		// seen by the container's web server (it logs each request's peer).
+		clients := []struct{ what, ns, addr, clientIP string }{
+			{"a LAN client", tn.lanNS, join(tn.hostLAN4, c.tcpPort), tn.clientLAN4},
+			{"a LAN client", tn.lanNS, join(tn.hostLAN6, c.tcpPort), tn.clientLAN6},
+			{"the host", "", join(tn.hostLAN4, c.tcpPort), tn.hostLAN4},
+			{"the host", "", join(tn.hostLAN6, c.tcpPort), tn.hostLAN6},
+			{"the host", "", join("127.0.0.1", c.tcpPort), ""},
+		}
+		for _, cl := range clients {
+			var body string
+			var err error
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+				if body, err = httpGet(t, cl.ns, cl.addr); err == nil && body == "hello from "+c.name+"\n" {
+					break
+				}
+			}
+			if err != nil || body != "hello from "+c.name+"\n" {
+				t.Errorf("%s: forward %s from %s: %q, %v", c.name, cl.addr, cl.what, body, err)
+				continue
+			}
+			if cl.clientIP != "" {
+				log := in.exec(c.name, "cat", "/var/log/httpd.log")
+				if !strings.Contains(log, cl.clientIP) {
+					t.Errorf("%s did not see the client address %s:\n%s", c.name, cl.clientIP, log)
+				}
+			}
+		}
+
+		// UDP: an echo server in the container's network namespace
+		// (busybox has no UDP server), reached from the LAN client, seeing
+		// its address, IPv4 and IPv6.
+		ca := in.addrs(c.name)
+		for _, v := range []struct{ listen, hostAddr, clientIP string }{
+			{join(ca.IPv4, 5000), tn.hostLAN4, tn.clientLAN4},
+			{join(ca.IPv6, 5000), tn.hostLAN6, tn.clientLAN6},
+		} {
+			var udp net.PacketConn
+			var err error
+			inNetns(t, fmt.Sprint(in.info(c.name).Pid), func() { udp, err = net.ListenPacket("udp", v.listen) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			go func() {
+				buf := make([]byte, 64)
+				for {
+					n, from, err := udp.ReadFrom(buf)
+					if err != nil {
+						return
+					}
+					host, _, _ := net.SplitHostPort(from.String())
+					_, _ = udp.WriteTo([]byte(strings.TrimSpace(string(buf[:n]))+" from "+host+"\n"), from)
+				}
+			}()
+			var got string
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && got != "ping from "+v.clientIP+"\n"; {
+				inNetns(t, tn.lanNS, func() {
+					conn, err := net.Dial("udp", join(v.hostAddr, c.udpPort))
+					if err != nil {
+						return
+					}
+					defer conn.Close()
+					_ = conn.SetDeadline(time.Now().Add(500 * time.Millisecond))
+					_, _ = conn.Write([]byte("ping\n"))
+					buf := make([]byte, 64)
+					n, _ := conn.Read(buf)
+					got = string(buf[:n])
+				})
+			}
+			udp.Close()
+			if got != "ping from "+v.clientIP+"\n" {
+				t.Errorf("%s: the UDP forward on %s echoed %q, want the client address %s", c.name, v.hostAddr, got, v.clientIP)
 			}
 		}
 	}
 
-	// UDP: an echo server in the container's network namespace (busybox
-	// has no UDP server), reached from the LAN client, seeing its address.
-	var udp net.PacketConn
-	var err error
-	inNetns(t, fmt.Sprint(in.info(name).Pid), func() { udp, err = net.ListenPacket("udp", join(a.IPv4, 5000)) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer udp.Close()
-	go func() {
-		buf := make([]byte, 64)
-		for {
-			n, from, err := udp.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			host, _, _ := net.SplitHostPort(from.String())
-			_, _ = udp.WriteTo([]byte(strings.TrimSpace(string(buf[:n]))+" from "+host+"\n"), from)
-		}
-	}()
-	var got string
-	waitFor(t, 10*time.Second, "the UDP forward to echo", func() bool {
-		inNetns(t, tn.lanNS, func() {
-			c, err := net.Dial("udp", join(tn.hostLAN4, udpPort))
-			if err != nil {
-				return
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(500 * time.Millisecond))
-			_, _ = c.Write([]byte("ping\n"))
-			buf := make([]byte, 64)
-			n, _ := c.Read(buf)
-			got = string(buf[:n])
-		})
-		return got == "ping from "+tn.clientLAN4+"\n"
-	})
-
-	in.must("destroy", name)
+	in.must("destroy", natC.name)
+	in.must("destroy", hostOnlyC.name)
 	if after := hostState(t, in); after != before {
 		t.Errorf("host network state changed:\nbefore:\n%s\nafter:\n%s", before, after)
 	}

@@ -186,9 +186,17 @@ func TestFailpoints(t *testing.T) {
   configuration = { system.fixture.label = "%s"; services.httpd.enable = true; };
 }`, port, 500+port%100, label)
 	}
-	// A host port of its own for every container and update.
-	port := 20000 + 150*freeSubnet(t, func(int) []string { return nil }) // at most 57500, and 150 ports each
-	nextPort := func() int { port++; return port }
+	// A host port of its own for every container and update: a window of
+	// 150 per test run (k is at most 250, so at most 59650), clear of the
+	// other tests' 21000s; clone, import and restore add containers here.
+	first := 22000 + 150*freeSubnet(t, func(int) []string { return nil })
+	port := first
+	nextPort := func() int {
+		if port++; port >= first+150 {
+			t.Fatalf("TestFailpoints used up its 150 host ports")
+		}
+		return port
+	}
 	create := func(name string) []string {
 		return append([]string{"create", name, nixFile(t, "c.nix", config("one", nextPort()))}, nixArgs...)
 	}

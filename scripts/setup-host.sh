@@ -8,7 +8,7 @@ set -euo pipefail
 command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
 command -v go >/dev/null || { echo "setup-host.sh: Go >= 1.26 is required (https://go.dev/dl)" >&2; exit 1; }
 
-pkgs=(nix-bin busybox-static libseccomp-dev pkg-config gcc nftables iproute2 uidmap debootstrap)
+pkgs=(nix-bin busybox-static libseccomp-dev pkg-config gcc nftables iproute2 uidmap debootstrap curl groff-base)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -18,12 +18,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Nix without a build sandbox (Debian's Nix cannot use it without its
-# daemon) and, on hosts without network, without binary caches that every
-# build would otherwise wait for.
+# daemon) and, on hosts that cannot reach them, without binary caches that
+# every build would otherwise wait for (NIXCELL_OFFLINE=1 or 0 decides).
 conf=/etc/nix/nix.conf
 mkdir -p /etc/nix
 touch "$conf"
 grep -q '^sandbox *=' "$conf" || echo 'sandbox = false' >> "$conf"
-if [ "${NIXCELL_OFFLINE:-1}" = 1 ] && ! grep -q '^substituters *=' "$conf"; then
-  echo 'substituters =' >> "$conf"
-fi
+bash "$(dirname "$0")/nix-substituters.sh"

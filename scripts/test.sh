@@ -15,7 +15,11 @@ echo "== go vet"
 go vet -tags seccomp ./...
 (cd nomad-driver-nixcell && go vet -tags seccomp ./... && cd tests && go vet ./...)
 echo "== unit tests (race detector)"
-go test -tags seccomp -race -count=1 $(go list ./... | grep -v /e2e)
+go test -tags seccomp -race -count=1 $(go list ./... | grep -v /e2e | grep -vx github.com/nixcell/nixcell/nix)
+echo "== Nix files: package (offline nix-build), flake, NixOS module, vendor hash, binary caches (nix/)"
+start=$SECONDS
+go test -tags seccomp -count=1 ./nix/
+echo "   Nix files: $((SECONDS - start)) s"
 echo "== stand-in nixpkgs (fixtures/nixpkgs/tests)"
 bash fixtures/nixpkgs/tests/eval.sh
 bash fixtures/nixpkgs/tests/boot-smoke.sh
@@ -29,3 +33,7 @@ t1=$(date +%s)
 (cd nomad-driver-nixcell/tests && NOMAD_BIN="$NOMAD_BIN" go test -count=1 -timeout 20m ./... "$@")
 t2=$(date +%s)
 echo "== Nomad driver: agent build $((t1 - t0))s, tests $((t2 - t1))s"
+echo "== guest tier: the end-to-end tests on a Debian 12 systemd + cgroup v2 host (kernel 6.1) under qemu"
+guest_start=$SECONDS
+go test -tags seccomp -count=1 -timeout 30m ./e2e/guest/ "$@"
+echo "guest tier took $((SECONDS - guest_start)) s"

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
 )
 
 // WriteFile replaces path with data, atomically. The file ends up with
@@ -26,7 +28,11 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 	return nil
 }
 
-func writeFile(path string, data []byte, perm os.FileMode) (err error) {
+func writeFile(path string, data []byte, perm os.FileMode) error {
+	return writeFileSync(path, data, perm, true)
+}
+
+func writeFileSync(path string, data []byte, perm os.FileMode, sync bool) (err error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -53,9 +59,13 @@ func writeFile(path string, data []byte, perm os.FileMode) (err error) {
 		return err
 	}
 	// Without the sync a crash after the rename can leave a zero-length
-	// file under the new name on some file systems.
-	if err := f.Sync(); err != nil {
-		return err
+	// file under the new name on some file systems. A file in memory
+	// (tmpfs: the run directory) does not outlive a crash anyway.
+	durable := sync && !inMemory(dir)
+	if durable {
+		if err := f.Sync(); err != nil {
+			return err
+		}
 	}
 	if err := f.Close(); err != nil {
 		return err
@@ -65,7 +75,17 @@ func writeFile(path string, data []byte, perm os.FileMode) (err error) {
 	}
 	// The rename lives in the directory; until the directory is synced a
 	// crash can bring back the old name.
+	if !durable {
+		return nil
+	}
 	return syncDir(dir)
+}
+
+// inMemory tells whether dir is on a file system that lives in memory
+// only, where a sync protects nothing.
+func inMemory(dir string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(dir, &st) == nil && (st.Type == unix.TMPFS_MAGIC || st.Type == unix.RAMFS_MAGIC)
 }
 
 func syncDir(dir string) error {
@@ -75,6 +95,21 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// WriteVolatileJSON replaces path with v as WriteJSON does, atomically for
+// readers, but without syncing: for a file that means nothing after the
+// machine crashes (what runs now), which a crash may leave empty. Its
+// readers take an empty or torn file as "nothing".
+func WriteVolatileJSON(path string, v any, perm os.FileMode) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding %s: %w", path, err)
+	}
+	if err := writeFileSync(path, append(data, '\n'), perm, false); err != nil {
+		return fmt.Errorf("writing %s atomically: %w", path, err)
+	}
+	return nil
 }
 
 // WriteJSON replaces path with v encoded as indented JSON and a trailing

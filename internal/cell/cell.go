@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"github.com/nixcell/nixcell/internal/atomicfile"
+	"github.com/nixcell/nixcell/internal/console"
 	"github.com/nixcell/nixcell/internal/idmap"
+	"github.com/nixcell/nixcell/internal/kernel"
 	"github.com/nixcell/nixcell/internal/lifecycle"
 	"github.com/nixcell/nixcell/internal/lockfile"
 	"github.com/nixcell/nixcell/internal/network"
@@ -23,6 +25,7 @@ import (
 	"github.com/nixcell/nixcell/internal/runtime"
 	"github.com/nixcell/nixcell/internal/spec"
 	"github.com/nixcell/nixcell/internal/state"
+	"github.com/nixcell/nixcell/internal/systemd"
 )
 
 // DefaultStopTimeout is how long stop waits for a clean shutdown before it
@@ -103,6 +106,9 @@ type Info struct {
 
 	// Limits are the limits in effect (zero fields: unlimited).
 	Limits spec.Limits `json:"limits"`
+	// LastExit is how its init ended, for a stopped container that ran
+	// since its last start.
+	LastExit *Exit `json:"lastExit,omitempty"`
 }
 
 // Inspect reports the state of the named container.
@@ -184,6 +190,12 @@ func (m *Manager) inspect(name string, shared instanceState) (Info, error) {
 	}
 	if r, ok := runOf(shared.runs, name, status); ok {
 		info.RunningGeneration = r.Generation
+	}
+	if st == lifecycle.Stopped {
+		if e, ok := runtime.LastExitOf(m.Store.RuntimeRoot(), name, m.Store.ConsoleLog(name)); ok {
+			exit := exitOf(e)
+			info.LastExit = &exit
+		}
 	}
 	if shared.netOK {
 		a := m.addresses(rec, shared.net)
@@ -273,16 +285,19 @@ func (m *Manager) unlockMissing(lock *lockfile.Handle, name string) {
 // runtimeContainer is what the runtime needs to boot rec.
 func (m *Manager) runtimeContainer(rec *state.Container) (*runtime.Container, error) {
 	c := &runtime.Container{
-		Name:       rec.Name,
-		StateRoot:  m.Store.RuntimeRoot(),
-		HostDir:    m.Store.HostDir(rec.Name),
-		RootFS:     m.Store.RootFS(rec.Name),
-		CgroupPath: m.Store.CgroupPath(rec.Name),
-		ConsoleLog: m.Store.ConsoleLog(rec.Name),
-		Ephemeral:  rec.Spec.Ephemeral,
-		Tmpfs:      rec.Spec.Tmpfs,
-		UUID:       uuidOf(rec),
-		Limits:     runtimeLimits(rec.Limits()),
+		Name:           rec.Name,
+		StateRoot:      m.Store.RuntimeRoot(),
+		HostDir:        m.Store.HostDir(rec.Name),
+		RootFS:         m.Store.RootFS(rec.Name),
+		CgroupPath:     m.Store.CgroupPath(rec.Name),
+		ConsoleLog:     m.Store.ConsoleLog(rec.Name),
+		ConsoleLogSize: rec.Spec.ConsoleLogSize,
+		ConsoleAgent:   m.consoleAgent(),
+		InitArgs:       rec.Spec.InitArgs,
+		Ephemeral:      rec.Spec.Ephemeral,
+		Tmpfs:          rec.Spec.Tmpfs,
+		UUID:           uuidOf(rec),
+		Limits:         runtimeLimits(rec.Limits()),
 	}
 	if !rec.Spec.Privileged {
 		r, ok, err := m.IDs.Lookup(rec.Name)
@@ -298,6 +313,10 @@ func (m *Manager) runtimeContainer(rec *state.Container) (*runtime.Container, er
 		c.Binds = append(c.Binds, runtime.Bind{Source: b.HostPath, Destination: b.Destination, ReadOnly: b.IsReadOnly, Create: b.Create, HostIDs: b.WriteAsHostRoot})
 	}
 	c.DeviceDir = m.Store.DeviceDir(rec.Name)
+	if systemd.Host() && kernel.Cgroups() == kernel.CgroupV2 {
+		// systemd makes the cgroup: a scope in the instance's slice.
+		c.SystemdSlice, c.SystemdScopePrefix = systemd.Slice(m.Store.CgroupParent)
+	}
 	for _, d := range rec.Spec.AllowedDevices {
 		c.Devices = append(c.Devices, runtime.Device{Path: d.Node, Permissions: d.Modifier})
 	}
@@ -331,6 +350,12 @@ func (m *Manager) runtimeContainer(rec *state.Container) (*runtime.Container, er
 		}
 	}
 	return c, nil
+}
+
+// consoleAgent is the instance's console agent, which keeps the consoles
+// of its detached containers.
+func (m *Manager) consoleAgent() console.Agent {
+	return console.Agent{Socket: filepath.Join(m.Store.Run, "console.sock"), Lock: filepath.Join(m.Store.Run, "console.lock")}
 }
 
 // closure returns the store paths of system's closure, from the

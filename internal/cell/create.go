@@ -21,7 +21,8 @@ import (
 
 // CreateRequest says how to make a new container. Exactly one of
 // ConfigFile, Expr, Flake, SystemPath and RootFS is set, except that a
-// RootFS container may have a ConfigFile or Expr of host-side settings.
+// SystemPath or RootFS container may have a ConfigFile or Expr of
+// host-side settings (its system is given, so they hold no NixOS module).
 type CreateRequest struct {
 	Name string
 	// ConfigFile is a configuration in either of nixcloud-container's
@@ -72,6 +73,8 @@ func (r CreateRequest) validate() error {
 		return fmt.Errorf("%w: give --rootfs DIR with at most one of a settings file or -c EXPR", ErrBadRequest)
 	case r.RootFS == "" && n == 0:
 		return fmt.Errorf("%w: give a configuration: CONFIG.nix, -c EXPR, --flake REF#NAME, --system PATH or --rootfs DIR", ErrBadRequest)
+	case r.SystemPath != "" && r.Flake == "" && n == 2:
+		// --system PATH with a file or -c EXPR of host-side settings.
 	case r.RootFS == "" && n != 1:
 		return fmt.Errorf("%w: give exactly one of a configuration file, -c EXPR, --flake REF, --system PATH or --rootfs DIR", ErrBadRequest)
 	}
@@ -180,8 +183,8 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 		return err
 	}
 	rec.Spec.Privileged = rec.Spec.Privileged || req.Privileged
-	if rec.Source.RootFS != "" && rec.Spec.Store == "closure" {
-		return fmt.Errorf("%w: store = \"closure\" selects what a NixOS system sees of /nix/store; a plain root file system gets no Nix store (bind-mount what it needs)", spec.ErrInvalidSpec)
+	if err := checkPlainRootSpec(rec); err != nil {
+		return err
 	}
 	if rec.Source.RootFS != "" && !rec.Spec.Privileged {
 		if err := runtime.CheckPlainRootClosed(rec.Source.RootFS); err != nil {
@@ -234,7 +237,20 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 		}
 	}
 	rec.Phase = state.Created
-	return m.Store.Save(rec)
+	if err := m.Store.Save(rec); err != nil {
+		return err
+	}
+	m.autostartUnit(ctx, rec.Name, rec.Spec.Autostart)
+	return nil
+}
+
+// checkPlainRootSpec refuses the settings that have no meaning for a
+// plain root container.
+func checkPlainRootSpec(rec *state.Container) error {
+	if rec.Source.RootFS != "" && rec.Spec.Store == "closure" {
+		return fmt.Errorf("%w: store = \"closure\" selects what a NixOS system sees of /nix/store; a plain root file system gets no Nix store (bind-mount what it needs)", spec.ErrInvalidSpec)
+	}
+	return nil
 }
 
 // invocation is how Nix is called for rec. The module arguments come from
@@ -257,7 +273,8 @@ func (m *Manager) invocation(rec *state.Container) nix.Invocation {
 // settings evaluates and parses the host-side part of the configuration.
 func (m *Manager) settings(ctx context.Context, rec *state.Container) (spec.Spec, error) {
 	settings := m.invocation(rec).Settings
-	if rec.Source.RootFS != "" {
+	if rec.Source.RootFS != "" || rec.Source.SystemPath != "" {
+		// The system is given: the file holds host-side settings only.
 		settings = m.invocation(rec).HostSettings
 	}
 	raw, err := settings(ctx)

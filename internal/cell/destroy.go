@@ -46,6 +46,9 @@ func (m *Manager) Destroy(ctx context.Context, name string, timeout time.Duratio
 	if err := m.removeAll(ctx, rec, name); err != nil {
 		return err
 	}
+	if rec != nil && rec.Spec.Autostart {
+		m.autostartUnit(ctx, name, false)
+	}
 	return lock.Remove()
 }
 

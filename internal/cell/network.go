@@ -18,6 +18,7 @@ import (
 	"github.com/nixcell/nixcell/internal/runtime"
 	"github.com/nixcell/nixcell/internal/spec"
 	"github.com/nixcell/nixcell/internal/state"
+	"github.com/nixcell/nixcell/internal/systemd"
 )
 
 // allocateAddresses gives the container the addresses its network settings
@@ -292,8 +293,22 @@ func (m *Manager) ensureDNS() error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(exe, "--state-dir", m.Store.Root, "network", "dns-serve")
+	args := []string{exe, "--state-dir", m.Store.Root, "network", "dns-serve"}
+	if systemd.Host() {
+		// A unit of its own: started from a container's unit, it would
+		// otherwise live in that unit's cgroup and go when it stops.
+		_, prefix := systemd.Slice(m.Store.CgroupParent)
+		args = append([]string{"systemd-run", "--quiet", "--collect", "--unit=" + prefix + "-names",
+			"--description=nixcell's name server for " + m.Store.Root, "--slice=" + prefix + ".slice"}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if systemd.Host() {
+		// systemd-run returns once the unit runs; a unit of that name
+		// running already is the name server another command started.
+		_ = cmd.Run()
+		return nil
+	}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting the name server: %w", err)
 	}

@@ -12,12 +12,15 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nixcell/nixcell/internal/failpoint"
+	"github.com/nixcell/nixcell/internal/kernel"
 	"github.com/nixcell/nixcell/internal/lifecycle"
 	"github.com/nixcell/nixcell/internal/network"
 	"github.com/nixcell/nixcell/internal/nix"
 	"github.com/nixcell/nixcell/internal/runtime"
 	"github.com/nixcell/nixcell/internal/spec"
 	"github.com/nixcell/nixcell/internal/state"
+	"github.com/nixcell/nixcell/internal/systemd"
+	"github.com/nixcell/nixcell/internal/trace"
 	"github.com/nixcell/nixcell/internal/undo"
 )
 
@@ -70,8 +73,8 @@ type foreground struct {
 	timeout time.Duration
 	// started is called once the init runs, or when the start failed.
 	started func()
-	// code is the init's exit status, when it has ended.
-	code int
+	// exit is how the init ended, when it has.
+	exit Exit
 }
 
 // startLocked boots rec. Its steps, each undone when a later one fails:
@@ -85,13 +88,18 @@ type foreground struct {
 func (m *Manager) startLocked(ctx context.Context, rec *state.Container, req startRequest) (_ Init, retErr error) {
 	var u undo.Stack
 	defer u.OnError(ctx, &retErr, m.warnf)
+	tr := trace.From(ctx)
+	tr.Mark("record and lock")
 	c, err := m.runtimeContainer(rec)
 	if err != nil {
 		return Init{}, err
 	}
+	c.Trace = tr
+	tr.Mark("profile and ID range")
 	if err := runtime.Cleanup(m.Store.RuntimeRoot(), rec.Name); err != nil {
 		return Init{}, err
 	}
+	tr.Mark("leftovers checked")
 	if err := failpoint.Hit("start/cleaned"); err != nil {
 		return Init{}, err
 	}
@@ -104,6 +112,7 @@ func (m *Manager) startLocked(ctx context.Context, rec *state.Container, req sta
 		return Init{}, err
 	}
 	u.Push("taking down its network", func(ctx context.Context) error { return m.netStop(ctx, rec.Name, true) })
+	tr.Mark("host network")
 	if err := failpoint.Hit("start/network-ready"); err != nil {
 		return Init{}, err
 	}
@@ -123,12 +132,22 @@ func (m *Manager) startLocked(ctx context.Context, rec *state.Container, req sta
 	}
 
 	if f := req.foreground; f != nil {
+		// Run as its unit (nixcell@NAME.service): the container goes into
+		// the unit's delegated cgroup, not a scope of its own.
+		if unit, ok := systemd.OwnUnit(rec.Name); ok && kernel.Cgroups() == kernel.CgroupV2 {
+			payload, err := systemd.Supervise(unit)
+			if err != nil {
+				return Init{}, err
+			}
+			c.CgroupPath, c.SystemdSlice = payload, ""
+		}
 		var recordErr error
-		code, err := c.Run(f.stdio.runtime(), f.stop, f.timeout, func() {
+		exit, err := c.Run(f.stdio.runtime(), f.stop, f.timeout, func() {
 			recordErr = m.recordInit(ctx, rec.Name)
+			m.registerMachine(rec)
 			f.started()
 		})
-		f.code = code
+		f.exit = exitOf(exit)
 		if err == nil {
 			err = recordErr
 		}
@@ -154,6 +173,8 @@ func (m *Manager) startLocked(ctx context.Context, rec *state.Container, req sta
 	if rerr := m.recordInit(ctx, rec.Name); rerr != nil {
 		return Init{}, rerr
 	}
+	tr.Mark("run recorded")
+	m.registerMachine(rec)
 	u.Release() // it runs, ready or not
 	var init Init
 	if pid, started, ierr := runtime.InitOf(m.Store.RuntimeRoot(), rec.Name); ierr == nil {
@@ -216,13 +237,15 @@ func self() state.Process {
 	return state.Process{Pid: pid, StartedAt: runtime.StartTime(pid)}
 }
 
-// Run boots the container in the foreground and returns its init's exit
-// status. A signal on stop shuts it down as stop would. The lock is held
-// only while it starts, so stop and exec work on it from elsewhere.
-func (m *Manager) Run(ctx context.Context, name string, stdio Stdio, stop <-chan os.Signal, timeout time.Duration) (int, error) {
+// Run boots the container in the foreground and returns how its init
+// ended. Its console is Stdio: its output goes to Stdout, and when Stdin
+// is a terminal, keys go to it (see runtime.EscapeKey). A signal on stop
+// shuts it down as stop would. The lock is held only while it starts, so
+// stop and exec work on it from elsewhere.
+func (m *Manager) Run(ctx context.Context, name string, stdio Stdio, stop <-chan os.Signal, timeout time.Duration) (Exit, error) {
 	rec, _, unlock, err := m.locked(ctx, name, lifecycle.Start)
 	if err != nil {
-		return 0, err
+		return Exit{}, err
 	}
 	// The lock goes once the init runs, so stop and exec work meanwhile.
 	var once sync.Once
@@ -230,7 +253,7 @@ func (m *Manager) Run(ctx context.Context, name string, stdio Stdio, stop <-chan
 	defer release()
 	f := &foreground{stdio: stdio, stop: stop, timeout: timeout, started: release}
 	_, err = m.startLocked(ctx, rec, startRequest{foreground: f})
-	return f.code, err
+	return f.exit, err
 }
 
 // Stop shuts the container down cleanly, killing it after timeout.
@@ -361,3 +384,23 @@ func WaitInit(init Init) (Exit, error) {
 
 // Alive tells whether init still runs (a zombie does not).
 func Alive(init Init) bool { return runtime.Alive(init.Pid, init.StartedAt) }
+
+// registerMachine registers the running container with systemd-machined,
+// where the host has it, so machinectl lists it; a host without machined
+// is silently skipped, a refusal only warned of.
+func (m *Manager) registerMachine(rec *state.Container) {
+	if !systemd.Host() {
+		return
+	}
+	pid, _, err := runtime.InitOf(m.Store.RuntimeRoot(), rec.Name)
+	if err != nil {
+		return
+	}
+	root := m.Store.RootFS(rec.Name)
+	if rec.Source.RootFS != "" {
+		root = rec.Source.RootFS
+	}
+	if _, err := systemd.RegisterMachine(systemd.Machine{Name: rec.Name, UUID: uuidOf(rec), Leader: pid, Root: root, Service: "nixcell"}); err != nil {
+		m.warnf("%s: %v", rec.Name, err)
+	}
+}

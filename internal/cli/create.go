@@ -21,7 +21,7 @@ type createCmd struct {
 func (a *app) createCommand() *cobra.Command {
 	c := &createCmd{app: a}
 	cmd := &cobra.Command{
-		Use:   "create NAME [CONFIG.nix | -c EXPR | --flake REF#NAME | --system PATH | --rootfs DIR [--init PATH] [SETTINGS.nix | -c EXPR]] [-n NIX-ARGS]",
+		Use:   "create NAME [CONFIG.nix | -c EXPR | --flake REF#NAME | --system PATH [SETTINGS.nix | -c EXPR] | --rootfs DIR [--init PATH] [SETTINGS.nix | -c EXPR]] [-n NIX-ARGS]",
 		Short: "Build a new container's NixOS system (generation 1), or make one of a directory tree",
 		Long: `Create builds the container's NixOS system with nix-build, as nixos-container
 does (<nixpkgs/nixos> with the configuration plus a container base module), and
@@ -36,7 +36,10 @@ The configuration is one of:
   --flake REF#N  the flake's nixosConfigurations.N.config.system.build.toplevel,
                  as nixos-container builds it (N defaults to the container's
                  name; the configuration must set boot.isContainer = true)
-  --system PATH  a NixOS system already built in the store
+  --system PATH  a NixOS system already built in the store; a settings file
+                 (or -c) may give it host-side settings: { network = ...;
+                 limits = ...; } (no configuration), as the NixOS module does
+                 for the containers it declares
   --rootfs DIR   no NixOS system: the directory tree DIR is the container's
                  root, as with systemd-nspawn -D, booted with --init PATH (a
                  path inside DIR, default /sbin/init). It has no profile and

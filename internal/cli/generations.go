@@ -21,11 +21,13 @@ type updateCmd struct {
 func (a *app) updateCommand() *cobra.Command {
 	c := &updateCmd{app: a}
 	cmd := &cobra.Command{
-		Use:   "update NAME [CONFIG.nix | -c EXPR | --flake REF#NAME | --system PATH] [-n NIX-ARGS] [--restart] [--memory SIZE] [--cpus N] [--pids N]",
+		Use:   "update NAME [CONFIG.nix | -c EXPR | --flake REF#NAME | --system PATH [SETTINGS.nix | -c EXPR]] [-n NIX-ARGS] [--restart] [--memory SIZE] [--cpus N] [--pids N]",
 		Short: "Build the container's next generation and apply it",
 		Long: `Update builds a new generation from the given configuration, or, without one,
 from the configuration recorded at the last create or update (re-evaluated, so
 edits to the file apply). Unchanged configuration makes no new generation.
+--system PATH may come with a file (or -c) of host-side settings only, as
+create takes it.
 
 A stopped container boots the new generation next time. A running one is
 switched in place, as nixos-rebuild switch would: the generation's
@@ -38,6 +40,12 @@ Changed limits (the configuration's limits = { ... } or the flags below) are
 applied to a running container at once, before the switch and without a
 restart; if the kernel refuses them (a memory limit below what the container
 uses now), nothing changes. A stopped container gets them at its next start.
+The other host-side settings (network, bindMounts, tmpfs, ...) apply when the
+container next starts; --restart restarts a running one with them.
+
+A plain root container (create --rootfs) has no generations: update takes a
+settings file or -c EXPR of host-side settings only (or none, to re-read the
+recorded one), and the limit flags.
 
 ` + limitFlagsHelp,
 		Example: `  nixcell update web                    # re-evaluate the recorded configuration
@@ -91,6 +99,19 @@ func (a *app) report(name string, res cell.ChangeResult, asJSON bool) error {
 		return printJSON(a.stdout, res)
 	}
 	if a.quiet {
+		return nil
+	}
+	if res.Generation == 0 {
+		// A plain root container: it has no generations, only settings.
+		how := map[cell.Applied]string{
+			cell.AppliedNextStart: "they apply at its next start",
+			cell.AppliedRestarted: "restarted with them",
+			cell.AppliedNothing:   "limits apply at once, the others when it restarts",
+		}[res.Applied]
+		if res.Limits != nil {
+			how += "; limits now " + res.Limits.String()
+		}
+		fmt.Fprintf(a.stderr, "%s: settings updated, %s (%s)\n", name, how, res.Took.Round(time.Millisecond))
 		return nil
 	}
 	what := fmt.Sprintf("generation %d", res.Generation)

@@ -3,11 +3,14 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/nixcell/nixcell/internal/cell"
+	"github.com/nixcell/nixcell/internal/trace"
 )
 
 func (a *app) startCommand() *cobra.Command {
@@ -27,20 +30,30 @@ container is stopped.`,
 		Args: nameArg(0),
 	}
 	cmd.Flags().BoolVar(&wait, "wait", false, "return once the container is ready (READY=1 from systemd)")
+	var traced bool
+	cmd.Flags().BoolVar(&traced, "trace", false, "print each phase of the start with its duration (also NIXCELL_TRACE=1)")
 	d := durationValue(cell.DefaultStartTimeout)
 	cmd.Flags().VarP(&d, "timeout", "t", "with --wait: how long to wait for readiness (e.g. 30s, 2m, or seconds)")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if !wait && cmd.Flags().Changed("timeout") {
+			return usageError{errors.New("--timeout goes with --wait")}
+		}
+		ctx := cmd.Context()
+		var tr *trace.Trace
+		if traced || os.Getenv("NIXCELL_TRACE") == "1" {
+			tr = trace.New(a.stderr)
+			ctx = trace.With(ctx, tr)
+			defer tr.Done()
+		}
 		m, err := a.manager()
 		if err != nil {
 			return err
 		}
+		tr.Mark("instance opened")
 		if !wait {
-			if cmd.Flags().Changed("timeout") {
-				return usageError{errors.New("--timeout goes with --wait")}
-			}
-			return m.Start(cmd.Context(), args[0])
+			return m.Start(ctx, args[0])
 		}
-		return m.StartWait(cmd.Context(), args[0], time.Duration(d))
+		return m.StartWait(ctx, args[0], time.Duration(d))
 	}
 	return cmd
 }
@@ -160,11 +173,15 @@ func (a *app) runCommand() *cobra.Command {
 		Use:   "run NAME",
 		Short: "Boot the container in the foreground until its init exits",
 		Long: `Run boots the container like start, but stays in the foreground with the
-init's output on stdout and stderr, and exits with the init's exit status.
-SIGTERM or SIGINT shut the container down as stop does. This is the form for a
-service manager (one unit per container): under a unit of Type=notify it
-passes readiness through (READY=1 once the container is ready, as start --wait
-defines it, and STOPPING=1 when asked to stop).`,
+container's console on stdout (what its init and, for systemd, its boot
+and getty write there), and exits with the init's exit status: 0 for a halt
+or power off, 133 for a reboot, 128+N when signal N killed it (and a message
+when that was the kernel's OOM killer). When stdin is a terminal it is the
+console's keyboard: keys go to the container, and ^] pressed three times
+within a second stops it. SIGTERM or SIGINT shut the container down as stop
+does. This is the form for a service manager (one unit per container): under
+a unit of Type=notify it passes readiness through (READY=1 once the container
+is ready, as start --wait defines it, and STOPPING=1 when asked to stop).`,
 		Args: nameArg(0),
 	}
 	timeout := timeoutFlag(cmd)
@@ -174,11 +191,17 @@ defines it, and STOPPING=1 when asked to stop).`,
 			return &exitError{code: exitRuntime, err: err}
 		}
 		stop := notifyStop()
-		code, err := m.Run(cmd.Context(), args[0], stdio(), stop, time.Duration(*timeout))
+		if term.IsTerminal(int(os.Stdin.Fd())) && !a.quiet {
+			fmt.Fprintf(a.stderr, "%s: its console; press ^] three times within 1s to stop it\n", args[0])
+		}
+		exit, err := m.Run(cmd.Context(), args[0], stdio(), stop, time.Duration(*timeout))
 		if err != nil {
 			return &exitError{code: exitRuntime, err: err}
 		}
-		return exitStatus(code)
+		if exit.OOMKilled {
+			return &exitError{code: exit.Code, err: fmt.Errorf("its init was killed by the OOM killer (exit status %d): it reached its memory limit (limits.memory)", exit.Code)}
+		}
+		return exitStatus(exit.Code)
 	}
 	return cmd
 }

@@ -161,6 +161,11 @@ State lives in /var/lib/nixcell (--state-dir, NIXCELL_STATE_DIR).
 		SilenceUsage:      true,
 		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.Name() == cobra.ShellCompRequestCmd || cmd.Name() == cobra.ShellCompNoDescRequestCmd {
+				// Shell completion asks as the user at the prompt,
+				// often not root (sudo nixcell <TAB>).
+				return nil
+			}
 			if os.Geteuid() != 0 {
 				return errors.New("nixcell must run as root: it manages namespaces, cgroups and Nix profiles")
 			}
@@ -179,11 +184,18 @@ State lives in /var/lib/nixcell (--state-dir, NIXCELL_STATE_DIR).
 		a.restartCommand(), a.destroyCommand(), a.loginCommand(), a.execCommand(), a.listCommand(),
 		a.stateCommand(), a.existsCommand(), a.updateCommand(), a.listGenerationsCommand(),
 		a.switchGenerationCommand(), a.rollbackCommand(), a.deleteGenerationsCommand(), a.showIPCommand(), a.networkCommand(),
-		a.statsCommand(), a.autostartCommand(),
+		a.statsCommand(), a.autostartCommand(), a.doctorCommand(), a.adoptCommand(), a.installUnitsCommand(), a.reloadCommand(),
 		a.cloneCommand(), a.snapshotCommand(), a.listSnapshotsCommand(), a.restoreCommand(), a.deleteSnapshotCommand(),
 		a.exportCommand(), a.importCommand(),
 	)
 	return root
+}
+
+// Command is nixcell's command tree, for generating its shell completions
+// and man pages (cmd/nixcell-docs).
+func Command() *cobra.Command {
+	a := &app{stdout: os.Stdout, stderr: os.Stderr}
+	return a.command()
 }
 
 // manager opens the state directory.

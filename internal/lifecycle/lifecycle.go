@@ -37,6 +37,7 @@ const (
 	Update    Op = "update" // update, switch-generation, rollback, delete-generations
 	Stats     Op = "stats"
 	Signal    Op = "signal"
+	Reload    Op = "reload" // switch the current generation in place
 	// Copy reads the container's root and generations for a clone, a
 	// snapshot or an export (a running one is frozen meanwhile), and
 	// deletes its snapshots.
@@ -90,7 +91,7 @@ var allowed = map[State][]Op{
 	Creating:   {Destroy},
 	Destroying: {Destroy},
 	Stopped:    {Start, Restart, Destroy, Update, Copy, Restore, RestoreCheckpoint},
-	Running:    {Stop, Terminate, Restart, Exec, Login, Destroy, Update, Stats, Signal, Copy, Restore, Checkpoint},
+	Running:    {Stop, Terminate, Restart, Exec, Login, Destroy, Update, Stats, Signal, Reload, Copy, Restore, Checkpoint},
 }
 
 // refusal is why a state refuses what it does not allow.

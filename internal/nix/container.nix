@@ -23,9 +23,9 @@ in
 if part == "settings" then
   (if wrapped then builtins.removeAttrs raw [ "configuration" ] else { })
 else if part == "host-settings" then
-  # A container without a NixOS system (a plain root file system) takes
-  # only host-side settings.
+  # A container whose system is given (--system, or a plain root file
+  # system) takes only host-side settings.
   (if builtins.isAttrs raw && !(raw ? configuration) then raw
-   else throw "this container boots a plain root file system, so its configuration is an attribute set of host-side settings only (bindMounts, tmpfs, ephemeral, ...), without a NixOS module or `configuration`")
+   else throw "this container's system is given (--system or --rootfs), so its configuration is an attribute set of host-side settings only (bindMounts, tmpfs, ephemeral, network, limits, ...), without a NixOS module or `configuration`")
 else
   (import <nixpkgs/nixos> { configuration = { imports = [ userModule base ]; }; }).system

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/opencontainers/runc/libcontainer"
 	"golang.org/x/sys/unix"
 )
 
@@ -38,12 +39,17 @@ var delegatedFiles = []string{"cgroup.procs", "cgroup.threads", "cgroup.subtree_
 // delegateCgroup makes the container's cgroup2 directory and its
 // delegated files owned by the container's root. Preconditions: the init
 // has been created (libcontainer made the cgroup) and not yet started.
-func (c *Container) delegateCgroup() error {
+func (c *Container) delegateCgroup(lc *libcontainer.Container) error {
 	mnt := unifiedMount()
 	if mnt == "" || c.Privileged() {
 		return nil
 	}
 	dir := filepath.Join(mnt, c.CgroupPath)
+	if st, err := lc.State(); err == nil && st.CgroupPaths[""] != "" {
+		dir = st.CgroupPaths[""] // where libcontainer (or systemd) made it
+	} else if st, err := lc.State(); err == nil && mnt == "/sys/fs/cgroup/unified" && st.CgroupPaths["unified"] != "" {
+		dir = st.CgroupPaths["unified"]
+	}
 	root := int(c.IDs.Start)
 	if err := os.Chown(dir, root, root); err != nil {
 		return fmt.Errorf("delegating cgroup %s: %w", dir, err)

@@ -8,7 +8,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nixcell/nixcell/internal/console"
 	"github.com/nixcell/nixcell/internal/fault"
+	"github.com/nixcell/nixcell/internal/trace"
 	"github.com/opencontainers/cgroups"
 	devconfig "github.com/opencontainers/cgroups/devices/config"
 	"github.com/opencontainers/runc/libcontainer/configs"
@@ -41,8 +43,15 @@ type Container struct {
 	// is a fresh tmpfs: their writes to the root vanish when they stop.
 	Ephemeral bool
 	// CgroupPath is the container's absolute cgroup path, the same in every
-	// hierarchy.
+	// hierarchy, made and removed by the runtime. Unused when SystemdSlice
+	// is set.
 	CgroupPath string
+	// SystemdSlice, on a systemd host with cgroup v2, has systemd make the
+	// container's cgroup instead: a scope of its own, SCOPE-NAME.scope
+	// with Delegate=yes, in this slice (e.g. "nixcell.slice"), as runc's
+	// systemd driver does, so systemd knows it, never moves or kills its
+	// processes, and removes it when they are gone.
+	SystemdSlice, SystemdScopePrefix string
 	// IDs is the host range the container's user namespace maps 0..Size-1
 	// to. Size 0 means privileged: no user namespace, container root is host
 	// root.
@@ -61,28 +70,37 @@ type Container struct {
 	// an empty tmpfs. Both are sorted by destination.
 	Binds []Bind
 	Tmpfs []string
-	// Init is the path, inside the container, of the program to run as PID 1.
-	Init string
-	// ConsoleLog receives the init's output; it is also /dev/console inside.
-	ConsoleLog string
+	// Init is the path, inside the container, of the program to run as PID
+	// 1, and InitArgs its arguments (systemd takes systemd.unit= and the
+	// like there, as from a kernel command line).
+	Init     string
+	InitArgs []string
+	// ConsoleLog receives what the init writes to its console (see
+	// console_linux.go); ConsoleLogSize caps what it keeps, in ConsoleLog
+	// and ConsoleLog.1 (0: DefaultConsoleLogSize). How the init ended is
+	// kept beside it (exit_linux.go).
+	ConsoleLog     string
+	ConsoleLogSize uint64
+	// ConsoleAgent is the instance's console agent, which keeps a detached
+	// container's console while it runs.
+	ConsoleAgent console.Agent
 	// UUID is the container's stable ID, given to the init as
 	// $container_uuid and in /run/host/container-uuid.
 	UUID string
 	// Systemd says the init is systemd (directly, or a script that execs
 	// it, as NixOS's stage 2 does). It reports when it has booted (READY=1
 	// on $NOTIFY_SOCKET); an init that does not counts as ready as soon as
-	// it runs. And since /dev/console is a log file, not a terminal, it is
-	// told not to start a getty there: systemd.getty_auto=0 on its command
-	// line, which systemd in a container reads as its kernel command line.
+	// it runs.
 	Systemd bool
 	// ReadyTimeout, when positive, makes Start wait until the container is
 	// ready, for at most this long.
 	ReadyTimeout time.Duration
 	// Env is added to the init's environment.
 	Env []string
-	// Stdout and Stderr, when set, receive a detached init's output instead
-	// of ConsoleLog (which stays /dev/console inside). They are handed to
-	// the init as they are, so they outlive the caller (Nomad's log FIFOs).
+	// Stdout and Stderr, when set, receive a detached init's output, and
+	// its /dev/console is ConsoleLog, a file (see fileConsole). They are
+	// handed to the init as they are, so they outlive the caller (Nomad's
+	// log FIFOs).
 	Stdout, Stderr *os.File
 	// HostNetwork shares the host's network namespace instead of creating
 	// one.
@@ -95,6 +113,8 @@ type Container struct {
 	// before its init program starts, with the init's host PID: the host
 	// configures the container's network there.
 	BeforeInit func(pid int) error
+	// Trace, when not nil, is told where each phase of a start ends.
+	Trace *trace.Trace
 	// Limits cap its resources; SetLimits changes them while it runs.
 	Limits Limits
 	// Devices are host device nodes it may use besides the standard ones.
@@ -171,8 +191,17 @@ func (c *Container) config() (*configs.Config, []hostMount, error) {
 		{Source: "devpts", Destination: "/dev/pts", Device: "devpts", Flags: unix.MS_NOSUID | unix.MS_NOEXEC, Data: "newinstance,ptmxmode=0666,mode=0620,gid=5"},
 		{Source: "shm", Destination: "/dev/shm", Device: "tmpfs", Flags: noExec, Data: "mode=1777,size=65536k"},
 		{Source: "mqueue", Destination: "/dev/mqueue", Device: "mqueue", Flags: noExec},
-		{Source: c.ConsoleLog, Destination: "/dev/console", Device: "bind", Flags: unix.MS_BIND | noExec},
 		c.sysMount(noExec),
+	}
+	if c.fileConsole() {
+		mounts = append(mounts, &configs.Mount{Source: c.ConsoleLog, Destination: "/dev/console", Device: "bind", Flags: unix.MS_BIND | noExec})
+	}
+	if unifiedMount() == "/sys/fs/cgroup" && c.HostNetwork && !c.Privileged() {
+		// /sys is the host's here (sysMount), so /sys/fs/cgroup is the
+		// host's cgroup2 mount, on which the kernel refuses to mount
+		// cgroup2 again (EBUSY: the same file system on the same mount
+		// point); a tmpfs goes between.
+		mounts = append(mounts, &configs.Mount{Source: "tmpfs", Destination: "/sys/fs/cgroup", Device: "tmpfs", Flags: noExec, Data: "mode=755"})
 	}
 	if unifiedMount() != "" {
 		// Mounted inside the container's cgroup namespace: its root is the
@@ -234,7 +263,9 @@ func (c *Container) config() (*configs.Config, []hostMount, error) {
 	rules = append(rules, extraRules...)
 	caps := grantedCapabilities()
 	resources := &cgroups.Resources{Devices: rules}
-	c.Limits.apply(resources, false)
+	// systemd gives a scope its own defaults (TasksMax is 15% of the
+	// host's PIDs): "no limit" is said outright there.
+	c.Limits.apply(resources, c.SystemdSlice != "")
 	namespaces := configs.Namespaces{
 		{Type: configs.NEWNS}, {Type: configs.NEWUTS}, {Type: configs.NEWIPC},
 		{Type: configs.NEWPID}, {Type: configs.NEWCGROUP},
@@ -249,16 +280,13 @@ func (c *Container) config() (*configs.Config, []hostMount, error) {
 	}
 	cfg := &configs.Config{
 		Rootfs:     c.bootRoot(),
-		Labels:     []string{hostDirLabel + "=" + c.HostDir},
+		Labels:     []string{hostDirLabel + "=" + c.HostDir, consoleDirLabel + "=" + filepath.Dir(c.ConsoleLog)},
 		Hostname:   c.Name,
 		Namespaces: namespaces,
 		Capabilities: &configs.Capabilities{
 			Bounding: caps, Effective: caps, Permitted: caps,
 		},
-		Cgroups: &cgroups.Cgroup{
-			Path:      c.CgroupPath,
-			Resources: resources,
-		},
+		Cgroups: c.cgroup(resources),
 		Seccomp: seccompFilter(),
 		Devices: append(append([]*devconfig.Device(nil), specconv.AllowedDevices...), extraNodes...),
 		Mounts:  mounts,
@@ -294,4 +322,12 @@ func (c *Container) sysMount(flags int) *configs.Mount {
 		return &configs.Mount{Source: "/sys", Destination: "/sys", Device: "bind", Flags: unix.MS_BIND | unix.MS_REC | unix.MS_RDONLY | flags}
 	}
 	return &configs.Mount{Source: "sysfs", Destination: "/sys", Device: "sysfs", Flags: flags | unix.MS_RDONLY}
+}
+
+// cgroup is the container's cgroup configuration for libcontainer.
+func (c *Container) cgroup(resources *cgroups.Resources) *cgroups.Cgroup {
+	if c.SystemdSlice != "" {
+		return &cgroups.Cgroup{Systemd: true, Parent: c.SystemdSlice, ScopePrefix: c.SystemdScopePrefix, Name: c.Name, Resources: resources}
+	}
+	return &cgroups.Cgroup{Path: c.CgroupPath, Resources: resources}
 }

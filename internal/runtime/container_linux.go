@@ -14,6 +14,7 @@ import (
 
 	"github.com/nixcell/nixcell/internal/hostfs"
 	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/utils"
 	"golang.org/x/sys/unix"
 )
 
@@ -59,7 +60,9 @@ func Inspect(stateRoot, name string) (Status, error) {
 
 // Start boots the container detached: it returns once the init runs, or,
 // with ReadyTimeout set, once the container is ready (see Systemd).
-// It leaves no process of its own behind. On error nothing of the start
+// It leaves no process of its own behind, but for the instance's console
+// agent (see console_linux.go), which the first start that needs it
+// starts for all of them. On error nothing of the start
 // remains, except after a readiness timeout: then the container keeps
 // running and the error says so.
 func (c *Container) Start() error {
@@ -68,10 +71,20 @@ func (c *Container) Start() error {
 		return err
 	}
 	defer s.notify.Close()
+	if s.console != nil {
+		err := c.keepConsole(s)
+		s.closeConsole()
+		if err != nil {
+			s.abort(c)
+			return err
+		}
+		c.Trace.Mark("console kept")
+	}
 	if err := s.lc.Exec(); err != nil {
 		s.abort(c)
 		return fmt.Errorf("starting init: %w", err)
 	}
+	c.Trace.Mark("init running")
 	if c.ReadyTimeout <= 0 {
 		return nil
 	}
@@ -130,22 +143,26 @@ type Stdio struct {
 	Stdout, Stderr io.Writer
 }
 
-// Run boots the container in the foreground with the given streams and
-// returns its init's exit status when it ends; signals arriving on stop
-// (typically SIGTERM or SIGINT forwarded from a service manager) shut it
-// down as Stop does. started is called once the init runs, or when the
-// start failed. The runtime state is removed before Run returns.
+// Run boots the container in the foreground and returns how its init
+// ended, when it has. Its console is stdio: what the container writes
+// there goes to Stdout, and when Stdin is a terminal, it is the console's
+// keyboard (EscapeKey pressed three times stops the container). Signals
+// arriving on stop (typically SIGTERM or SIGINT forwarded from a service
+// manager) shut it down as Stop does. started is called once the init
+// runs, or when the start failed. The runtime state is removed before Run
+// returns.
 //
 // Under a service manager that set $NOTIFY_SOCKET, Run passes readiness
 // through: READY=1 once the container is ready (see Systemd), and
 // STOPPING=1 when asked to stop.
-func (c *Container) Run(stdio Stdio, stop <-chan os.Signal, timeout time.Duration, started func()) (code int, retErr error) {
+func (c *Container) Run(stdio Stdio, stop <-chan os.Signal, timeout time.Duration, started func()) (_ LastExit, retErr error) {
 	s, err := c.create(&stdio)
 	if err != nil {
 		started()
-		return 0, err
+		return LastExit{}, err
 	}
 	defer func() {
+		s.closeConsole()
 		_ = s.lc.Signal(unix.SIGKILL)
 		if err := s.lc.Destroy(); err != nil && retErr == nil {
 			retErr = err
@@ -159,7 +176,7 @@ func (c *Container) Run(stdio Stdio, stop <-chan os.Signal, timeout time.Duratio
 	started()
 	if err != nil {
 		s.notify.Close()
-		return 0, fmt.Errorf("starting init: %w", err)
+		return LastExit{}, fmt.Errorf("starting init: %w", err)
 	}
 	if os.Getenv("NOTIFY_SOCKET") != "" {
 		go func() {
@@ -173,17 +190,27 @@ func (c *Container) Run(stdio Stdio, stop <-chan os.Signal, timeout time.Duratio
 	}
 	pid, err := s.proc.Pid()
 	if err != nil {
-		return 0, err
+		return LastExit{}, err
 	}
 	done := make(chan *os.ProcessState, 1)
 	go func() {
 		ps, _ := s.proc.Wait()
 		done <- ps
 	}()
+	var ended func()
+	if s.console != nil {
+		ended = followConsole(s.console, stdio.Stdout)
+		escape := interact(s.console, stdio.Stdin)
+		defer escape.stop()
+		stop = merge(stop, escape.pressed)
+	}
 	for {
 		select {
 		case ps := <-done:
-			return initStatus(ps), nil
+			if ended != nil {
+				ended()
+			}
+			return runExit(s.lc, ps), nil
 		case <-stop:
 			sdNotify("STOPPING=1")
 			go func() { _, _ = shutdown(pid, timeout, func() { _ = s.lc.Signal(unix.SIGKILL) }) }()
@@ -197,10 +224,25 @@ type started struct {
 	lc     *libcontainer.Container
 	proc   *libcontainer.Process
 	notify *notifier
+	// console is the master side of the init's terminal, and log the
+	// console log it goes to when detached (see fileConsole).
+	console *os.File
+	log     consoleLog
+}
+
+// closeConsole closes what this process holds of the console.
+func (s *started) closeConsole() {
+	if s.console != nil {
+		s.console.Close()
+	}
+	if s.log.log != nil {
+		s.log.Close()
+	}
 }
 
 // abort kills and removes what create made.
 func (s *started) abort(c *Container) {
+	s.closeConsole()
 	s.notify.Close()
 	_ = s.lc.Signal(unix.SIGKILL)
 	_ = s.lc.Destroy()
@@ -223,6 +265,7 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 			return nil, err
 		}
 	}
+	c.Trace.Mark("root prepared")
 	if err := c.prepareHostDir(); err != nil {
 		return nil, err
 	}
@@ -244,34 +287,44 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 	if err != nil {
 		return nil, err
 	}
+	c.Trace.Mark("configuration")
 	log, err := c.openConsoleLog()
 	if err != nil {
 		return nil, err
 	}
-	defer log.Close()
+	defer func() {
+		if retErr != nil || stdio != nil || c.fileConsole() {
+			log.Close() // only a detached console's goes to the agent
+		}
+	}()
 	if err := os.MkdirAll(c.StateRoot, 0o700); err != nil {
 		return nil, err
 	}
 	env := append([]string{"PATH=" + DefaultPath, "HOME=/root", "TERM=linux", "NOTIFY_SOCKET=" + NotifySocket}, c.hostEnv()...)
 	args := []string{c.Init}
-	if c.Systemd {
+	if c.Systemd && c.fileConsole() {
 		args = append(args, "systemd.getty_auto=0")
 	}
 	proc := &libcontainer.Process{
-		Args: args,
+		Args: append(args, c.InitArgs...),
 		Env:  append(env, c.Env...),
 		Cwd:  "/",
 		Init: true,
 	}
-	if stdio != nil {
-		proc.Stdin, proc.Stdout, proc.Stderr = stdio.Stdin, stdio.Stdout, stdio.Stderr
+	var consoleSocket *os.File
+	if c.fileConsole() {
+		proc.Stdout, proc.Stderr = c.Stdout, c.Stderr
 	} else {
-		proc.Stdout, proc.Stderr = log, log
-		if c.Stdout != nil {
-			proc.Stdout = c.Stdout
+		// libcontainer makes the terminal inside and sends its master here.
+		var child *os.File
+		if consoleSocket, child, err = utils.NewSockPair("console"); err != nil {
+			return nil, err
 		}
-		if c.Stderr != nil {
-			proc.Stderr = c.Stderr
+		defer consoleSocket.Close()
+		defer child.Close()
+		proc.ConsoleSocket = child
+		if stdio != nil {
+			proc.ConsoleWidth, proc.ConsoleHeight = terminalSize(stdio.Stdout)
 		}
 	}
 	var lc *libcontainer.Container
@@ -294,6 +347,7 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 		if err := c.mountPrivate(userns); err != nil {
 			return err
 		}
+		c.Trace.Mark("host mounts")
 		lc, err = libcontainer.Create(c.StateRoot, c.Name, cfg)
 		if errors.Is(err, libcontainer.ErrExist) {
 			// Left by an init that died on its own; the caller checked that
@@ -311,25 +365,43 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 			c.removeCgroupParents()
 			return fmt.Errorf("starting container: %w", err)
 		}
+		c.Trace.Mark("namespaces, cgroup, mounts")
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	s := &started{lc: lc, proc: proc, notify: notify}
-	if err := c.delegateCgroup(); err != nil {
+	if consoleSocket != nil {
+		proc.ConsoleSocket.Close()
+		if s.console, err = utils.RecvFile(consoleSocket); err != nil {
+			s.abort(c)
+			return nil, fmt.Errorf("receiving the console: %w", err)
+		}
+		if stdio == nil {
+			s.log = log
+		}
+	}
+	if err := c.delegateCgroup(lc); err != nil {
 		s.abort(c)
 		return nil, err
 	}
+	c.Trace.Mark("cgroup delegated")
+	pid, err := proc.Pid()
+	if err == nil {
+		err = c.setupGuestView(pid)
+	}
+	if err != nil {
+		s.abort(c)
+		return nil, err
+	}
+	c.Trace.Mark("guest view")
 	if c.BeforeInit != nil {
-		pid, err := proc.Pid()
-		if err == nil {
-			err = c.BeforeInit(pid)
-		}
-		if err != nil {
+		if err := c.BeforeInit(pid); err != nil {
 			s.abort(c)
 			return nil, err
 		}
+		c.Trace.Mark("network interfaces")
 	}
 	return s, nil
 }
@@ -402,6 +474,7 @@ func cleanupState(stateRoot, name string) error {
 	if err := waitGone(lc, 10*time.Second); err != nil {
 		return err
 	}
+	recordExit(lc, exitRecord{}, false)
 	cgroup := lc.Config().Cgroups.Path
 	if err := lc.Destroy(); err != nil {
 		return fmt.Errorf("removing runtime state: %w", err)
@@ -427,6 +500,14 @@ func labelValue(labels []string, key string) string {
 // Kill sends SIGKILL to the init, which takes every process of the PID
 // namespace with it, waits until it is gone and removes the runtime state.
 func Kill(stateRoot, name string) error {
+	if lc, err := libcontainer.Load(stateRoot, name); err == nil {
+		if st, err := lc.Status(); err == nil && st != libcontainer.Stopped {
+			_ = lc.Signal(unix.SIGKILL)
+			if waitGone(lc, 10*time.Second) == nil {
+				recordExit(lc, exitRecord{Stopped: true}, true)
+			}
+		}
+	}
 	return Cleanup(stateRoot, name)
 }
 
@@ -445,6 +526,63 @@ func waitGone(lc *libcontainer.Container, timeout time.Duration) error {
 }
 
 func (c *Container) removeCgroupParents() { removeCgroupParents(c.CgroupPath) }
+
+// CgroupsUnder lists the container cgroups below parent (a path such as
+// /nixcell) in any hierarchy, by name.
+func CgroupsUnder(parent string) []string {
+	seen := map[string]bool{}
+	var names []string
+	dirs, _ := filepath.Glob("/sys/fs/cgroup/*" + parent)
+	if fi, err := os.Stat("/sys/fs/cgroup" + parent); err == nil && fi.IsDir() {
+		dirs = append(dirs, "/sys/fs/cgroup"+parent)
+	}
+	for _, d := range dirs {
+		entries, _ := os.ReadDir(d)
+		for _, e := range entries {
+			if e.IsDir() && !seen[e.Name()] {
+				seen[e.Name()] = true
+				names = append(names, e.Name())
+			}
+		}
+	}
+	return names
+}
+
+// RemoveCgroup removes a container's cgroup, and its parents when empty,
+// in every hierarchy, killing what still runs in it. It is for a cgroup
+// whose runtime state is gone (Cleanup removes the others).
+func RemoveCgroup(path string) error {
+	dirs, _ := filepath.Glob("/sys/fs/cgroup/*" + path)
+	dirs = append(dirs, "/sys/fs/cgroup"+path)
+	var errs []error
+	for _, d := range dirs {
+		if _, err := os.Stat(d); err != nil {
+			continue
+		}
+		if procs, err := os.ReadFile(filepath.Join(d, "cgroup.procs")); err == nil {
+			for _, p := range strings.Fields(string(procs)) {
+				if pid, err := strconv.Atoi(p); err == nil {
+					_ = unix.Kill(pid, unix.SIGKILL)
+				}
+			}
+		}
+		// Children first (systemd inside makes its own).
+		var sub []string
+		_ = filepath.WalkDir(d, func(p string, e fs.DirEntry, err error) error {
+			if err == nil && e.IsDir() {
+				sub = append(sub, p)
+			}
+			return nil
+		})
+		for i := len(sub) - 1; i >= 0; i-- {
+			if err := unix.Rmdir(sub[i]); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("removing cgroup %s: %w", sub[i], err))
+			}
+		}
+	}
+	removeCgroupParents(path)
+	return errors.Join(errs...)
+}
 
 // removeCgroupParents removes the now empty parent directories that
 // libcontainer created for an absolute cgroup path, in every mounted
@@ -476,23 +614,6 @@ func removeCgroupParents(path string) {
 // as systemd-nspawn's: a service manager can start it again on it
 // (RestartForceExitStatus=133).
 const RebootStatus = 133
-
-// initStatus is run's exit status for the end of the init. reboot(2) in a
-// PID namespace ends its init as if killed by SIGINT for a halt or power
-// off, by SIGHUP for a reboot: those are a clean 0 and RebootStatus.
-func initStatus(ps *os.ProcessState) int {
-	if ps != nil {
-		if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			switch ws.Signal() {
-			case syscall.SIGINT:
-				return 0
-			case syscall.SIGHUP:
-				return RebootStatus
-			}
-		}
-	}
-	return exitCode(ps)
-}
 
 func exitCode(ps *os.ProcessState) int {
 	if ps == nil {

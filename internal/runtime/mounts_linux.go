@@ -9,8 +9,8 @@ import (
 	"path/filepath"
 	goruntime "runtime"
 	"strings"
-	"syscall"
 
+	"github.com/nixcell/nixcell/internal/kernel"
 	"github.com/opencontainers/cgroups"
 	"golang.org/x/sys/unix"
 )
@@ -253,31 +253,10 @@ func mountPointFor(src, dst string) error {
 }
 
 // idmapUserns returns a user namespace with the container's ID mapping,
-// which idmapped mounts take as their mapping. It belongs to a helper
-// process that stops before it runs anything (it is traced from birth,
-// so it halts at exec) and is killed once its namespace is open.
-// Preconditions: called on a locked thread (tracing requires it).
+// which idmapped mounts take as their mapping. Preconditions: called on a
+// locked thread.
 func (c *Container) idmapUserns() (*os.File, error) {
-	m := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(c.IDs.Start), Size: int(c.IDs.Size)}}
-	p, err := os.StartProcess("/proc/self/exe", []string{"nixcell-idmap"}, &os.ProcAttr{
-		Sys: &syscall.SysProcAttr{
-			Cloneflags:  unix.CLONE_NEWUSER,
-			UidMappings: m, GidMappings: m,
-			Ptrace: true,
-		},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("creating a user namespace for idmapped mounts: %w", err)
-	}
-	defer func() {
-		_ = p.Kill()
-		_, _ = p.Wait()
-	}()
-	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/user", p.Pid))
-	if err != nil {
-		return nil, fmt.Errorf("opening the idmap user namespace: %w", err)
-	}
-	return f, nil
+	return kernel.UserNamespace(c.IDs.Start, c.IDs.Size)
 }
 
 // removeHostDir deletes a container's HostDir. Nothing is mounted there in
@@ -299,6 +278,10 @@ func removeHostDir(dir string) error {
 	}
 	return nil
 }
+
+// MountsUnder lists the mount points at or below dir in this process's
+// mount namespace (the host's): nixcell never leaves any there.
+func MountsUnder(dir string) ([]string, error) { return mountsUnder(dir) }
 
 // mountsUnder lists the mount points at or below dir in this process's
 // mount namespace.

@@ -1,10 +1,9 @@
 package runtime
 
 import (
-	"os"
 	goruntime "runtime"
-	"strings"
 
+	"github.com/nixcell/nixcell/internal/kernel"
 	"github.com/opencontainers/runc/libcontainer/configs"
 	"github.com/opencontainers/runc/libcontainer/seccomp"
 	"golang.org/x/sys/unix"
@@ -107,13 +106,12 @@ func seccompFilter() *configs.Seccomp {
 // /proc/PID/status has no Seccomp line).
 func checkSeccomp() error {
 	if !seccomp.Enabled {
-		return &UnsupportedFeatureError{"this nixcell was built without seccomp support",
-			"build it with cgo and -tags seccomp (libseccomp-dev installed)"}
+		return &UnsupportedFeatureError{Feature: "this nixcell was built without seccomp support",
+			Need: "build it with cgo and -tags seccomp (libseccomp-dev installed)"}
 	}
-	status, err := os.ReadFile("/proc/self/status")
-	if err == nil && !strings.Contains(string(status), "\nSeccomp:") {
-		return &UnsupportedFeatureError{"the kernel has no seccomp filters",
-			"use a kernel built with CONFIG_SECCOMP and CONFIG_SECCOMP_FILTER"}
-	}
-	return nil
+	return kernel.SeccompFilters()
 }
+
+// SeccompBuilt says whether this nixcell can install seccomp filters: it
+// was built with libseccomp (cgo, -tags seccomp) and the kernel has them.
+func SeccompBuilt() error { return checkSeccomp() }

@@ -1,8 +1,10 @@
 package state
 
 import (
+	"encoding/json"
 	"errors"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -83,17 +85,26 @@ func (s Store) runsPath() string { return filepath.Join(s.Run, "runs.json") }
 // RunsPath is the run table's file, for those who watch it change.
 func (s Store) RunsPath() string { return s.runsPath() }
 
-// LoadRuns reads the run table; a missing one is empty.
+// LoadRuns reads the run table; a missing one is empty. It is written
+// without syncs (what runs does not outlive the machine), so after a
+// machine crash it may be empty or torn: that too reads as empty, which
+// it is then.
 func (s Store) LoadRuns() (Runs, error) {
 	runs := Runs{}
-	err := atomicfile.ReadJSON(s.runsPath(), &runs)
+	data, err := os.ReadFile(s.runsPath())
 	if errors.Is(err, fs.ErrNotExist) {
 		return Runs{}, nil
 	}
-	return runs, err
+	if err != nil {
+		return nil, err
+	}
+	if json.Unmarshal(data, &runs) != nil {
+		return Runs{}, nil
+	}
+	return runs, nil
 }
 
 // SaveRuns replaces the run table. Preconditions: the global lock is held.
 func (s Store) SaveRuns(runs Runs) error {
-	return atomicfile.WriteJSON(s.runsPath(), runs, 0o600)
+	return atomicfile.WriteVolatileJSON(s.runsPath(), runs, 0o600)
 }

@@ -7,11 +7,13 @@ package testutil
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"testing"
+
+	"github.com/nixcell/nixcell/internal/doctor"
 )
 
 // InCI tells whether the tests run under CI (CI=true), where a missing
@@ -27,23 +29,28 @@ func Skip(t testing.TB, reason string) {
 	t.Skip(reason)
 }
 
+// Requires skips (fails under CI) a test whose host fails one of nixcell
+// doctor's checks, with doctor's own words.
+func Requires(t testing.TB, checks ...doctor.Check) {
+	t.Helper()
+	for _, c := range checks {
+		if r := c.Run(); r.Status == doctor.Fail {
+			Skip(t, fmt.Sprintf("doctor's check %s: %s (fix: %s)", c.Name, r.Found, r.Fix))
+		}
+	}
+}
+
 // RequiresRoot skips (fails under CI) a test that needs root.
 func RequiresRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		Skip(t, "needs root (namespaces, cgroups, mounts)")
-	}
+	Requires(t, doctor.Root)
 }
 
 // RequiresCommands skips (fails under CI) a test whose host lacks one of
 // the commands.
 func RequiresCommands(t testing.TB, names ...string) {
 	t.Helper()
-	for _, n := range names {
-		if _, err := exec.LookPath(n); err != nil {
-			Skip(t, n+" is not installed")
-		}
-	}
+	Requires(t, doctor.Commands("commands", "install them (scripts/setup-host.sh)", names...))
 }
 
 // ProjectRoot is the repository's top directory.

@@ -1,123 +1,17 @@
 package network
 
 import (
-	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strings"
 
-	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
-
-// Apply converges the host to d: the managed bridges that running
-// containers use exist with their addresses (created, or repaired if
-// something deleted them), those no container uses are gone, nixcell's
-// nftables tables hold exactly the rules d renders, and the hosts file
-// names the running containers. It is idempotent. last is the digest Apply
-// returned the previous time: when the rules are unchanged and nixcell's
-// tables are still there, nft is not run. The caller holds the global lock.
-func Apply(d Desired, last string) (applied string, err error) {
-	if d.Uplink == "" {
-		d.Uplink = DefaultUplink()
-	}
-	hostOnly, nat := d.Settings.Bridges()
-	useHostOnly, useNAT := d.bridgesInUse()
-	for _, b := range []struct {
-		Bridge
-		use bool
-	}{{hostOnly, useHostOnly}, {nat, useNAT}} {
-		if b.use {
-			created, err := ensureBridge(b.Bridge)
-			if err != nil {
-				return last, fmt.Errorf("bridge %s: %w", b.Name, err)
-			}
-			if created {
-				last = "" // a new bridge means a host that lost its state
-			}
-		} else if err := deleteLink(b.Name); err != nil {
-			return last, fmt.Errorf("removing unused bridge %s: %w", b.Name, err)
-		}
-	}
-	forwarding := useNAT
-	for _, c := range d.Containers {
-		forwarding = forwarding || len(c.Network.ForwardPorts) > 0 || c.Plan.Interfaces != nil && c.Plan.Interfaces[0].Bridge == ""
-	}
-	if forwarding {
-		// The host routes between its uplink and the containers. This is
-		// host-wide and is not undone: other software may rely on it too.
-		if err := sysctl("net/ipv4/ip_forward", "1"); err != nil {
-			return last, err
-		}
-		if err := enableIPv6Forwarding(); err != nil {
-			return last, err
-		}
-	}
-	script := d.Render()
-	sum := sha256.Sum256([]byte(script))
-	digest := hex.EncodeToString(sum[:])
-	if digest != last || script != "" && !tablesExist(d.Settings.Table) {
-		if err := applyRules(d.Settings.Table, script); err != nil {
-			return last, err
-		}
-	}
-	return digest, syncHosts(d)
-}
-
-// tablesExist tells whether nixcell's inet table is in the kernel, asked
-// over netlink (no nft process).
-func tablesExist(table string) bool {
-	conn, err := nftables.New()
-	if err != nil {
-		return false
-	}
-	defer conn.CloseLasting()
-	tables, err := conn.ListTablesOfFamily(nftables.TableFamilyINet)
-	if err != nil {
-		return false
-	}
-	for _, t := range tables {
-		if t.Name == table {
-			return true
-		}
-	}
-	return false
-}
-
-// enableIPv6Forwarding turns on IPv6 forwarding without making the host
-// stop accepting router advertisements on interfaces that use them
-// (forwarding=1 otherwise disables accept_ra=1).
-func enableIPv6Forwarding() error {
-	if v, _ := os.ReadFile("/proc/sys/net/ipv6/conf/all/forwarding"); strings.TrimSpace(string(v)) == "1" {
-		return nil
-	}
-	links, err := netlink.LinkList()
-	if err != nil {
-		return err
-	}
-	for _, l := range links {
-		p := "net/ipv6/conf/" + l.Attrs().Name + "/accept_ra"
-		if v, err := os.ReadFile("/proc/sys/" + p); err == nil && strings.TrimSpace(string(v)) == "1" {
-			_ = sysctl(p, "2")
-		}
-	}
-	return sysctl("net/ipv6/conf/all/forwarding", "1")
-}
-
-func sysctl(path, value string) error {
-	if err := os.WriteFile("/proc/sys/"+path, []byte(value), 0o644); err != nil {
-		return fmt.Errorf("setting %s: %w", strings.ReplaceAll(path, "/", "."), err)
-	}
-	return nil
-}
 
 // ensureBridge creates the bridge if missing and makes sure it has its
 // addresses, is up, and lets forwarded connections from the host's
@@ -358,32 +252,39 @@ func (s Settings) DetachContainer(name string) error {
 	return errors.Join(deleteLink(HostIfName(s.Table, name, mainIface)), deleteLink(HostIfName(s.Table, name, natIface)))
 }
 
-// Apply converges the host to the state with members running, and
-// remembers what it applied. The caller holds the global lock.
-func (st *State) Apply(members []Member, host Host) error {
-	var err error
-	st.Applied, err = Apply(st.Desired(members, host), st.Applied)
-	return err
+// enableForwarding makes the host route between its uplink and the
+// containers, IPv4 and IPv6. This is host-wide and is not undone: other
+// software may rely on it too.
+func enableForwarding() error {
+	if err := sysctl("net/ipv4/ip_forward", "1"); err != nil {
+		return err
+	}
+	return enableIPv6Forwarding()
 }
 
-// applyRules replaces nixcell's tables with script in one transaction, or
-// deletes them when script is empty.
-func applyRules(table, script string) error {
-	if _, err := exec.LookPath("nft"); err != nil {
-		return fmt.Errorf("nft is not installed (install nftables): %w", err)
+// enableIPv6Forwarding turns on IPv6 forwarding without making the host
+// stop accepting router advertisements on interfaces that use them
+// (forwarding=1 otherwise disables accept_ra=1).
+func enableIPv6Forwarding() error {
+	if v, _ := os.ReadFile("/proc/sys/net/ipv6/conf/all/forwarding"); strings.TrimSpace(string(v)) == "1" {
+		return nil
 	}
-	var full strings.Builder
-	for _, fam := range []string{"inet", "bridge"} {
-		// "add" makes the delete valid whether or not the table exists.
-		fmt.Fprintf(&full, "add table %s %s\ndelete table %s %s\n", fam, table, fam, table)
+	links, err := netlink.LinkList()
+	if err != nil {
+		return err
 	}
-	full.WriteString(script)
-	cmd := exec.Command("nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(full.String())
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("nft: %v: %s", err, strings.TrimSpace(stderr.String()))
+	for _, l := range links {
+		p := "net/ipv6/conf/" + l.Attrs().Name + "/accept_ra"
+		if v, err := os.ReadFile("/proc/sys/" + p); err == nil && strings.TrimSpace(string(v)) == "1" {
+			_ = sysctl(p, "2")
+		}
+	}
+	return sysctl("net/ipv6/conf/all/forwarding", "1")
+}
+
+func sysctl(path, value string) error {
+	if err := os.WriteFile("/proc/sys/"+path, []byte(value), 0o644); err != nil {
+		return fmt.Errorf("setting %s: %w", strings.ReplaceAll(path, "/", "."), err)
 	}
 	return nil
 }
@@ -405,66 +306,28 @@ func DefaultUplink() string {
 	return ""
 }
 
-// BridgeStatus is what the kernel says of a managed bridge.
-type BridgeStatus struct {
-	Name      string   `json:"name"`
-	Exists    bool     `json:"exists"`
-	Up        bool     `json:"up"`
-	Addresses []string `json:"addresses"`
-	Ports     int      `json:"ports"`   // container interfaces attached
-	Missing   []string `json:"missing"` // addresses it should have but lacks
-}
-
-// Status reports the instance's network as the kernel has it.
-type Status struct {
-	Bridges       []BridgeStatus `json:"bridges"`
-	Table         string         `json:"table"`
-	TablesPresent bool           `json:"tablesPresent"`
-	Uplink        string         `json:"uplink"`
-	IPv4Forward   bool           `json:"ipv4Forwarding"`
-}
-
-// ReadStatus inspects the bridges and tables of the settings s; uplink is
-// the configured one ("" finds it).
-func ReadStatus(s Settings, uplink string) Status {
-	if uplink == "" {
-		uplink = DefaultUplink()
+// ContainerLinks lists the host ends of container interfaces of the
+// instance with settings s that the kernel has.
+func ContainerLinks(s Settings) []string {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil
 	}
-	st := Status{Table: s.Table, TablesPresent: tablesExist(s.Table), Uplink: uplink}
-	if v, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward"); strings.TrimSpace(string(v)) == "1" {
-		st.IPv4Forward = true
-	}
-	hostOnly, nat := s.Bridges()
-	for _, b := range []Bridge{hostOnly, nat} {
-		bs := BridgeStatus{Name: b.Name, Addresses: []string{}, Missing: []string{}}
-		link, err := netlink.LinkByName(b.Name)
-		if err == nil {
-			bs.Exists = true
-			bs.Up = link.Attrs().Flags&net.FlagUp != 0
-			have := map[string]bool{}
-			if addrs, err := netlink.AddrList(link, netlink.FAMILY_ALL); err == nil {
-				for _, a := range addrs {
-					if a.IP.IsLinkLocalUnicast() {
-						continue
-					}
-					bs.Addresses = append(bs.Addresses, a.IPNet.String())
-					have[a.IPNet.String()] = true
-				}
-			}
-			for _, want := range []netip.Prefix{b.IPv4, b.IPv6} {
-				if !have[want.String()] {
-					bs.Missing = append(bs.Missing, want.String())
-				}
-			}
-			if links, err := netlink.LinkList(); err == nil {
-				for _, l := range links {
-					if l.Attrs().MasterIndex == link.Attrs().Index {
-						bs.Ports++
-					}
-				}
-			}
+	prefix := portPrefix(s.Table)
+	var out []string
+	for _, l := range links {
+		if name := l.Attrs().Name; strings.HasPrefix(name, prefix) {
+			out = append(out, name)
 		}
-		st.Bridges = append(st.Bridges, bs)
 	}
-	return st
+	return out
 }
+
+// IsLinkOf tells whether link is the host end of one of container's
+// interfaces.
+func IsLinkOf(s Settings, link, container string) bool {
+	return link == HostIfName(s.Table, container, mainIface) || link == HostIfName(s.Table, container, natIface)
+}
+
+// DeleteLink removes a host interface; one that is gone is no error.
+func DeleteLink(name string) error { return deleteLink(name) }

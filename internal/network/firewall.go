@@ -2,65 +2,9 @@ package network
 
 import (
 	"fmt"
-	"net/netip"
 	"sort"
 	"strings"
-
-	"github.com/nixcell/nixcell/internal/spec"
 )
-
-// Planned is a member's network as the host must carry it.
-type Planned struct {
-	Name      string
-	Plan      Plan
-	Addresses Addresses
-	Network   spec.Network
-}
-
-// Desired is the state Apply converges to.
-type Desired struct {
-	Settings Settings
-	// Uplink is the interface NAT traffic leaves by ("" = the default
-	// route's).
-	Uplink string
-	// HostsFile is where the containers' names are published.
-	HostsFile string
-	// Containers are the running and starting ones, by name.
-	Containers []Planned
-	// KeepHostOnly and KeepNAT keep a bridge (and its rules) while a
-	// container that uses it exists, running or not, so restarts do not
-	// rebuild it.
-	KeepHostOnly, KeepNAT bool
-}
-
-// bridgesInUse says which managed bridges must exist.
-func (d Desired) bridgesInUse() (hostOnly, nat bool) {
-	h, n := d.Settings.Bridges()
-	hostOnly, nat = d.KeepHostOnly, d.KeepNAT
-	for _, c := range d.Containers {
-		for _, i := range c.Plan.Interfaces {
-			hostOnly = hostOnly || i.Bridge == h.Name
-			nat = nat || i.Bridge == n.Name
-		}
-	}
-	return hostOnly, nat
-}
-
-// forwardTarget is where a container's forwarded ports go: its host-only
-// address, or its private veth address.
-func (c Planned) forwardTarget(v6 bool) netip.Addr {
-	a, local, fixed := c.Addresses.HostOnly4, c.Network.LocalAddress, c.Network.IP
-	if v6 {
-		a, local, fixed = c.Addresses.HostOnly6, c.Network.LocalAddress6, c.Network.IP6
-	}
-	switch {
-	case a.IsValid():
-		return a
-	case local.IsValid():
-		return local.Addr()
-	}
-	return fixed.Addr() // on a bridge of the host's own
-}
 
 func quote(s string) string { return `"` + s + `"` }
 
@@ -130,8 +74,12 @@ func (d Desired) Render() string {
 		}
 	}
 	w("\t}")
-	// The host-only bridge has no route out and accepts no routed
-	// connection but forwarded ports; the NAT bridge only answers.
+	// The host-only bridge takes in no routed connection but forwarded
+	// ports, and lets none of its containers' own connections out beyond
+	// the host: their default routes lead to the host only so that replies
+	// to forwarded ports reach their clients. A connection out is refused
+	// with an ICMP error, so it fails at once instead of timing out. The
+	// NAT bridge only answers.
 	w("\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;")
 	w("\t\tct state established,related accept")
 	w("\t\tct status dnat accept comment %s", quote("forwarded ports"))
@@ -141,7 +89,7 @@ func (d Desired) Render() string {
 		w("\t\tiifname %s oifname %s accept comment %s", quote(br.Name), quote(br.Name), quote("bridged, see table bridge"))
 	}
 	if useHostOnly {
-		w("\t\tiifname %s drop comment %s", quote(hostOnly.Name), quote("host-only: no route out"))
+		w("\t\tiifname %s reject with icmpx admin-prohibited comment %s", quote(hostOnly.Name), quote("host-only: nothing out beyond the host"))
 		w("\t\toifname %s drop comment %s", quote(hostOnly.Name), quote("host-only: no route in"))
 	}
 	if useNAT {
