@@ -440,3 +440,36 @@ func TestImportSignatures(t *testing.T) {
 		t.Errorf("import --no-check-sigs did not add the system: %v", err)
 	}
 }
+
+// TestImportHostAccess: an archive whose settings reach into the host (a
+// privileged container, a bind mount of a host path) is refused unless
+// --trust-settings says so: its checksum proves it whole, not who made
+// it. The refusal names each such setting and changes nothing.
+func TestImportHostAccess(t *testing.T) {
+	in := newInstance(t)
+	name := testutil.Name("acc")
+	shared := t.TempDir()
+	in.create(name, fmt.Sprintf(`{
+  bindMounts."/shared" = { hostPath = "%s"; isReadOnly = false; };
+  configuration = { system.fixture.label = "access"; };
+}`, shared))
+	archive := filepath.Join(t.TempDir(), "acc.nixcell.tar.gz")
+	in.must("export", name, "-o", archive)
+	before, _ := in.ranges().All()
+
+	other := testutil.Name("acc")
+	r := in.run("import", archive, other)
+	if r.code != 1 || !strings.Contains(r.stderr, "a writable bind mount of the host's "+shared+" at /shared") || !strings.Contains(r.stderr, "--trust-settings") {
+		t.Errorf("import of an archive with a bind mount of a host path: %s", r)
+	}
+	in.expectTraces("an import refused for its settings", other)
+	if after, _ := in.ranges().All(); len(after) != len(before) {
+		t.Errorf("the refused import changed the ID ranges: %v, were %v", after, before)
+	}
+
+	in.must("import", "--trust-settings", archive, other)
+	if got := in.info(other).System; got != in.info(name).System {
+		t.Errorf("the imported container's system is %s, want %s", got, in.info(name).System)
+	}
+	in.must("destroy", other)
+}

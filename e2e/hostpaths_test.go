@@ -374,7 +374,7 @@ func TestHostPathFuzz(t *testing.T) {
 				{"snapshot", name, "fuzz"},
 				{"clone", name, clone},
 				{"export", name, "-o", archive},
-				{"import", archive, imported},
+				{"import", "--trust-settings", archive, imported}, // its bind mounts are the test's own
 				{"restore", name, "fuzz"},
 				{"start", clone},
 				{"destroy", clone},

@@ -282,7 +282,10 @@ type ImportRequest struct {
 	// NoCheckSigs imports store paths without a trusted signature even
 	// when the host's Nix requires one (as nix copy --no-check-sigs).
 	NoCheckSigs bool
-	Progress    Progress
+	// TrustSettings imports settings that reach into the host (see
+	// hostAccess), which an archive cannot otherwise bring.
+	TrustSettings bool
+	Progress      Progress
 }
 
 // ImportResult reports an import.
@@ -306,6 +309,10 @@ type ImportResult struct {
 
 // ErrBadArchive is the class of archives that are not a container's.
 var ErrBadArchive = fault.New(fault.Invalid, "not a nixcell archive")
+
+// ErrHostAccess is the class of archives refused because their settings
+// reach into the importing host.
+var ErrHostAccess = fault.New(fault.Invalid, "its settings reach into this host")
 
 // checked is what the first reading of an archive found.
 type checked struct {

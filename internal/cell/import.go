@@ -98,6 +98,9 @@ func (m *Manager) checkArchive(ctx context.Context, in io.Reader, req ImportRequ
 		return chk, err
 	}
 	man := &chk.man
+	if access := hostAccess(man.Spec); len(access) > 0 && !req.TrustSettings {
+		return chk, fmt.Errorf("%w: the archive of %s has %s; import it only if you trust who made it, with --trust-settings, or ask for an export without them", ErrHostAccess, man.Name, strings.Join(access, ", "))
+	}
 	policy := nix.TrustPolicy{}
 	if !req.NoCheckSigs {
 		if policy, err = nix.HostTrust(ctx); err != nil {
@@ -163,6 +166,39 @@ func (m *Manager) checkArchive(ctx context.Context, in io.Reader, req ImportRequ
 		return chk, err
 	}
 	return chk, checkClosure(*man, exported, chk.invalid, policy)
+}
+
+// hostAccess lists the settings of spec that reach beyond the container
+// into the host that runs it. An archive's checksum proves it whole, not
+// who made it, and its settings are taken as they are, so whoever made an
+// archive would get, from one that has them, the host's root (privileged),
+// its files (bind mounts), its devices or its networks, on a host whose
+// administrator only meant to move a container. Empty when it has none.
+func hostAccess(s spec.Spec) []string {
+	var out []string
+	if s.Privileged {
+		out = append(out, "privileged = true (its root is the host's root)")
+	}
+	for _, b := range s.BindMounts {
+		how := "read-only"
+		if !b.IsReadOnly {
+			how = "writable"
+		}
+		out = append(out, fmt.Sprintf("a %s bind mount of the host's %s at %s", how, b.HostPath, b.Destination))
+	}
+	for _, d := range s.AllowedDevices {
+		out = append(out, fmt.Sprintf("access to the host's device %s (%s)", d.Node, d.Modifier))
+	}
+	if s.Network.HostNetwork {
+		out = append(out, "the host's network (hostNetwork)")
+	}
+	if s.Network.Bridge != "" {
+		out = append(out, fmt.Sprintf("a link on the host's bridge %s", s.Network.Bridge))
+	}
+	for _, l := range s.Network.Macvlans {
+		out = append(out, fmt.Sprintf("a macvlan on the host's %s", l))
+	}
+	return out
 }
 
 // memberStage tells which part of an archive a member belongs to, given

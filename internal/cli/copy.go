@@ -310,7 +310,7 @@ func (a *app) archiveOutput(out string) (io.Writer, func(error) error, error) {
 }
 
 func (a *app) importCommand() *cobra.Command {
-	var noCheckSigs, asJSON bool
+	var noCheckSigs, trustSettings, asJSON bool
 	cmd := &cobra.Command{
 		Use:   "import FILE|- [NAME]",
 		Short: "Make a container of an archive that export wrote",
@@ -323,7 +323,11 @@ truncated, corrupted or untrusted one is refused and nothing changes:
   the one described, and, for the paths this host's store lacks, when this
   host's Nix has require-sigs = true (Nix's default), a signature by a key
   in its trusted-public-keys (nix-store --import itself checks none).
-  --no-check-sigs skips the signatures, as nix copy --no-check-sigs.
+  --no-check-sigs skips the signatures, as nix copy --no-check-sigs;
+- its settings: the archive's checksum proves it whole, not who made it, so
+  settings that reach into this host (privileged, bind mounts of host paths,
+  allowed devices, the host's network, a host bridge or macvlan) are refused
+  unless --trust-settings says whoever made the archive may have them.
 
 Then the closure is imported into the store, the generation becomes
 generation 1 of the container's profile, its root's owners are shifted into
@@ -347,13 +351,14 @@ or destroy of the name cleans up.`,
 		},
 	}
 	cmd.Flags().BoolVar(&noCheckSigs, "no-check-sigs", false, "import store paths that no trusted key signed")
+	cmd.Flags().BoolVar(&trustSettings, "trust-settings", false, "import settings that reach into this host (privileged, bind mounts, devices, host networks)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		m, err := a.manager()
 		if err != nil {
 			return err
 		}
-		req := cell.ImportRequest{NoCheckSigs: noCheckSigs}
+		req := cell.ImportRequest{NoCheckSigs: noCheckSigs, TrustSettings: trustSettings}
 		if len(args) > 1 {
 			req.Name = args[1]
 		}
