@@ -133,7 +133,11 @@ func (a *app) listSnapshotsCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "list-snapshots NAME [--json]",
 		Short: "List the container's snapshots: TAG CREATED GENERATION FILES SIZE",
-		Args:  nameArg(0),
+		Long: `List-snapshots lists the snapshots of the container, oldest first: each tag,
+when it was made, the generation it keeps, and its root's files and size.
+Snapshots live in the container's state directory and go when it is
+destroyed; they are not exported.`,
+		Args: nameArg(0),
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
@@ -210,7 +214,10 @@ func (a *app) deleteSnapshotCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "delete-snapshot NAME TAG",
 		Short: "Delete a snapshot",
-		Args:  nameArg(1),
+		Long: `Delete-snapshot removes snapshot TAG of the container: its copy of the root
+and its hold on its generation, which the garbage collector may then take
+unless the container's profile still has it.`,
+		Args: nameArg(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 2 {
 				return usageError{errors.New("give the snapshot's tag (nixcell list-snapshots NAME)")}

@@ -26,6 +26,12 @@ import (
 // the IDs From..From+Size-1 become To..To+Size-1. An ID outside the source
 // range (none of a container's own files has one) becomes the target
 // range's overflow ID, its nobody (65534), as the container saw it.
+//
+// It is not hostfs.Shift, which changes a tree's owners in place (adopt
+// moves a nixos-container root into nixcell and shifts it there, and back
+// on undo, so it leaves an ID outside the range as it is, to stay
+// reversible): this one writes a copy, where the source stays as it was
+// and an ID the target range cannot hold has to become something in it.
 type Shift struct {
 	From, To uint32
 	// Size is the number of IDs of both ranges; 0 keeps every ID as it
