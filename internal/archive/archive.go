@@ -167,6 +167,24 @@ func (r *Reader) Next() (*tar.Header, io.Reader, error) {
 	return h, r.current, nil
 }
 
+// Drain reads what is left of the archive, unread members included, and
+// says whether it is whole: nil for a whole archive, an ErrCorrupt error
+// for a damaged or truncated one. A reader that found a member's content
+// meaningless calls it to tell damage in transit (its gzip CRC or its sum
+// fails) from an archive written that way: damaged data can inflate to
+// garbage long before the check at the end would catch it.
+func (r *Reader) Drain() error {
+	for {
+		_, _, err := r.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
 // finish checks the sum and that nothing follows it.
 func (r *Reader) finish() error {
 	want := hex.EncodeToString(r.sum.Sum(nil)) + "\n"

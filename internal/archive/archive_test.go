@@ -82,3 +82,34 @@ func TestDamage(t *testing.T) {
 		}
 	}
 }
+
+// TestDrain: a damaged archive whose damage a member's reader meets first
+// (as garbage content) is told damaged by Drain; a whole one is not.
+func TestDrain(t *testing.T) {
+	data := sample(t)
+	for _, tc := range []struct {
+		what  string
+		data  []byte
+		whole bool
+	}{
+		{"whole", data, true},
+		{"damaged", func() []byte { d := bytes.Clone(data); d[len(d)/2] ^= 0x55; return d }(), false},
+		{"truncated", data[:len(data)-40], false},
+	} {
+		r, err := NewReader(bytes.NewReader(tc.data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The first member, read whole, as a reader that gives up at
+		// the second would have.
+		if _, content, err := r.Next(); err != nil {
+			t.Fatalf("%s: %v", tc.what, err)
+		} else if _, err := io.Copy(io.Discard, content); err != nil {
+			t.Fatalf("%s: %v", tc.what, err)
+		}
+		err = r.Drain()
+		if tc.whole && err != nil || !tc.whole && !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: Drain says %v", tc.what, err)
+		}
+	}
+}

@@ -81,12 +81,23 @@ func (c *countingReader) Read(b []byte) (int, error) {
 
 // checkArchive reads the whole archive once, changing nothing, and checks
 // everything that can be checked before the import begins.
-func (m *Manager) checkArchive(ctx context.Context, in io.Reader, req ImportRequest) (checked, error) {
+func (m *Manager) checkArchive(ctx context.Context, in io.Reader, req ImportRequest) (_ checked, retErr error) {
 	var chk checked
 	ar, err := archive.NewReader(&countingReader{r: in, progress: req.Progress.of("checking")})
 	if err != nil {
 		return chk, err
 	}
+	// A member that makes no sense may be damage in transit: data that
+	// inflates to garbage before the gzip CRC and the sum at the end can
+	// tell. The rest of the archive says which, and damage is what to
+	// report (export it again), not a content error.
+	defer func() {
+		if errors.Is(retErr, ErrBadArchive) {
+			if err := ar.Drain(); errors.Is(err, archive.ErrCorrupt) {
+				retErr = err
+			}
+		}
+	}()
 	h, content, err := ar.Next()
 	if err != nil {
 		return chk, err
