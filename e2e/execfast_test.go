@@ -87,6 +87,12 @@ func (in *instance) sleeper(name, path string) int {
 		for _, child := range children(c.Process.Pid) {
 			if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", child)); string(comm) == "sleep\n" {
 				sleep = child
+				// Just exec'd, it may still be paging in (D, disk
+				// sleep); the states compared are those of sleep
+				// sleeping (S), which both paths must reach.
+				for time.Now().Before(deadline) && procState(child) != "S" {
+					time.Sleep(5 * time.Millisecond)
+				}
 				return child
 			}
 		}
@@ -97,6 +103,19 @@ func (in *instance) sleeper(name, path string) int {
 	}
 	in.t.Fatalf("exec (%s) did not start sleep: %s", path, stderr.String())
 	return 0
+}
+
+// procState is the one-letter state of pid (/proc/PID/stat), "" if gone.
+func procState(pid int) string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	s := string(data)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
+		return s[i+2 : i+3]
+	}
+	return ""
 }
 
 // children lists the child processes of pid (of all its threads).

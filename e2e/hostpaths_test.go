@@ -324,8 +324,9 @@ func TestPlainRootReachable(t *testing.T) {
 // TestHostPathFuzz replaces, as the container's root, every path in its
 // trees that the host touches (CONTRIBUTING.md's list) with links to a
 // victim file and directory, hard links, FIFOs and non-empty files, then
-// runs every command: the victim is never touched, and each command
-// succeeds or fails with a one-line error in bounded time.
+// runs every command, copies (clone, snapshot, restore, export, import)
+// included: the victim is never touched, and each command succeeds or
+// fails with a one-line error in bounded time.
 func TestHostPathFuzz(t *testing.T) {
 	in := newInstance(t)
 	data := filepath.Join(t.TempDir(), "data")
@@ -359,12 +360,25 @@ func TestHostPathFuzz(t *testing.T) {
 				}
 			}
 			in.run("exec", name, "--", "sh", "-c", script.String()) // some paths are busy mount points: that is fine
+			// The copies (issue 15) read every planted entry and write
+			// them elsewhere: as links, nodes and hard links, never
+			// through them.
+			archive := filepath.Join(t.TempDir(), "fuzz.tar.gz")
+			clone, imported := name+"-c", name+"-i"
 			commands := [][]string{
 				{"stop", "--timeout", "10s", name},
 				{"start", name},
 				{"update", name, "-c", "{ system.fixture.label = \"two\"; }"},
 				{"rollback", name},
 				{"delete-generations", name, "old"},
+				{"snapshot", name, "fuzz"},
+				{"clone", name, clone},
+				{"export", name, "-o", archive},
+				{"import", "--trust-settings", archive, imported}, // its bind mounts are the test's own
+				{"restore", name, "fuzz"},
+				{"start", clone},
+				{"destroy", clone},
+				{"destroy", imported},
 				{"stop", "--timeout", "10s", name},
 				{"start", name},
 				{"terminate", name},

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nixcell/nixcell/internal/nix"
 	"github.com/nixcell/nixcell/internal/testutil"
@@ -163,7 +164,7 @@ func (in *instance) expectTraces(when, name string, want ...string) {
 }
 
 // TestFailpoints walks every named step of create, start, update,
-// rollback and destroy, failing the command there and, separately,
+// rollback, clone, import, restore and destroy, failing the command there and, separately,
 // killing it there. After each, nothing is left claimed, mounted or
 // written beyond what the next command finishes or undoes: a failed
 // create leaves no trace; a failed start leaves the container stopped
@@ -186,12 +187,13 @@ func TestFailpoints(t *testing.T) {
 }`, port, 500+port%100, label)
 	}
 	// A host port of its own for every container and update: a window of
-	// 100 per test run (k is at most 250), clear of the other tests' 21000s.
-	first := 22000 + 100*freeSubnet(t, func(int) []string { return nil })
+	// 150 per test run (k is at most 250, so at most 59650), clear of the
+	// other tests' 21000s; clone, import and restore add containers here.
+	first := 22000 + 150*freeSubnet(t, func(int) []string { return nil })
 	port := first
 	nextPort := func() int {
-		if port++; port >= first+100 {
-			t.Fatalf("TestFailpoints used up its 100 host ports")
+		if port++; port >= first+150 {
+			t.Fatalf("TestFailpoints used up its 150 host ports")
 		}
 		return port
 	}
@@ -294,6 +296,143 @@ func TestFailpoints(t *testing.T) {
 			}
 			in.expectTraces("update failed at "+step, name, "record", "run", "profile", "ids", "addresses", "rules", "host-dir", "runtime", "cgroup")
 		}
+	})
+
+	// clone walks a running source: whatever step fails or is killed,
+	// the source runs on, thawed, and the clone is gone or finished off
+	// by the next clone of its name.
+	t.Run("clone", func(t *testing.T) {
+		probe := testutil.Name("fpc")
+		steps := in.steps("clone", name, probe)
+		in.must("destroy", probe)
+		if len(steps) < 5 {
+			t.Fatalf("clone passed only the steps %v", steps)
+		}
+		was := in.info(name)
+		for _, step := range steps {
+			for _, how := range []string{"error", "kill"} {
+				clone := testutil.Name("fpc")
+				r := in.failAt(step, how, "clone", name, clone)
+				if how == "error" {
+					if r.code != 1 || !strings.Contains(r.stderr, "failpoint "+step) {
+						t.Errorf("clone failing at %s: %s", step, r)
+					}
+					in.expectTraces("clone failed at "+step, clone)
+				} else if r.code != -9 {
+					t.Errorf("clone killed at %s: %s", step, r)
+				}
+				// The guard thaws a source its killed clone left frozen.
+				waitFor(t, 10*time.Second, "the source to be thawed", func() bool {
+					st := in.cgroupFile(name, "freezer", "freezer.state", "cgroup.freeze")
+					return st == "THAWED" || st == "0"
+				})
+				if got := in.info(name); got.State != "running" || got.Pid != was.Pid {
+					t.Errorf("clone %s at %s: the source is %+v, was %+v", how, step, got, was)
+				}
+				if how == "kill" {
+					in.must("clone", name, clone)
+					in.must("destroy", clone)
+					in.expectTraces("clone killed at "+step+", cloned and destroyed again", clone)
+				}
+			}
+		}
+		in.waitHTTP(name, "hello from "+name+"\n")
+	})
+
+	// import walks an archive of a running container into the same
+	// instance under new names.
+	t.Run("import", func(t *testing.T) {
+		archive := filepath.Join(t.TempDir(), "fp.tar.gz")
+		in.must("export", name, "-o", archive)
+		probe := testutil.Name("fpi")
+		steps := in.steps("import", archive, probe)
+		in.must("destroy", probe)
+		if len(steps) < 5 {
+			t.Fatalf("import passed only the steps %v", steps)
+		}
+		for _, step := range steps {
+			for _, how := range []string{"error", "kill"} {
+				imported := testutil.Name("fpi")
+				r := in.failAt(step, how, "import", archive, imported)
+				if how == "error" {
+					if r.code != 1 || !strings.Contains(r.stderr, "failpoint "+step) {
+						t.Errorf("import failing at %s: %s", step, r)
+					}
+					in.expectTraces("import failed at "+step, imported)
+					continue
+				}
+				if r.code != -9 {
+					t.Errorf("import killed at %s: %s", step, r)
+				}
+				in.must("import", archive, imported)
+				in.must("destroy", imported)
+				in.expectTraces("import killed at "+step+", imported and destroyed again", imported)
+			}
+		}
+	})
+
+	// restore walks a running container back to a snapshot: a failed
+	// restore leaves it as it was; a killed one leaves it either restored
+	// (files and generation) or not at all, once the next command on it
+	// has run.
+	t.Run("restore", func(t *testing.T) {
+		in.exec(name, "sh", "-c", "echo snapshot > /var/lib/marker")
+		in.must("snapshot", name, "fp")
+		snapSystem := in.info(name).System
+		in.must(update(name)...)
+		later := func() {
+			if in.info(name).State != "running" {
+				in.must("start", name)
+			}
+			in.exec(name, "sh", "-c", "echo later > /var/lib/marker")
+		}
+		later()
+		steps := in.steps("restore", name, "fp")
+		if len(steps) < 4 {
+			t.Fatalf("restore passed only the steps %v", steps)
+		}
+		for _, step := range steps {
+			for _, how := range []string{"error", "kill"} {
+				in.must(update(name)...)
+				later()
+				gens, system := in.numbers(name), in.info(name).System
+				r := in.failAt(step, how, "restore", name, "fp")
+				if how == "error" && strings.HasPrefix(step, "start/") {
+					// The restore is complete; starting it again failed.
+					if r.code != 1 || !strings.Contains(r.stderr, "the snapshot is restored, but starting") {
+						t.Errorf("restore failing at %s: %s", step, r)
+					}
+					if got := in.info(name); got.State != "stopped" || got.System != snapSystem || in.readRoot(name, "var/lib/marker") != "snapshot\n" {
+						t.Errorf("restore failed at %s: %+v, marker %q", step, got, in.readRoot(name, "var/lib/marker"))
+					}
+					continue
+				}
+				if how == "error" {
+					if r.code != 1 || !strings.Contains(r.stderr, "failpoint "+step) {
+						t.Errorf("restore failing at %s: %s", step, r)
+					}
+					got := in.info(name)
+					if got.State != "running" || got.System != system || in.numbers(name) != gens || in.exec(name, "cat", "/var/lib/marker") != "later\n" {
+						t.Errorf("restore failed at %s: %+v, generations %s (were %s), marker %q", step, got, in.numbers(name), gens, in.readRoot(name, "var/lib/marker"))
+					}
+					continue
+				}
+				if r.code != -9 {
+					t.Errorf("restore killed at %s: %s", step, r)
+				}
+				if in.info(name).State != "running" {
+					in.must("start", name) // finishes or forgets the restore first
+				}
+				marker, got := in.exec(name, "cat", "/var/lib/marker"), in.info(name).System
+				if (marker == "snapshot\n") != (got == snapSystem) {
+					t.Errorf("restore killed at %s, then start: marker %q with system %s (the snapshot's is %s)", step, marker, got, snapSystem)
+				}
+				if _, err := os.Lstat(filepath.Join(in.store.Dir(name), "restore.json")); err == nil {
+					t.Errorf("restore killed at %s: its journal is left after the next command", step)
+				}
+			}
+		}
+		in.must("delete-snapshot", name, "fp")
 	})
 
 	t.Run("destroy", func(t *testing.T) {

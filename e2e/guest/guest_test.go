@@ -32,6 +32,9 @@ var e2eTests = []string{
 	// kernel 6.1: mounts and networking
 	"TestBindMounts", "TestEphemeral", "TestClosureStore", "TestPlainRootFS",
 	"TestNetworkNATAndForwards", "TestNetworkModes",
+	// copies of a running container freeze it: cgroup v2's cgroup.freeze
+	// on a systemd scope (TestFailpoints' kills need Go in the guest)
+	"TestCloneRunning", "TestSnapshotRestore",
 }
 
 // selectedTests are e2eTests, or the names NIXCELL_GUEST_TESTS lists

@@ -252,6 +252,11 @@ func (m *Manager) locked(ctx context.Context, name string, op lifecycle.Op) (rec
 	if err == nil {
 		err = lifecycle.Check(st, op)
 	}
+	if err == nil {
+		// What a command that died left half done (a copy's freeze, a
+		// restore) is finished before anything else.
+		err = m.recoverLocked(name)
+	}
 	if err != nil {
 		m.unlockMissing(lock, name)
 		return nil, "", nil, err

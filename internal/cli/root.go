@@ -185,6 +185,8 @@ State lives in /var/lib/nixcell (--state-dir, NIXCELL_STATE_DIR).
 		a.stateCommand(), a.existsCommand(), a.updateCommand(), a.listGenerationsCommand(),
 		a.switchGenerationCommand(), a.rollbackCommand(), a.deleteGenerationsCommand(), a.showIPCommand(), a.networkCommand(),
 		a.statsCommand(), a.autostartCommand(), a.doctorCommand(), a.adoptCommand(), a.installUnitsCommand(), a.reloadCommand(),
+		a.cloneCommand(), a.snapshotCommand(), a.listSnapshotsCommand(), a.restoreCommand(), a.deleteSnapshotCommand(),
+		a.exportCommand(), a.importCommand(),
 	)
 	return root
 }

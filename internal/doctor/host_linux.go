@@ -19,7 +19,7 @@ func Host() []Check {
 		Root, Kernel, UserNamespaces, IdmappedStore, Openat2, Seccomp, Overlay,
 		Cgroups, Systemd, Nftables, BridgeNetfilter, SubordinateIDs,
 		Commands("nix-tools", "install Nix (Debian: apt-get install nix-bin)", "nix-build", "nix-env", "nix-store", "nix-instantiate"),
-		NixStore, Criu,
+		NixStore,
 	}
 }
 
@@ -178,14 +178,6 @@ var NixStore = Check{Name: "nix-store", Run: func() Result {
 		return warn("mkdir -p /nix/var/nix/daemon-socket (or run nix-daemon)", "/nix/var/nix/daemon-socket is missing: NixOS containers bind it")
 	}
 	return ok("/nix/store, its database and the daemon socket directory exist")
-}}
-
-// Criu reports CRIU, which checkpoint and restore-checkpoint need.
-var Criu = Check{Name: "criu", Run: func() Result {
-	if _, err := exec.LookPath("criu"); err != nil {
-		return ok("CRIU is not installed: checkpoint and restore-checkpoint are unavailable (Debian: apt-get install criu)")
-	}
-	return ok("CRIU installed")
 }}
 
 func contains(list []string, s string) bool {

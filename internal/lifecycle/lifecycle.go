@@ -38,6 +38,13 @@ const (
 	Stats     Op = "stats"
 	Signal    Op = "signal"
 	Reload    Op = "reload" // switch the current generation in place
+	// Copy reads the container's root and generations for a clone, a
+	// snapshot or an export (a running one is frozen meanwhile), and
+	// deletes its snapshots.
+	Copy Op = "copy"
+	// Restore brings back a snapshot (a running container is stopped
+	// first and started again).
+	Restore Op = "restore"
 )
 
 // The reasons an operation is refused, by the state that refuses it; all
@@ -79,8 +86,8 @@ func (e *TransitionError) Unwrap() error { return e.err }
 var allowed = map[State][]Op{
 	Creating:   {Destroy},
 	Destroying: {Destroy},
-	Stopped:    {Start, Restart, Destroy, Update},
-	Running:    {Stop, Terminate, Restart, Exec, Login, Destroy, Update, Stats, Signal, Reload},
+	Stopped:    {Start, Restart, Destroy, Update, Copy, Restore},
+	Running:    {Stop, Terminate, Restart, Exec, Login, Destroy, Update, Stats, Signal, Reload, Copy, Restore},
 }
 
 // refusal is why a state refuses what it does not allow.
