@@ -62,7 +62,7 @@ func (m *Manager) removeAll(ctx context.Context, rec *state.Container, name stri
 		name string
 		do   func() error
 	}{
-		{"destroy/runtime", func() error { return runtime.Cleanup(m.Store.RuntimeRoot(), name) }},
+		{"destroy/runtime", func() error { return runtime.Cleanup(m.place(name)) }},
 		{"destroy/marked", func() error { return m.markDestroying(rec, name) }},
 		{"destroy/host-dir", func() error { return runtime.RemoveHostDir(m.Store.HostDir(name)) }},
 		{"destroy/root", func() error { return m.Store.RemoveRoot(name) }},

@@ -152,7 +152,7 @@ func (m *Manager) leftovers() ([]leftover, error) {
 		fix         func(name string) func(context.Context) error
 	}{
 		{"runtime-state", m.Store.RuntimeRoot(), func(name string) func(context.Context) error {
-			return func(context.Context) error { return runtime.Cleanup(m.Store.RuntimeRoot(), name) }
+			return func(context.Context) error { return runtime.Cleanup(m.place(name)) }
 		}},
 		{"host-dirs", filepath.Join(m.Store.Run, "host"), func(name string) func(context.Context) error {
 			return func(context.Context) error { return runtime.RemoveHostDir(m.Store.HostDir(name)) }

@@ -47,7 +47,7 @@ func Stop(stateRoot, name string, timeout time.Duration) (StopResult, error) {
 	if err != nil {
 		return res, err
 	}
-	return res, Cleanup(stateRoot, name)
+	return res, Cleanup(Place{StateRoot: stateRoot, Name: name})
 }
 
 // shutdown delivers the stop signal to pid and waits for it to exit, calling
