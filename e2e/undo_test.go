@@ -186,7 +186,7 @@ func TestFailpoints(t *testing.T) {
 }`, port, 500+port%100, label)
 	}
 	// A host port of its own for every container and update.
-	port := 30000 + 200*freeSubnet(t, func(int) []string { return nil })
+	port := 20000 + 150*freeSubnet(t, func(int) []string { return nil }) // up to 57500, 150 ports each
 	nextPort := func() int { port++; return port }
 	create := func(name string) []string {
 		return append([]string{"create", name, nixFile(t, "c.nix", config("one", nextPort()))}, nixArgs...)
