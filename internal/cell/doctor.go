@@ -168,11 +168,11 @@ func (m *Manager) leftovers() ([]leftover, error) {
 			}
 		}
 	}
-	for _, name := range runtime.CgroupsUnder(m.Store.CgroupParent) {
-		if !running[name] {
-			name := name
-			add("container-cgroups", fmt.Sprintf("cgroup %s/%s of a container that does not run", m.Store.CgroupParent, name), func(context.Context) error {
-				return runtime.RemoveCgroup(m.Store.CgroupPath(name))
+	for _, leaf := range runtime.CgroupsUnder(m.Store.CgroupParent) {
+		if !running[state.ContainerOfCgroup(leaf)] {
+			path := m.Store.CgroupParent + "/" + leaf
+			add("container-cgroups", fmt.Sprintf("cgroup %s of a container that does not run", path), func(context.Context) error {
+				return runtime.RemoveCgroup(path)
 			})
 		}
 	}
@@ -199,7 +199,7 @@ func (m *Manager) leftovers() ([]leftover, error) {
 	locks, _ := filepath.Glob(filepath.Join(m.Store.Root, "locks", "*.lock"))
 	for _, l := range locks {
 		name := strings.TrimSuffix(filepath.Base(l), ".lock")
-		if l == m.Store.GlobalLockPath() || exists[name] {
+		if exists[name] {
 			continue
 		}
 		if h, err := lockfile.TryLock(l); err == nil {

@@ -9,7 +9,9 @@ import (
 )
 
 func TestValidateName(t *testing.T) {
-	good := []string{"a", "web", "web-1", "a1b2", strings.Repeat("a", MaxNameLen)}
+	// Names of nixcell's own files and of cgroup files are container names
+	// like any other (see state's CgroupLeaf).
+	good := []string{"a", "web", "web-1", "a1b2", strings.Repeat("a", MaxNameLen), "global", "tasks", "containers", "host", "locks"}
 	for _, n := range good {
 		if err := ValidateName(n); err != nil {
 			t.Errorf("ValidateName(%q) = %v, want nil", n, err)
@@ -28,6 +30,7 @@ func TestValidateName(t *testing.T) {
 		"a.b":                             "is not allowed",
 		"a b":                             "is not allowed",
 		"wéb":                             "is not allowed",
+		"localhost":                       "names the host itself",
 	}
 	for n, want := range bad {
 		err := ValidateName(n)

@@ -13,7 +13,8 @@
 //	STATE/containers/NAME/root/            the container's root, owned by its ID range
 //	STATE/idmap.json                       ID ranges of before they were host-wide (idmap adopts and removes it)
 //	STATE/network.json                     network settings and addresses held by containers
-//	STATE/locks/NAME.lock, global.lock     flock(2) locks
+//	STATE/locks/NAME.lock                  the containers' flock(2) locks (nothing else)
+//	STATE/global.lock                      the instance's lock (network, run table)
 //	RUN/containers/NAME/                   libcontainer's state of a running container
 //	RUN/host/NAME/                         files the host gives a running container (HostDir)
 //	RUN/runs.json                          which containers start or run, and what (Runs)
@@ -29,6 +30,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/nixcell/nixcell/internal/fault"
@@ -210,7 +212,33 @@ func (s Store) RuntimeRoot() string { return filepath.Join(s.Run, "containers") 
 func (s Store) HostDir(name string) string { return filepath.Join(s.Run, "host", name) }
 
 // CgroupPath is the container's absolute cgroup path.
-func (s Store) CgroupPath(name string) string { return s.CgroupParent + "/" + name }
+func (s Store) CgroupPath(name string) string { return s.CgroupParent + "/" + CgroupLeaf(name) }
+
+// cgroupFiles are the files of a cgroup directory whose names are valid
+// container names, or could become so (the others have a dot, as
+// cgroup.procs and memory.max): cgroup v1's.
+var cgroupFiles = map[string]bool{"tasks": true, "notify_on_release": true, "release_agent": true}
+
+// CgroupLeaf is the name of the container's cgroup directory below the
+// instance's: its name, with a "_" before it when a cgroup's own file has
+// that name (a container named tasks gets _tasks), as systemd escapes
+// unit names. Container names never start with "_", so the escaped ones
+// stay apart.
+func CgroupLeaf(name string) string {
+	if cgroupFiles[name] || strings.HasPrefix(name, "_") {
+		return "_" + name
+	}
+	return name
+}
+
+// ContainerOfCgroup is the container whose cgroup directory is leaf
+// (CgroupLeaf's inverse).
+func ContainerOfCgroup(leaf string) string {
+	if name, ok := strings.CutPrefix(leaf, "_"); ok && CgroupLeaf(name) == leaf {
+		return name
+	}
+	return leaf
+}
 
 // IDMapPath is the instance's own ID range allocation file of before ranges
 // were host-wide; package idmap adopts its ranges and removes it.
@@ -219,13 +247,20 @@ func (s Store) IDMapPath() string { return filepath.Join(s.Root, "idmap.json") }
 // NetworkPath is the network settings and address allocation file.
 func (s Store) NetworkPath() string { return filepath.Join(s.Root, "network.json") }
 
-// GlobalLockPath is the lock of instance-wide allocations.
-func (s Store) GlobalLockPath() string { return filepath.Join(s.locksDir(), "global.lock") }
+// GlobalLockPath is the lock of instance-wide allocations. It is outside
+// the locks directory, which holds only containers' locks: a container's
+// name, whatever it is, never names one of nixcell's own files.
+func (s Store) GlobalLockPath() string { return filepath.Join(s.Root, "global.lock") }
+
+// ContainerLockPath is the container's lock file.
+func (s Store) ContainerLockPath(name string) string {
+	return filepath.Join(s.locksDir(), name+".lock")
+}
 
 // Lock takes the container's lock, waiting until ctx ends. Every change to
 // a container holds it, including create and destroy.
 func (s Store) Lock(ctx context.Context, name string) (*lockfile.Handle, error) {
-	h, err := lockfile.Lock(ctx, filepath.Join(s.locksDir(), name+".lock"))
+	h, err := lockfile.Lock(ctx, s.ContainerLockPath(name))
 	if err != nil {
 		return nil, fmt.Errorf("locking container %q: %w", name, err)
 	}
