@@ -46,6 +46,7 @@ func (m *Manager) Destroy(ctx context.Context, name string, timeout time.Duratio
 	if err := m.removeAll(ctx, rec, name); err != nil {
 		return err
 	}
+	defer m.tidyRun(ctx)
 	if rec != nil && rec.Spec.Autostart {
 		m.autostartUnit(ctx, name, false)
 	}

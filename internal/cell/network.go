@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"syscall"
 	"time"
@@ -276,7 +275,32 @@ func (m *Manager) NetworkStatus() (NetworkStatus, error) {
 }
 
 // dnsLock is held by the instance's name server while it runs.
-func (m *Manager) dnsLock() string { return filepath.Join(m.Store.Run, "dns.lock") }
+func (m *Manager) dnsLock() string { return m.Store.NameServerLockPath() }
+
+// tidyRun removes the instance's run directory once no container of it
+// exists and nothing is left there, so that nothing of a destroyed
+// instance stays in /run. Errors are warnings: nothing depends on it.
+func (m *Manager) tidyRun(ctx context.Context) {
+	if names, err := m.Store.Names(); err != nil || len(names) > 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	lock, err := lockfile.Lock(ctx, m.Store.GlobalLockPath())
+	if err != nil {
+		m.warnf("removing the run directory %s: %v", m.Store.Run, err)
+		return
+	}
+	defer lock.Unlock()
+	// A create may have made a container meanwhile; it makes nothing in the
+	// run directory without the global lock.
+	if names, err := m.Store.Names(); err != nil || len(names) > 0 {
+		return
+	}
+	if err := m.Store.RemoveRunIfEmpty(); err != nil {
+		m.warnf("removing the run directory %s: %v", m.Store.Run, err)
+	}
+}
 
 // ensureDNS starts the instance's name server unless it runs: a detached
 // `nixcell network dns-serve`, which ends by itself when no container runs.
@@ -325,7 +349,10 @@ func (m *Manager) ServeDNS(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer lock.Unlock()
+	defer func() {
+		_ = lock.Remove()
+		m.tidyRun(ctx)
+	}()
 	return network.ServeDNS(ctx, []string{m.Net.Path, m.Store.RunsPath()}, func() (network.Desired, bool, error) {
 		st, err := m.Net.Load()
 		if err != nil {

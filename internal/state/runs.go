@@ -8,7 +8,10 @@ import (
 	"path/filepath"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/nixcell/nixcell/internal/atomicfile"
+	"github.com/nixcell/nixcell/internal/lockfile"
 	"github.com/nixcell/nixcell/internal/spec"
 )
 
@@ -104,7 +107,46 @@ func (s Store) LoadRuns() (Runs, error) {
 	return runs, nil
 }
 
-// SaveRuns replaces the run table. Preconditions: the global lock is held.
+// SaveRuns replaces the run table, making the run directory if needed
+// (container users must be able to search it: 0711). Preconditions: the
+// global lock is held.
 func (s Store) SaveRuns(runs Runs) error {
+	if err := os.MkdirAll(s.Run, 0o711); err != nil {
+		return err
+	}
 	return atomicfile.WriteVolatileJSON(s.runsPath(), runs, 0o600)
+}
+
+// NameServerLockPath is held by the instance's name server while it runs.
+func (s Store) NameServerLockPath() string { return filepath.Join(s.Run, "dns.lock") }
+
+// RemoveRunIfEmpty removes the instance's run directory when it holds
+// nothing: no container's runtime state or host directory, an empty run
+// table, no name server running. What is not empty stays.
+// Preconditions: the global lock is held and no container of the instance
+// exists (so no start makes anything there meanwhile).
+func (s Store) RemoveRunIfEmpty() error {
+	runs, err := s.LoadRuns()
+	if err != nil || len(runs) > 0 {
+		return err
+	}
+	if _, err := os.Stat(s.NameServerLockPath()); err == nil {
+		ns, err := lockfile.TryLock(s.NameServerLockPath())
+		if err != nil {
+			return nil // the name server runs: it calls this as it ends
+		}
+		if err := ns.Remove(); err != nil {
+			return err
+		}
+	}
+	if err := os.Remove(s.runsPath()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	for _, d := range []string{s.RuntimeRoot(), filepath.Join(s.Run, "host"), s.Run} {
+		err := os.Remove(d)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST) {
+			return err
+		}
+	}
+	return nil
 }

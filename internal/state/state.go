@@ -146,14 +146,16 @@ func New(root string) (Store, error) {
 	return Store{Root: abs, Run: DefaultRun + "-" + id, CgroupParent: "/nixcell-" + id, ID: id}, nil
 }
 
-// Init creates the directories and checks that container users can reach
-// their roots below Root: their user IDs are not the host's root, so every
-// directory above a root must be searchable by others.
+// Init creates the persistent directories and checks that container users
+// can reach their roots below Root: their user IDs are not the host's
+// root, so every directory above a root must be searchable by others. The
+// run directory is made by the first start (SaveRuns) and goes when
+// nothing of the instance is left (RemoveRunIfEmpty).
 func (s Store) Init() error {
 	for _, d := range []struct {
 		path string
 		mode os.FileMode
-	}{{s.Root, 0o711}, {s.containersDir(), 0o711}, {s.locksDir(), 0o700}, {s.Run, 0o711}} {
+	}{{s.Root, 0o711}, {s.containersDir(), 0o711}, {s.locksDir(), 0o700}} {
 		if err := os.MkdirAll(d.path, d.mode); err != nil {
 			return fmt.Errorf("creating state directory: %w", err)
 		}
