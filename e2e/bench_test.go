@@ -21,7 +21,7 @@ func benchInstance(b *testing.B) *instance {
 	testutil.RequiresRoot(b)
 	testutil.RequiresCommands(b, "nix-build")
 	dir := testutil.StateDir(b)
-	in := &instance{dir: dir}
+	in := &instance{dir: dir, bin: bin}
 	var err error
 	if in.store, err = state.New(dir); err != nil {
 		b.Fatal(err)

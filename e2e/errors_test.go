@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -124,6 +125,7 @@ func TestCreateKilledMidBuild(t *testing.T) {
 			// The label makes the derivation new, so Nix really builds.
 			config := `{ system.fixture.buildDelay = 30; system.fixture.label = "` + name + `"; }`
 			in.killDuringBuild(append([]string{"create", name, "-c", config}, nixArgs...))
+			in.builderEnds(name)
 			if r := in.run("state", name); r.code != 4 || r.stdout != "creating\n" {
 				t.Errorf("state of the interrupted container: %s", r)
 			}
@@ -180,4 +182,31 @@ func (in *instance) killDuringBuild(args []string) {
 	}
 	_ = cmd.Process.Signal(syscall.SIGKILL)
 	_ = cmd.Wait()
+}
+
+// builderEnds checks that the fixture's builder for label ends soon after
+// the nixcell that started its build was killed: a builder left running
+// holds its output's lock, and the next build of it waits (Nix's builders
+// run as build users, found here by the label in their environment).
+func (in *instance) builderEnds(label string) {
+	in.t.Helper()
+	mark := []byte("nixosVersion=fixture-" + label + "\x00")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var left []string
+		pids, _ := filepath.Glob("/proc/[0-9]*/environ")
+		for _, p := range pids {
+			if env, err := os.ReadFile(p); err == nil && bytes.Contains(env, mark) {
+				left = append(left, filepath.Dir(p))
+			}
+		}
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			in.t.Errorf("the builder of %s still runs 10 s after nixcell was killed: %v", label, left)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

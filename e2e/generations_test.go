@@ -231,6 +231,7 @@ func TestUpdateFailures(t *testing.T) {
 	}
 	// An update killed while Nix builds changes nothing either.
 	in.killDuringBuild(append([]string{"update", name, "-c", `{ system.fixture.buildDelay = 30; system.fixture.label = "` + name + `-killed"; }`}, nixArgs...))
+	in.builderEnds(name + "-killed")
 	if got, want := in.numbers(name), "1cr"; got != want {
 		t.Errorf("generations after the killed update = %q, want %q", got, want)
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -337,13 +338,41 @@ func cgroupV2() bool {
 	return err == nil
 }
 
+// cgroupDir is the container's cgroup in the controller's hierarchy (v1),
+// or in the unified one ("" or on a cgroup2 host), as its init's
+// /proc/PID/cgroup says: nixcell's own path, or a scope systemd made.
+func (in *instance) cgroupDir(name, controller string) string {
+	in.t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", in.info(name).Pid))
+	if err != nil {
+		in.t.Fatalf("reading the init's cgroups: %v", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) != 3 {
+			continue
+		}
+		switch {
+		case (controller == "" || cgroupV2()) && f[0] == "0" && f[1] == "":
+			if cgroupV2() {
+				return filepath.Join("/sys/fs/cgroup", f[2])
+			}
+			return filepath.Join("/sys/fs/cgroup/unified", f[2])
+		case controller != "" && !cgroupV2() && slices.Contains(strings.Split(f[1], ","), controller):
+			return filepath.Join("/sys/fs/cgroup", controller, f[2])
+		}
+	}
+	in.t.Fatalf("no %s cgroup of %s in %q", controller, name, data)
+	return ""
+}
+
 // cgroupFile reads one of the container's cgroup files from the host:
 // v1File in the v1 controller's hierarchy, or v2File on a cgroup2 host.
 func (in *instance) cgroupFile(name, controller, v1File, v2File string) string {
 	in.t.Helper()
-	p := filepath.Join("/sys/fs/cgroup", controller, in.store.CgroupPath(name), v1File)
+	p := filepath.Join(in.cgroupDir(name, controller), v1File)
 	if cgroupV2() {
-		p = filepath.Join("/sys/fs/cgroup", in.store.CgroupPath(name), v2File)
+		p = filepath.Join(in.cgroupDir(name, controller), v2File)
 	}
 	data, err := os.ReadFile(p)
 	if err != nil {

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -16,12 +18,17 @@ import (
 	"github.com/nixcell/nixcell/internal/testutil"
 )
 
-// debianCache is where the Debian root file system for the systemd test
-// is kept between runs (debootstrap takes ≈ 35 s and 250 MB).
-const debianCache = "/var/cache/nixcell-test/debian-bookworm"
+// debootstrapArgs make a Debian 12 with systemd as its init, and
+// libpam-systemd, so that logind sees PAM sessions (login's test).
+var debootstrapArgs = []string{"--variant=minbase", "--include=systemd,systemd-sysv,dbus,iproute2,libpam-systemd", "bookworm"}
 
-// debootstrapArgs make a Debian 12 with systemd as its init.
-var debootstrapArgs = []string{"--variant=minbase", "--include=systemd,systemd-sysv,dbus,iproute2", "bookworm"}
+// debianCache is where the Debian root file system for the systemd test
+// is kept between runs (debootstrap takes ≈ 35 s and 250 MB), named by a
+// hash of how it is made: changed arguments make a new one.
+var debianCache = func() string {
+	sum := sha256.Sum256([]byte(strings.Join(debootstrapArgs, " ")))
+	return "/var/cache/nixcell-test/debian-bookworm-" + hex.EncodeToString(sum[:4])
+}()
 
 // unreachableArchive are debootstrap's (and wget's) words for a package
 // archive it cannot reach.
@@ -86,13 +93,20 @@ func debianRoot(t *testing.T) string {
 
 // TestSystemd boots Debian 12's systemd 252 as the init of an unprivileged
 // container and checks the container contract: start --wait returns on
-// READY=1, the system comes up, and stop shuts it down cleanly.
+// READY=1, the system comes up, and stop shuts it down cleanly; and the
+// guest's view, as systemd-nspawn gives it: a console (boot messages and a
+// getty), the init's arguments, /proc/sys/net its own, a login session
+// logind sees, and a boot ID of its own at every start.
 func TestSystemd(t *testing.T) {
 	in := newInstance(t)
 	root := debianRoot(t)
 	name := testutil.Name("debian")
-	// Ephemeral, so the cached tree stays as debootstrap made it.
-	in.must(append([]string{"create", name, "--rootfs", root, "--init", "/lib/systemd/systemd", "-c", "{ ephemeral = true; }"}, nixArgs...)...)
+	// Ephemeral, so the cached tree stays as debootstrap made it; the
+	// journal is kept across boots in a directory of the test's.
+	journal := filepath.Join(t.TempDir(), "journal")
+	settings := fmt.Sprintf(`{ ephemeral = true; initArgs = [ "systemd.log_level=notice" ];
+  bindMounts."/var/log/journal" = { hostPath = %q; isReadOnly = false; create = true; }; }`, journal)
+	in.must(append([]string{"create", name, "--rootfs", root, "--init", "/lib/systemd/systemd", "-c", settings}, nixArgs...)...)
 
 	start := time.Now()
 	r := in.run("start", "--wait", "--timeout", "120s", name)
@@ -136,6 +150,54 @@ func TestSystemd(t *testing.T) {
 		}
 	})
 
+	t.Run("console", func(t *testing.T) {
+		if r := in.run("exec", name, "--", "test", "-c", "/dev/console"); r.code != 0 {
+			t.Errorf("/dev/console is not a terminal: %s", r)
+		}
+		// console-getty.service runs agetty there, as under nspawn.
+		var log string
+		waitFor(t, 20*time.Second, "the getty's prompt on the console", func() bool {
+			data, _ := os.ReadFile(in.store.ConsoleLog(name))
+			log = string(data)
+			return strings.Contains(log, " login: ")
+		})
+		for _, want := range []string{"Welcome to", "Debian GNU/Linux 12 (bookworm)", "Reached target", "Console Getty"} {
+			if !strings.Contains(log, want) {
+				t.Errorf("the console log lacks %q:\n%s", want, log)
+			}
+		}
+		if strings.Contains(log, "\r\n") {
+			t.Errorf("the console log has terminal line ends")
+		}
+	})
+	t.Run("init-args", func(t *testing.T) {
+		if got := in.exec(name, "systemctl", "show", "--property=LogLevel", "--value"); got != "notice\n" {
+			t.Errorf("systemd's log level is %q: initArgs did not reach it", got)
+		}
+	})
+	t.Run("sysctl", func(t *testing.T) {
+		// Its condition is a writable /proc/sys/net.
+		if got := in.exec(name, "systemctl", "show", "--property=ActiveState,ConditionResult", "systemd-sysctl.service"); got != "ActiveState=active\nConditionResult=yes\n" {
+			t.Errorf("systemd-sysctl.service: %q", got)
+		}
+		if r := in.run("exec", name, "--", "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"); r.code != 0 {
+			t.Errorf("setting net.ipv4.ip_forward: %s", r)
+		}
+	})
+	t.Run("login", func(t *testing.T) {
+		term := startTerminal(t, in, "login", name)
+		term.send("echo shell=$0; loginctl list-sessions --no-legend | grep -c root\n")
+		term.expect("shell=/bin/bash")
+		term.expect("\n1\r\n")
+		// systemd names the host from the tree's /etc/hostname.
+		hostname, err := os.ReadFile(filepath.Join(root, "etc", "hostname"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkTerminal(t, term, strings.TrimSpace(string(hostname)))
+	})
+
+	bootID := in.exec(name, "cat", "/proc/sys/kernel/random/boot_id")
 	start = time.Now()
 	r = in.run("stop", "--timeout", "60s", name)
 	if r.code != 0 || r.stderr != "" {
@@ -156,6 +218,30 @@ func TestSystemd(t *testing.T) {
 		}
 		if code := stop(); code != 0 {
 			t.Errorf("run exited %d after SIGTERM", code)
+		}
+	})
+
+	t.Run("boot-ids", func(t *testing.T) {
+		// Three boots: the start, the run, and this start.
+		in.must("start", "--wait", "--timeout", "120s", name)
+		defer in.must("stop", "--timeout", "60s", name)
+		if id := in.exec(name, "cat", "/proc/sys/kernel/random/boot_id"); id == bootID {
+			t.Errorf("the boot ID %q of the first boot again", strings.TrimSpace(id))
+		}
+		var boots []string
+		for _, line := range strings.Split(in.exec(name, "journalctl", "--list-boots", "--no-pager"), "\n") {
+			if f := strings.Fields(line); len(f) > 1 && len(f[1]) == 32 {
+				boots = append(boots, line) // IDX BOOT-ID FIRST-ENTRY LAST-ENTRY
+			}
+		}
+		if len(boots) != 3 {
+			t.Errorf("journalctl --list-boots shows %d boots, want 3:\n%s", len(boots), strings.Join(boots, "\n"))
+		}
+		if !strings.Contains(strings.Join(boots, "\n"), strings.ReplaceAll(strings.TrimSpace(bootID), "-", "")) {
+			t.Errorf("the first boot %s is not among the journal's:\n%s", bootID, strings.Join(boots, "\n"))
+		}
+		if out := in.exec(name, "journalctl", "-b", "-1", "--no-pager", "-q", "-n", "3"); strings.TrimSpace(out) == "" {
+			t.Errorf("journalctl -b -1 finds nothing")
 		}
 	})
 }
@@ -277,8 +363,8 @@ func TestStartWaitTimeout(t *testing.T) {
 	if st := in.info(silent).State; st != "running" {
 		t.Errorf("state after the readiness timeout: %s", st)
 	}
-	if got := in.exec(silent, "cat", "/proc/1/cmdline"); got != "/bin/sh\x00/lib/systemd/systemd\x00systemd.getty_auto=0\x00" {
-		t.Errorf("a systemd init's command line is %q", got)
+	if got := in.exec(silent, "cat", "/proc/1/cmdline"); got != "/bin/sh\x00/lib/systemd/systemd\x00" {
+		t.Errorf("a systemd init's command line is %q (its console is a terminal: no systemd.getty_auto=0)", got)
 	}
 	in.must("stop", silent)
 

@@ -185,9 +185,16 @@ func TestFailpoints(t *testing.T) {
   configuration = { system.fixture.label = "%s"; services.httpd.enable = true; };
 }`, port, 500+port%100, label)
 	}
-	// A host port of its own for every container and update.
-	port := 20000 + 150*freeSubnet(t, func(int) []string { return nil }) // up to 57500, 150 ports each
-	nextPort := func() int { port++; return port }
+	// A host port of its own for every container and update: a window of
+	// 100 per test run (k is at most 250), clear of the other tests' 21000s.
+	first := 22000 + 100*freeSubnet(t, func(int) []string { return nil })
+	port := first
+	nextPort := func() int {
+		if port++; port >= first+100 {
+			t.Fatalf("TestFailpoints used up its 100 host ports")
+		}
+		return port
+	}
 	create := func(name string) []string {
 		return append([]string{"create", name, nixFile(t, "c.nix", config("one", nextPort()))}, nixArgs...)
 	}

@@ -110,7 +110,8 @@ let
         name = b.mountPoint;
         value = { hostPath = if b.hostPath == null then b.mountPoint else b.hostPath; inherit (b) isReadOnly create writeAsHostRoot; };
       }) (lib.attrValues c.bindMounts));
-      inherit (c) tmpfs ephemeral privileged store;
+      inherit (c) tmpfs ephemeral privileged store initArgs;
+      consoleLogSize = c.consoleLogSize;
       limits = withoutNulls c.limits;
       allowedDevices = map (d: { inherit (d) node modifier; }) c.allowedDevices
         ++ lib.optional c.enableTun { node = "/dev/net/tun"; modifier = "rwm"; };
@@ -229,6 +230,18 @@ in
       };
       store = mkOption { type = types.enum [ "full" "closure" ]; default = "full"; description = "nixcell: what the container sees of /nix/store: all of it, or only its system's closure."; };
       privileged = mkOption { type = types.bool; default = false; description = "nixcell: no user namespace, the container's root is the host's root. Fixed when the container is first created."; };
+      initArgs = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "systemd.unit=rescue.target" "systemd.log_level=debug" ];
+        description = "nixcell: arguments for the container's init, as systemd-nspawn passes what follows the init on its command line (systemd reads them as its kernel command line).";
+      };
+      consoleLogSize = mkOption {
+        type = types.nullOr (types.either types.str types.ints.positive);
+        default = null;
+        example = "16M";
+        description = "nixcell: what the container's console log keeps of its latest output, in console.log and console.log.1 together (at least 128K); null: 4M.";
+      };
 
       # nixos-container's options that nixcell cannot honour: declared so that setting them is an
       # error with a reason (see `unsupported`), never silently ignored.

@@ -140,9 +140,15 @@ func TestSystemdHost(t *testing.T) {
 		if r := vm.Run(t, nc+" exec deb -- systemd-run -p MemoryMax=50M --wait true"); r.Code != 0 {
 			t.Errorf("systemd-run with a memory limit inside: %s", r)
 		}
-		// machined opens a shell through the guest's own systemd.
-		if r := vm.Run(t, "timeout 120 machinectl shell deb /bin/echo shell-works"); !strings.Contains(r.Stdout, "shell-works") {
+		// machined opens a shell through the guest's own systemd, on a
+		// terminal: machinectl needs one on its side too (with stdin at
+		// EOF it hangs up before the shell starts, and the guest's
+		// systemd fails to set the terminal up), so script gives it one.
+		if r := vm.Run(t, `timeout 120 script -qec "machinectl shell deb /bin/sh -c 'echo shell-works > /root/shell-proof'" /dev/null`); r.Code != 0 {
 			t.Errorf("machinectl shell: %s", r)
+		}
+		if got := vm.Run(t, nc+" exec deb -- cat /root/shell-proof"); strings.TrimSpace(got.Stdout) != "shell-works" {
+			t.Errorf("the command machinectl shell ran left %s", got)
 		}
 		vm.Must(t, nc+" stop --timeout 2m deb && "+nc+" destroy deb")
 	})

@@ -87,13 +87,20 @@ type Init struct {
 type Exit struct {
 	// Code is its exit status as run returns it: the init's own, 0 for a
 	// halt or power off, 133 for a reboot, 128+N when signal N killed it.
-	Code int
+	Code int `json:"code"`
 	// Signal is the signal that killed it (0 when it exited, halted or
 	// rebooted).
-	Signal int
-	// Known is false when this process did not start the init, so only
-	// the fact that it ended is known.
-	Known bool
+	Signal int `json:"signal,omitempty"`
+	// Known is false when how it ended is not known, only that it did
+	// (WaitInit from a process that did not start it; the last exit of a
+	// detached container before Linux 6.15): Code and Signal are 0 then.
+	Known bool `json:"statusKnown"`
+	// OOMKilled: the kernel's OOM killer ended it (at limits.memory).
+	OOMKilled bool `json:"oomKilled"`
+}
+
+func exitOf(e runtime.LastExit) Exit {
+	return Exit{Code: e.Code, Signal: int(e.Signal), Known: e.Known, OOMKilled: e.OOMKilled}
 }
 
 // Stats is what the stats command reports of a running container: its

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nixcell/nixcell/internal/atomicfile"
+	"github.com/nixcell/nixcell/internal/console"
 	"github.com/nixcell/nixcell/internal/idmap"
 	"github.com/nixcell/nixcell/internal/kernel"
 	"github.com/nixcell/nixcell/internal/lifecycle"
@@ -105,6 +106,9 @@ type Info struct {
 
 	// Limits are the limits in effect (zero fields: unlimited).
 	Limits spec.Limits `json:"limits"`
+	// LastExit is how its init ended, for a stopped container that ran
+	// since its last start.
+	LastExit *Exit `json:"lastExit,omitempty"`
 }
 
 // Inspect reports the state of the named container.
@@ -186,6 +190,12 @@ func (m *Manager) inspect(name string, shared instanceState) (Info, error) {
 	}
 	if r, ok := runOf(shared.runs, name, status); ok {
 		info.RunningGeneration = r.Generation
+	}
+	if st == lifecycle.Stopped {
+		if e, ok := runtime.LastExitOf(m.Store.RuntimeRoot(), name, m.Store.ConsoleLog(name)); ok {
+			exit := exitOf(e)
+			info.LastExit = &exit
+		}
 	}
 	if shared.netOK {
 		a := m.addresses(rec, shared.net)
@@ -294,16 +304,19 @@ func (m *Manager) unlockMissing(lock *lockfile.Handle, name string) {
 func (m *Manager) runtimeContainer(rec *state.Container) (*runtime.Container, error) {
 	p := m.place(rec.Name)
 	c := &runtime.Container{
-		Name:       rec.Name,
-		StateRoot:  p.StateRoot,
-		HostDir:    p.HostDir,
-		RootFS:     m.Store.RootFS(rec.Name),
-		CgroupPath: p.CgroupPath,
-		ConsoleLog: m.Store.ConsoleLog(rec.Name),
-		Ephemeral:  rec.Spec.Ephemeral,
-		Tmpfs:      rec.Spec.Tmpfs,
-		UUID:       uuidOf(rec),
-		Limits:     runtimeLimits(rec.Limits()),
+		Name:           rec.Name,
+		StateRoot:      p.StateRoot,
+		HostDir:        p.HostDir,
+		RootFS:         m.Store.RootFS(rec.Name),
+		CgroupPath:     p.CgroupPath,
+		ConsoleLog:     m.Store.ConsoleLog(rec.Name),
+		ConsoleLogSize: rec.Spec.ConsoleLogSize,
+		ConsoleAgent:   m.consoleAgent(),
+		InitArgs:       rec.Spec.InitArgs,
+		Ephemeral:      rec.Spec.Ephemeral,
+		Tmpfs:          rec.Spec.Tmpfs,
+		UUID:           uuidOf(rec),
+		Limits:         runtimeLimits(rec.Limits()),
 	}
 	if !rec.Spec.Privileged {
 		r, ok, err := m.IDs.Lookup(rec.Name)
@@ -363,6 +376,12 @@ func (m *Manager) place(name string) runtime.Place {
 		p.SystemdSlice, p.SystemdScopePrefix = systemd.Slice(m.Store.CgroupParent)
 	}
 	return p
+}
+
+// consoleAgent is the instance's console agent, which keeps the consoles
+// of its detached containers.
+func (m *Manager) consoleAgent() console.Agent {
+	return console.Agent{Socket: filepath.Join(m.Store.Run, "console.sock"), Lock: filepath.Join(m.Store.Run, "console.lock")}
 }
 
 // closure returns the store paths of system's closure, from the

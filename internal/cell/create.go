@@ -184,8 +184,8 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 		return err
 	}
 	rec.Spec.Privileged = rec.Spec.Privileged || req.Privileged
-	if rec.Source.RootFS != "" && rec.Spec.Store == "closure" {
-		return fmt.Errorf("%w: store = \"closure\" selects what a NixOS system sees of /nix/store; a plain root file system gets no Nix store (bind-mount what it needs)", spec.ErrInvalidSpec)
+	if err := checkPlainRootSpec(rec); err != nil {
+		return err
 	}
 	if rec.Source.RootFS != "" && !rec.Spec.Privileged {
 		if err := runtime.CheckPlainRootClosed(rec.Source.RootFS); err != nil {
@@ -242,6 +242,15 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 		return err
 	}
 	m.autostartUnit(ctx, rec.Name, rec.Spec.Autostart)
+	return nil
+}
+
+// checkPlainRootSpec refuses the settings that have no meaning for a
+// plain root container.
+func checkPlainRootSpec(rec *state.Container) error {
+	if rec.Source.RootFS != "" && rec.Spec.Store == "closure" {
+		return fmt.Errorf("%w: store = \"closure\" selects what a NixOS system sees of /nix/store; a plain root file system gets no Nix store (bind-mount what it needs)", spec.ErrInvalidSpec)
+	}
 	return nil
 }
 

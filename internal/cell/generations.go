@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/nixcell/nixcell/internal/failpoint"
@@ -70,11 +71,13 @@ type ChangeResult struct {
 
 // Update builds the container's next generation and applies it: a stopped
 // container boots it next time; a running one is switched in place (or
-// restarted). Unchanged configuration makes no new generation. On any
-// failure the container stays as it was: each finished step (the inline
-// configuration written, the addresses and ports claimed, the limits set,
-// the generation added) is undone; a failed switch switches the previous
-// generation back in.
+// restarted). Unchanged configuration makes no new generation. A plain
+// root container (create --rootfs) has no generations: only its host-side
+// settings change, limits at once, the rest at its next start (or now,
+// with Restart). On any failure the container stays as it was: each
+// finished step (the inline configuration written, the addresses and
+// ports claimed, the limits set, the generation added) is undone; a failed
+// switch switches the previous generation back in.
 func (m *Manager) Update(ctx context.Context, req UpdateRequest) (res ChangeResult, retErr error) {
 	start := time.Now()
 	defer func() { res.Took = time.Since(start) }()
@@ -83,9 +86,7 @@ func (m *Manager) Update(ctx context.Context, req UpdateRequest) (res ChangeResu
 		return res, err
 	}
 	defer unlock()
-	if err := noGenerations(rec); err != nil {
-		return res, err
-	}
+	plain := rec.Source.RootFS != ""
 	var u undo.Stack
 	defer u.OnError(ctx, &retErr, m.warnf)
 
@@ -114,6 +115,9 @@ func (m *Manager) Update(ctx context.Context, req UpdateRequest) (res ChangeResu
 			return res, fmt.Errorf("%w: privileged cannot change after create: the root file system belongs to the container's ID range; destroy and create it again", spec.ErrInvalidSpec)
 		}
 		next.Spec.Privileged = rec.Spec.Privileged
+		if err := checkPlainRootSpec(&next); err != nil {
+			return res, err
+		}
 		m.warnExposures(&next)
 	}
 	if err := failpoint.Hit("update/evaluated"); err != nil {
@@ -128,12 +132,12 @@ func (m *Manager) Update(ctx context.Context, req UpdateRequest) (res ChangeResu
 	if err := failpoint.Hit("update/addresses"); err != nil {
 		return res, err
 	}
-	if st == lifecycle.Running && !req.Restart && !reflect.DeepEqual(next.Spec.Network, rec.Spec.Network) {
-		m.warnf("the network settings of %s changed; they apply when it restarts (update --restart)", rec.Name)
+	if changed := changedAtStart(rec.Spec, next.Spec); st == lifecycle.Running && !req.Restart && changed != "" {
+		m.warnf("the %s settings of %s changed; they apply when it restarts (update --restart)", changed, rec.Name)
 	}
 
 	system := next.Source.SystemPath
-	if system == "" {
+	if system == "" && !plain {
 		if system, err = m.build(ctx, &next); err != nil {
 			return res, err
 		}
@@ -163,6 +167,12 @@ func (m *Manager) Update(ctx context.Context, req UpdateRequest) (res ChangeResu
 	if err := failpoint.Hit("update/limits"); err != nil {
 		return res, err
 	}
+	if plain {
+		if res.Applied, err = m.applySettingsLocked(ctx, &next, st, req.Restart); err != nil {
+			return res, err
+		}
+		return res, m.saveUpdated(ctx, rec, &next, req)
+	}
 	profile := nix.Profile{Name: rec.Name}
 	var current string
 	if res.Previous, current, err = profile.Current(); err != nil {
@@ -185,19 +195,61 @@ func (m *Manager) Update(ctx context.Context, req UpdateRequest) (res ChangeResu
 	if res.Applied, err = m.applyLocked(ctx, &next, st, req.Restart); err != nil {
 		return res, err
 	}
+	return res, m.saveUpdated(ctx, rec, &next, req)
+}
+
+// saveUpdated records the container as an update left it: an inline
+// configuration it was given replaces the recorded one, and the host's
+// autostart follows the new setting.
+func (m *Manager) saveUpdated(ctx context.Context, rec, next *state.Container, req UpdateRequest) error {
 	if req.Expr != "" {
+		inline := m.Store.InlineConfig(next.Name)
 		if err := os.Rename(next.Source.ConfigFile, inline); err != nil {
-			return res, err
+			return err
 		}
 		next.Source.ConfigFile = inline
 	}
-	if err := m.Store.Save(&next); err != nil {
-		return res, err
+	if err := m.Store.Save(next); err != nil {
+		return err
 	}
 	if next.Spec.Autostart != rec.Spec.Autostart {
 		m.autostartUnit(ctx, rec.Name, next.Spec.Autostart)
 	}
-	return res, nil
+	return nil
+}
+
+// changedAtStart names the settings that differ between a and b and take
+// effect only when the container starts ("" when none does); limits are
+// not among them, since update applies them at once.
+func changedAtStart(a, b spec.Spec) string {
+	var changed []string
+	for _, s := range []struct {
+		name string
+		a, b any
+	}{
+		{"network", a.Network, b.Network}, {"bindMounts", a.BindMounts, b.BindMounts}, {"tmpfs", a.Tmpfs, b.Tmpfs},
+		{"ephemeral", a.Ephemeral, b.Ephemeral}, {"store", a.Store, b.Store}, {"allowedDevices", a.AllowedDevices, b.AllowedDevices},
+		{"initArgs", a.InitArgs, b.InitArgs}, {"consoleLogSize", a.ConsoleLogSize, b.ConsoleLogSize},
+	} {
+		if !reflect.DeepEqual(s.a, s.b) {
+			changed = append(changed, s.name)
+		}
+	}
+	return strings.Join(changed, ", ")
+}
+
+// applySettingsLocked brings a plain root container in state st to its
+// new settings: a stopped one gets them at its next start; a running one
+// has its limits already, and is restarted when restart is set.
+// Preconditions: the lock is held.
+func (m *Manager) applySettingsLocked(ctx context.Context, rec *state.Container, st lifecycle.State, restart bool) (Applied, error) {
+	switch {
+	case st != lifecycle.Running:
+		return AppliedNextStart, nil
+	case restart:
+		return AppliedRestarted, m.restartLocked(ctx, rec, lifecycle.Running, DefaultStopTimeout)
+	}
+	return AppliedNothing, nil
 }
 
 // updatedSource is the source an update builds from.
@@ -214,6 +266,28 @@ func (m *Manager) updatedSource(rec *state.Container, req UpdateRequest) (state.
 	}
 	src := rec.Source
 	var err error
+	if rec.Source.RootFS != "" {
+		// A plain root's system is its directory: only the file of its
+		// host-side settings can change.
+		if req.Flake != "" || req.SystemPath != "" {
+			return src, noGenerations(rec)
+		}
+		switch {
+		case req.ConfigFile != "":
+			src.Inline = false
+			if src.ConfigFile, err = absConfigPath(req.ConfigFile); err != nil {
+				return src, err
+			}
+		case req.Expr != "":
+			src.Inline = true
+		case src.Inline:
+			src.ConfigFile = m.Store.InlineConfig(rec.Name)
+		}
+		if req.SetNixArgs {
+			src.NixArgs = req.NixArgs
+		}
+		return src, nil
+	}
 	switch {
 	case withSettings:
 		if err := nix.CheckSystem(req.SystemPath); err != nil {

@@ -73,8 +73,8 @@ type foreground struct {
 	timeout time.Duration
 	// started is called once the init runs, or when the start failed.
 	started func()
-	// code is the init's exit status, when it has ended.
-	code int
+	// exit is how the init ended, when it has.
+	exit Exit
 }
 
 // startLocked boots rec. Its steps, each undone when a later one fails:
@@ -142,12 +142,12 @@ func (m *Manager) startLocked(ctx context.Context, rec *state.Container, req sta
 			c.CgroupPath, c.SystemdSlice = payload, ""
 		}
 		var recordErr error
-		code, err := c.Run(f.stdio.runtime(), f.stop, f.timeout, func() {
+		exit, err := c.Run(f.stdio.runtime(), f.stop, f.timeout, func() {
 			recordErr = m.recordInit(ctx, rec.Name)
 			m.registerMachine(rec)
 			f.started()
 		})
-		f.code = code
+		f.exit = exitOf(exit)
 		if err == nil {
 			err = recordErr
 		}
@@ -237,13 +237,15 @@ func self() state.Process {
 	return state.Process{Pid: pid, StartedAt: runtime.StartTime(pid)}
 }
 
-// Run boots the container in the foreground and returns its init's exit
-// status. A signal on stop shuts it down as stop would. The lock is held
-// only while it starts, so stop and exec work on it from elsewhere.
-func (m *Manager) Run(ctx context.Context, name string, stdio Stdio, stop <-chan os.Signal, timeout time.Duration) (int, error) {
+// Run boots the container in the foreground and returns how its init
+// ended. Its console is Stdio: its output goes to Stdout, and when Stdin
+// is a terminal, keys go to it (see runtime.EscapeKey). A signal on stop
+// shuts it down as stop would. The lock is held only while it starts, so
+// stop and exec work on it from elsewhere.
+func (m *Manager) Run(ctx context.Context, name string, stdio Stdio, stop <-chan os.Signal, timeout time.Duration) (Exit, error) {
 	rec, _, unlock, err := m.locked(ctx, name, lifecycle.Start)
 	if err != nil {
-		return 0, err
+		return Exit{}, err
 	}
 	// The lock goes once the init runs, so stop and exec work meanwhile.
 	var once sync.Once
@@ -251,7 +253,7 @@ func (m *Manager) Run(ctx context.Context, name string, stdio Stdio, stop <-chan
 	defer release()
 	f := &foreground{stdio: stdio, stop: stop, timeout: timeout, started: release}
 	_, err = m.startLocked(ctx, rec, startRequest{foreground: f})
-	return f.code, err
+	return f.exit, err
 }
 
 // Stop shuts the container down cleanly, killing it after timeout.

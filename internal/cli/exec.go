@@ -76,18 +76,35 @@ func (a *app) exec(name string, e cell.ExecRequest) error {
 }
 
 func (a *app) loginCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:     "login NAME",
+	var shell string
+	cmd := &cobra.Command{
+		Use:     "login NAME [--shell PATH]",
 		Aliases: []string{"root-login"},
 		Short:   "Open a root login shell in the running container",
-		Long: `Login opens root's login shell (sh -l from the container's system) on a new
-terminal in the container. Window size changes follow, Ctrl-C goes to the
+		Long: `Login opens root's login shell on a new terminal in the container: the shell of
+root's entry in the container's /etc/passwd (/bin/sh when it names none; sh
+when the container has no passwd database), started as a login shell (-l) in
+root's home. Where the container's init is systemd, it runs as machinectl
+shell runs it: a service of the container's own systemd with a PAM session
+(PAMName=login, through the container's systemd-run --pty), so PAM and
+logind see it (loginctl lists the session). --shell PATH runs PATH -l
+instead, without a session. Window size changes follow, Ctrl-C goes to the
 container, and the shell's exit status is returned.`,
 		Args: nameArg(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.exec(args[0], cell.ExecRequest{Args: []string{"sh", "-l"}, Cwd: "/root", TTY: true})
+			m, err := a.manager()
+			if err != nil {
+				return &exitError{code: exitRuntime, err: err}
+			}
+			code, err := m.Login(args[0], cell.LoginRequest{Shell: shell, Stdio: stdio()})
+			if err != nil {
+				return &exitError{code: exitRuntime, err: err}
+			}
+			return exitStatus(code)
 		},
 	}
+	cmd.Flags().StringVar(&shell, "shell", "", "run this shell (a path inside the container) instead of root's login shell")
+	return cmd
 }
 
 // command is what follows NAME, without the "--" that separates it (flag

@@ -40,6 +40,12 @@ Changed limits (the configuration's limits = { ... } or the flags below) are
 applied to a running container at once, before the switch and without a
 restart; if the kernel refuses them (a memory limit below what the container
 uses now), nothing changes. A stopped container gets them at its next start.
+The other host-side settings (network, bindMounts, tmpfs, ...) apply when the
+container next starts; --restart restarts a running one with them.
+
+A plain root container (create --rootfs) has no generations: update takes a
+settings file or -c EXPR of host-side settings only (or none, to re-read the
+recorded one), and the limit flags.
 
 ` + limitFlagsHelp,
 		Example: `  nixcell update web                    # re-evaluate the recorded configuration
@@ -93,6 +99,19 @@ func (a *app) report(name string, res cell.ChangeResult, asJSON bool) error {
 		return printJSON(a.stdout, res)
 	}
 	if a.quiet {
+		return nil
+	}
+	if res.Generation == 0 {
+		// A plain root container: it has no generations, only settings.
+		how := map[cell.Applied]string{
+			cell.AppliedNextStart: "they apply at its next start",
+			cell.AppliedRestarted: "restarted with them",
+			cell.AppliedNothing:   "limits apply at once, the others when it restarts",
+		}[res.Applied]
+		if res.Limits != nil {
+			how += "; limits now " + res.Limits.String()
+		}
+		fmt.Fprintf(a.stderr, "%s: settings updated, %s (%s)\n", name, how, res.Took.Round(time.Millisecond))
 		return nil
 	}
 	what := fmt.Sprintf("generation %d", res.Generation)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/nixcell/nixcell/internal/cell"
 	"github.com/nixcell/nixcell/internal/trace"
@@ -172,11 +173,15 @@ func (a *app) runCommand() *cobra.Command {
 		Use:   "run NAME",
 		Short: "Boot the container in the foreground until its init exits",
 		Long: `Run boots the container like start, but stays in the foreground with the
-init's output on stdout and stderr, and exits with the init's exit status.
-SIGTERM or SIGINT shut the container down as stop does. This is the form for a
-service manager (one unit per container): under a unit of Type=notify it
-passes readiness through (READY=1 once the container is ready, as start --wait
-defines it, and STOPPING=1 when asked to stop).`,
+container's console on stdout (what its init and, for systemd, its boot
+and getty write there), and exits with the init's exit status: 0 for a halt
+or power off, 133 for a reboot, 128+N when signal N killed it (and a message
+when that was the kernel's OOM killer). When stdin is a terminal it is the
+console's keyboard: keys go to the container, and ^] pressed three times
+within a second stops it. SIGTERM or SIGINT shut the container down as stop
+does. This is the form for a service manager (one unit per container): under
+a unit of Type=notify it passes readiness through (READY=1 once the container
+is ready, as start --wait defines it, and STOPPING=1 when asked to stop).`,
 		Args: nameArg(0),
 	}
 	timeout := timeoutFlag(cmd)
@@ -186,11 +191,17 @@ defines it, and STOPPING=1 when asked to stop).`,
 			return &exitError{code: exitRuntime, err: err}
 		}
 		stop := notifyStop()
-		code, err := m.Run(cmd.Context(), args[0], stdio(), stop, time.Duration(*timeout))
+		if term.IsTerminal(int(os.Stdin.Fd())) && !a.quiet {
+			fmt.Fprintf(a.stderr, "%s: its console; press ^] three times within 1s to stop it\n", args[0])
+		}
+		exit, err := m.Run(cmd.Context(), args[0], stdio(), stop, time.Duration(*timeout))
 		if err != nil {
 			return &exitError{code: exitRuntime, err: err}
 		}
-		return exitStatus(code)
+		if exit.OOMKilled {
+			return &exitError{code: exit.Code, err: fmt.Errorf("its init was killed by the OOM killer (exit status %d): it reached its memory limit (limits.memory)", exit.Code)}
+		}
+		return exitStatus(exit.Code)
 	}
 	return cmd
 }

@@ -70,7 +70,10 @@ func (a *app) stateCommand() *cobra.Command {
 		Short: "Print whether the container is running (also as exit status)",
 		Long: `State prints running, stopped or creating, and exits 0 when running, 3 when
 stopped and 4 when its creation did not finish. With --json it prints the
-container's details.`,
+container's details; for a stopped container that ran since its last start,
+"lastExit" says how its init ended: "code" (as run's exit status), "signal",
+"oomKilled" (the kernel's OOM killer ended it), and "statusKnown" (false
+when only that it ended is known: before Linux 6.15 for a detached one).`,
 		Args: nameArg(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			m, err := a.manager()

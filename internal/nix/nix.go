@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/nixcell/nixcell/internal/fault"
 )
@@ -137,7 +138,14 @@ func run(ctx context.Context, log io.Writer, name string, args ...string) ([]byt
 	cmd := exec.CommandContext(ctx, name, args...)
 	// A nixcell killed mid-build must not leave Nix running on: it would
 	// later create links in a state directory that has been cleaned up.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// SIGTERM, not SIGKILL: Nix, interrupted, kills its builders (they run
+	// as build users, outside nixcell's reach); killed, it leaves them
+	// running, holding the output's lock, so that the next create of the
+	// same system waits for them (minutes for a fork-heavy build under
+	// emulation). An interrupted Nix that does not end is killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 30 * time.Second
 	var stdout bytes.Buffer
 	cmd.Stdout = &stdout
 	quiet := log == nil || log == io.Discard

@@ -93,6 +93,8 @@ func cleanupState(p *Place) error {
 		if err := waitGone(lc, 10*time.Second); err != nil {
 			return err
 		}
+		// How the init ended is known only while its cgroup is there.
+		recordExit(lc, exitRecord{}, false)
 		// Whatever libcontainer fails to remove, the rest does.
 		_ = lc.Destroy()
 		if c := lc.Config().Cgroups; c != nil && p.CgroupPath == "" && p.SystemdSlice == "" {
@@ -294,6 +296,14 @@ func labelValue(labels []string, key string) string {
 // Kill sends SIGKILL to the init, which takes every process of the PID
 // namespace with it, waits until it is gone and removes the runtime state.
 func Kill(p Place) error {
+	if lc, err := libcontainer.Load(p.StateRoot, p.Name); err == nil {
+		if st, err := lc.Status(); err == nil && st != libcontainer.Stopped {
+			_ = lc.Signal(unix.SIGKILL)
+			if waitGone(lc, 10*time.Second) == nil {
+				recordExit(lc, exitRecord{Stopped: true}, true)
+			}
+		}
+	}
 	return Cleanup(p)
 }
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nixcell/nixcell/internal/console"
 	"github.com/nixcell/nixcell/internal/fault"
 	"github.com/nixcell/nixcell/internal/trace"
 	"github.com/opencontainers/cgroups"
@@ -69,28 +70,37 @@ type Container struct {
 	// an empty tmpfs. Both are sorted by destination.
 	Binds []Bind
 	Tmpfs []string
-	// Init is the path, inside the container, of the program to run as PID 1.
-	Init string
-	// ConsoleLog receives the init's output; it is also /dev/console inside.
-	ConsoleLog string
+	// Init is the path, inside the container, of the program to run as PID
+	// 1, and InitArgs its arguments (systemd takes systemd.unit= and the
+	// like there, as from a kernel command line).
+	Init     string
+	InitArgs []string
+	// ConsoleLog receives what the init writes to its console (see
+	// console_linux.go); ConsoleLogSize caps what it keeps, in ConsoleLog
+	// and ConsoleLog.1 (0: DefaultConsoleLogSize). How the init ended is
+	// kept beside it (exit_linux.go).
+	ConsoleLog     string
+	ConsoleLogSize uint64
+	// ConsoleAgent is the instance's console agent, which keeps a detached
+	// container's console while it runs.
+	ConsoleAgent console.Agent
 	// UUID is the container's stable ID, given to the init as
 	// $container_uuid and in /run/host/container-uuid.
 	UUID string
 	// Systemd says the init is systemd (directly, or a script that execs
 	// it, as NixOS's stage 2 does). It reports when it has booted (READY=1
 	// on $NOTIFY_SOCKET); an init that does not counts as ready as soon as
-	// it runs. And since /dev/console is a log file, not a terminal, it is
-	// told not to start a getty there: systemd.getty_auto=0 on its command
-	// line, which systemd in a container reads as its kernel command line.
+	// it runs.
 	Systemd bool
 	// ReadyTimeout, when positive, makes Start wait until the container is
 	// ready, for at most this long.
 	ReadyTimeout time.Duration
 	// Env is added to the init's environment.
 	Env []string
-	// Stdout and Stderr, when set, receive a detached init's output instead
-	// of ConsoleLog (which stays /dev/console inside). They are handed to
-	// the init as they are, so they outlive the caller (Nomad's log FIFOs).
+	// Stdout and Stderr, when set, receive a detached init's output, and
+	// its /dev/console is ConsoleLog, a file (see fileConsole). They are
+	// handed to the init as they are, so they outlive the caller (Nomad's
+	// log FIFOs).
 	Stdout, Stderr *os.File
 	// HostNetwork shares the host's network namespace instead of creating
 	// one.
@@ -181,8 +191,10 @@ func (c *Container) config() (*configs.Config, []hostMount, error) {
 		{Source: "devpts", Destination: "/dev/pts", Device: "devpts", Flags: unix.MS_NOSUID | unix.MS_NOEXEC, Data: "newinstance,ptmxmode=0666,mode=0620,gid=5"},
 		{Source: "shm", Destination: "/dev/shm", Device: "tmpfs", Flags: noExec, Data: "mode=1777,size=65536k"},
 		{Source: "mqueue", Destination: "/dev/mqueue", Device: "mqueue", Flags: noExec},
-		{Source: c.ConsoleLog, Destination: "/dev/console", Device: "bind", Flags: unix.MS_BIND | noExec},
 		c.sysMount(noExec),
+	}
+	if c.fileConsole() {
+		mounts = append(mounts, &configs.Mount{Source: c.ConsoleLog, Destination: "/dev/console", Device: "bind", Flags: unix.MS_BIND | noExec})
 	}
 	if unifiedMount() == "/sys/fs/cgroup" && c.HostNetwork && !c.Privileged() {
 		// /sys is the host's here (sysMount), so /sys/fs/cgroup is the
@@ -251,7 +263,9 @@ func (c *Container) config() (*configs.Config, []hostMount, error) {
 	rules = append(rules, extraRules...)
 	caps := grantedCapabilities()
 	resources := &cgroups.Resources{Devices: rules}
-	c.Limits.apply(resources, false)
+	// systemd gives a scope its own defaults (TasksMax is 15% of the
+	// host's PIDs): "no limit" is said outright there.
+	c.Limits.apply(resources, c.SystemdSlice != "")
 	namespaces := configs.Namespaces{
 		{Type: configs.NEWNS}, {Type: configs.NEWUTS}, {Type: configs.NEWIPC},
 		{Type: configs.NEWPID}, {Type: configs.NEWCGROUP},
@@ -266,7 +280,7 @@ func (c *Container) config() (*configs.Config, []hostMount, error) {
 	}
 	cfg := &configs.Config{
 		Rootfs:     c.bootRoot(),
-		Labels:     []string{hostDirLabel + "=" + c.HostDir},
+		Labels:     []string{hostDirLabel + "=" + c.HostDir, consoleDirLabel + "=" + filepath.Dir(c.ConsoleLog)},
 		Hostname:   c.Name,
 		Namespaces: namespaces,
 		Capabilities: &configs.Capabilities{

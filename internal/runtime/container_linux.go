@@ -14,6 +14,7 @@ import (
 
 	"github.com/nixcell/nixcell/internal/hostfs"
 	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/utils"
 	"golang.org/x/sys/unix"
 )
 
@@ -72,7 +73,9 @@ func waitsOnExecFifo(pid int) bool {
 
 // Start boots the container detached: it returns once the init runs, or,
 // with ReadyTimeout set, once the container is ready (see Systemd).
-// It leaves no process of its own behind. On error nothing of the start
+// It leaves no process of its own behind, but for the instance's console
+// agent (see console_linux.go), which the first start that needs it
+// starts for all of them. On error nothing of the start
 // remains, except after a readiness timeout: then the container keeps
 // running and the error says so.
 func (c *Container) Start() error {
@@ -81,6 +84,15 @@ func (c *Container) Start() error {
 		return err
 	}
 	defer s.notify.Close()
+	if s.console != nil {
+		err := c.keepConsole(s)
+		s.closeConsole()
+		if err != nil {
+			s.abort(c)
+			return err
+		}
+		c.Trace.Mark("console kept")
+	}
 	if err := s.lc.Exec(); err != nil {
 		s.abort(c)
 		return fmt.Errorf("starting init: %w", err)
@@ -144,22 +156,26 @@ type Stdio struct {
 	Stdout, Stderr io.Writer
 }
 
-// Run boots the container in the foreground with the given streams and
-// returns its init's exit status when it ends; signals arriving on stop
-// (typically SIGTERM or SIGINT forwarded from a service manager) shut it
-// down as Stop does. started is called once the init runs, or when the
-// start failed. The runtime state is removed before Run returns.
+// Run boots the container in the foreground and returns how its init
+// ended, when it has. Its console is stdio: what the container writes
+// there goes to Stdout, and when Stdin is a terminal, it is the console's
+// keyboard (EscapeKey pressed three times stops the container). Signals
+// arriving on stop (typically SIGTERM or SIGINT forwarded from a service
+// manager) shut it down as Stop does. started is called once the init
+// runs, or when the start failed. The runtime state is removed before Run
+// returns.
 //
 // Under a service manager that set $NOTIFY_SOCKET, Run passes readiness
 // through: READY=1 once the container is ready (see Systemd), and
 // STOPPING=1 when asked to stop.
-func (c *Container) Run(stdio Stdio, stop <-chan os.Signal, timeout time.Duration, started func()) (code int, retErr error) {
+func (c *Container) Run(stdio Stdio, stop <-chan os.Signal, timeout time.Duration, started func()) (_ LastExit, retErr error) {
 	s, err := c.create(&stdio)
 	if err != nil {
 		started()
-		return 0, err
+		return LastExit{}, err
 	}
 	defer func() {
+		s.closeConsole()
 		if err := Cleanup(c.Place()); err != nil && retErr == nil {
 			retErr = err
 		}
@@ -168,7 +184,7 @@ func (c *Container) Run(stdio Stdio, stop <-chan os.Signal, timeout time.Duratio
 	started()
 	if err != nil {
 		s.notify.Close()
-		return 0, fmt.Errorf("starting init: %w", err)
+		return LastExit{}, fmt.Errorf("starting init: %w", err)
 	}
 	if os.Getenv("NOTIFY_SOCKET") != "" {
 		go func() {
@@ -182,17 +198,27 @@ func (c *Container) Run(stdio Stdio, stop <-chan os.Signal, timeout time.Duratio
 	}
 	pid, err := s.proc.Pid()
 	if err != nil {
-		return 0, err
+		return LastExit{}, err
 	}
 	done := make(chan *os.ProcessState, 1)
 	go func() {
 		ps, _ := s.proc.Wait()
 		done <- ps
 	}()
+	var ended func()
+	if s.console != nil {
+		ended = followConsole(s.console, stdio.Stdout)
+		escape := interact(s.console, stdio.Stdin)
+		defer escape.stop()
+		stop = merge(stop, escape.pressed)
+	}
 	for {
 		select {
 		case ps := <-done:
-			return initStatus(ps), nil
+			if ended != nil {
+				ended()
+			}
+			return runExit(s.lc, ps), nil
 		case <-stop:
 			sdNotify("STOPPING=1")
 			go func() { _, _ = shutdown(pid, timeout, func() { _ = s.lc.Signal(unix.SIGKILL) }) }()
@@ -206,10 +232,25 @@ type started struct {
 	lc     *libcontainer.Container
 	proc   *libcontainer.Process
 	notify *notifier
+	// console is the master side of the init's terminal, and log the
+	// console log it goes to when detached (see fileConsole).
+	console *os.File
+	log     consoleLog
+}
+
+// closeConsole closes what this process holds of the console.
+func (s *started) closeConsole() {
+	if s.console != nil {
+		s.console.Close()
+	}
+	if s.log.log != nil {
+		s.log.Close()
+	}
 }
 
 // abort kills and removes what create made.
 func (s *started) abort(c *Container) {
+	s.closeConsole()
 	s.notify.Close()
 	_ = Cleanup(c.Place())
 }
@@ -256,30 +297,39 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 	if err != nil {
 		return nil, err
 	}
-	defer log.Close()
+	defer func() {
+		if retErr != nil || stdio != nil || c.fileConsole() {
+			log.Close() // only a detached console's goes to the agent
+		}
+	}()
 	if err := os.MkdirAll(c.StateRoot, 0o700); err != nil {
 		return nil, err
 	}
 	env := append([]string{"PATH=" + DefaultPath, "HOME=/root", "TERM=linux", "NOTIFY_SOCKET=" + NotifySocket}, c.hostEnv()...)
 	args := []string{c.Init}
-	if c.Systemd {
+	if c.Systemd && c.fileConsole() {
 		args = append(args, "systemd.getty_auto=0")
 	}
 	proc := &libcontainer.Process{
-		Args: args,
+		Args: append(args, c.InitArgs...),
 		Env:  append(env, c.Env...),
 		Cwd:  "/",
 		Init: true,
 	}
-	if stdio != nil {
-		proc.Stdin, proc.Stdout, proc.Stderr = stdio.Stdin, stdio.Stdout, stdio.Stderr
+	var consoleSocket *os.File
+	if c.fileConsole() {
+		proc.Stdout, proc.Stderr = c.Stdout, c.Stderr
 	} else {
-		proc.Stdout, proc.Stderr = log, log
-		if c.Stdout != nil {
-			proc.Stdout = c.Stdout
+		// libcontainer makes the terminal inside and sends its master here.
+		var child *os.File
+		if consoleSocket, child, err = utils.NewSockPair("console"); err != nil {
+			return nil, err
 		}
-		if c.Stderr != nil {
-			proc.Stderr = c.Stderr
+		defer consoleSocket.Close()
+		defer child.Close()
+		proc.ConsoleSocket = child
+		if stdio != nil {
+			proc.ConsoleWidth, proc.ConsoleHeight = terminalSize(stdio.Stdout)
 		}
 	}
 	var lc *libcontainer.Container
@@ -328,17 +378,32 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 		return nil, err
 	}
 	s := &started{lc: lc, proc: proc, notify: notify}
+	if consoleSocket != nil {
+		proc.ConsoleSocket.Close()
+		if s.console, err = utils.RecvFile(consoleSocket); err != nil {
+			s.abort(c)
+			return nil, fmt.Errorf("receiving the console: %w", err)
+		}
+		if stdio == nil {
+			s.log = log
+		}
+	}
 	if err := c.delegateCgroup(lc); err != nil {
 		s.abort(c)
 		return nil, err
 	}
 	c.Trace.Mark("cgroup delegated")
+	pid, err := proc.Pid()
+	if err == nil {
+		err = c.setupGuestView(pid)
+	}
+	if err != nil {
+		s.abort(c)
+		return nil, err
+	}
+	c.Trace.Mark("guest view")
 	if c.BeforeInit != nil {
-		pid, err := proc.Pid()
-		if err == nil {
-			err = c.BeforeInit(pid)
-		}
-		if err != nil {
+		if err := c.BeforeInit(pid); err != nil {
 			s.abort(c)
 			return nil, err
 		}
@@ -387,23 +452,6 @@ func (c *Container) prepareBinds() error {
 // as systemd-nspawn's: a service manager can start it again on it
 // (RestartForceExitStatus=133).
 const RebootStatus = 133
-
-// initStatus is run's exit status for the end of the init. reboot(2) in a
-// PID namespace ends its init as if killed by SIGINT for a halt or power
-// off, by SIGHUP for a reboot: those are a clean 0 and RebootStatus.
-func initStatus(ps *os.ProcessState) int {
-	if ps != nil {
-		if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			switch ws.Signal() {
-			case syscall.SIGINT:
-				return 0
-			case syscall.SIGHUP:
-				return RebootStatus
-			}
-		}
-	}
-	return exitCode(ps)
-}
 
 func exitCode(ps *os.ProcessState) int {
 	if ps == nil {

@@ -40,7 +40,18 @@ type WinSize struct{ Rows, Cols uint16 }
 
 // Run runs e in the container and returns its exit status (128+N when
 // killed by signal N).
+// A process without a terminal takes the fast path (execfast_linux.go); one
+// with a terminal takes libcontainer's, which creates it inside.
 func (e Exec) Run(stateRoot, name string) (int, error) {
+	if path := os.Getenv(ExecPathEnv); !e.TTY && path != "libcontainer" {
+		code, err := e.runFast(stateRoot, name)
+		if errors.Is(err, errUnsupported) && path == "fast" {
+			return 0, fmt.Errorf("the exec fast path does not implement this container's settings (%s=fast)", ExecPathEnv)
+		}
+		if !errors.Is(err, errUnsupported) {
+			return code, err
+		}
+	}
 	lc, err := libcontainer.Load(stateRoot, name)
 	if errors.Is(err, libcontainer.ErrNotExist) {
 		return 0, lifecycle.ErrNotRunning
@@ -51,19 +62,12 @@ func (e Exec) Run(stateRoot, name string) (int, error) {
 	if st, err := lc.Status(); err != nil || st != libcontainer.Running {
 		return 0, lifecycle.ErrNotRunning
 	}
-	env := []string{"PATH=" + DefaultPath, "HOME=/root", "USER=root", "LOGNAME=root", "container=nixcell"}
-	if t := os.Getenv("TERM"); e.TTY && t != "" {
-		env = append(env, "TERM="+t)
-	}
 	noNewPrivs := true
 	p := &libcontainer.Process{
 		Args:            e.Args,
-		Env:             append(env, e.Env...),
-		Cwd:             e.Cwd,
+		Env:             e.env(),
+		Cwd:             e.cwd(),
 		NoNewPrivileges: &noNewPrivs,
-	}
-	if p.Cwd == "" {
-		p.Cwd = "/"
 	}
 	if !e.TTY {
 		p.Stdin, p.Stdout, p.Stderr = e.Stdio.Stdin, e.Stdio.Stdout, e.Stdio.Stderr
@@ -157,10 +161,14 @@ func (e Exec) runTTY(lc *libcontainer.Container, p *libcontainer.Process) (int, 
 	return exitCode(ps), nil
 }
 
+// signaler is a process started either way: *libcontainer.Process or
+// *os.Process.
+type signaler interface{ Signal(os.Signal) error }
+
 // forwardSignals relays signals sent to nixcell to the process. SIGINT is
 // not among them: a terminal sends it to the whole foreground process group,
 // which the process is part of.
-func forwardSignals(p *libcontainer.Process, sigs ...os.Signal) (stop func()) {
+func forwardSignals(p signaler, sigs ...os.Signal) (stop func()) {
 	ch := make(chan os.Signal, 4)
 	signal.Notify(ch, sigs...)
 	signal.Ignore(unix.SIGINT)
@@ -174,7 +182,7 @@ func forwardSignals(p *libcontainer.Process, sigs ...os.Signal) (stop func()) {
 
 // killOnDone kills p when done is closed, until the returned function is
 // called.
-func killOnDone(p *libcontainer.Process, done <-chan struct{}) (stop func()) {
+func killOnDone(p signaler, done <-chan struct{}) (stop func()) {
 	if done == nil {
 		return func() {}
 	}

@@ -19,7 +19,8 @@ const ContainerManager = "nixcell"
 const hostOSRelease = "/etc/os-release"
 
 // prepareHostDir creates the container's HostDir afresh: the /run/host
-// files and the mount points the composed root and store need. The /run/host
+// files, the boot ID of this start and the mount points the composed root
+// and store need. The /run/host
 // directory and its files belong to the host's root, not to the
 // container's: the container could remount its read-only bind read-write
 // (it made that mount in its own namespaces), and must not then be able
@@ -50,6 +51,9 @@ func (c *Container) prepareHostDir() error {
 		if err := os.WriteFile(filepath.Join(host, name), []byte(content), 0o444); err != nil {
 			return err
 		}
+	}
+	if err := c.writeBootID(); err != nil {
+		return err
 	}
 	var points []string
 	if c.composedRoot() {

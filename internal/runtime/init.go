@@ -3,9 +3,11 @@
 // system expects, and starts, signals, enters, stops and destroys the
 // container's processes. It is the only package that imports libcontainer.
 //
-// A detached container leaves no host process behind: its init is reparented
-// to the host's init once the starting command exits, and everything later
-// commands need is found again from libcontainer's state directory.
+// A detached container leaves no host process of its own behind: its init
+// is reparented to the host's init once the starting command exits, and
+// everything later commands need is found again from libcontainer's state
+// directory. Its console is kept by the instance's console agent (package
+// console), one process for all of them.
 package runtime
 
 import (

@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
-
-	"golang.org/x/sys/unix"
 )
 
 // rootDirs are created in the root before every start, as nixos-container
@@ -76,21 +73,4 @@ func (c *Container) prepareRoot() error {
 		}
 	}
 	return nil
-}
-
-// openConsoleLog truncates the console log at every start and gives it to
-// the container's root, which opens it as /dev/console.
-func (c *Container) openConsoleLog() (*os.File, error) {
-	if err := os.MkdirAll(filepath.Dir(c.ConsoleLog), 0o711); err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(c.ConsoleLog, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|os.O_APPEND|unix.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("opening console log: %w", err)
-	}
-	if err := f.Chown(int(c.IDs.Start), int(c.IDs.Start)); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("chown console log: %w", err)
-	}
-	return f, nil
 }

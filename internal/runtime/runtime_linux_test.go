@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixcell/nixcell/internal/console"
 	"github.com/nixcell/nixcell/internal/testutil"
 )
 
@@ -66,7 +67,7 @@ func testContainer(t *testing.T) *Container {
 			t.Fatal(err)
 		}
 	}
-	init := "#!/bin/sh\ntrap 'echo stop >> /var/log/init; exit 0' 37\necho start >> /var/log/init\nwhile :; do sleep 1 & wait; done\n"
+	init := "#!/bin/sh\ntrap 'echo stop >> /var/log/init; exit 0' 37\necho start >> /var/log/init\necho on the console\nwhile :; do sleep 1 & wait; done\n"
 	if err := os.WriteFile(filepath.Join(root, "sbin", "init"), []byte(init), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -103,6 +104,7 @@ func containerAt(base, run, name string, start uint32) *Container {
 		RootFS: filepath.Join(base, "root"), PlainRoot: true, Init: "/sbin/init", ConsoleLog: filepath.Join(base, "console.log"),
 		CgroupPath: "/nixcell-rttest-" + name + "/" + name, IDs: IDRange{Start: start, Size: 1 << 16},
 		DeviceDir: filepath.Join(base, "devices"), HostNetwork: false,
+		ConsoleAgent: console.Agent{Socket: filepath.Join(run, "console.sock"), Lock: filepath.Join(run, "console.lock")},
 	}
 }
 
@@ -137,6 +139,10 @@ func TestStartExecStop(t *testing.T) {
 	if log, _ := os.ReadFile(filepath.Join(c.RootFS, "var/log/init")); string(log) != "start\nstop\n" {
 		t.Errorf("the init's log: %q", log)
 	}
+	waitUntil(t, func() bool {
+		log, _ := os.ReadFile(c.ConsoleLog)
+		return string(log) == "on the console\n"
+	})
 	if st, _ := Inspect(c.StateRoot, c.Name); st.Running {
 		t.Errorf("running after Stop: %+v", st)
 	}

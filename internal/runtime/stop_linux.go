@@ -47,6 +47,7 @@ func Stop(stateRoot, name string, timeout time.Duration) (StopResult, error) {
 	if err != nil {
 		return res, err
 	}
+	recordExit(lc, exitRecord{Stopped: true}, true)
 	return res, Cleanup(Place{StateRoot: stateRoot, Name: name})
 }
 

@@ -87,7 +87,9 @@ func WaitInit(pid int, startedAt time.Time) (Exit, error) {
 	}
 }
 
-// exitOf reads a wait status as initStatus does.
+// exitOf is how an init ended, from its wait status. reboot(2) in a PID
+// namespace ends its init as if killed by SIGINT for a halt or power off,
+// by SIGHUP for a reboot: those are a clean 0 and RebootStatus.
 func exitOf(ws unix.WaitStatus) Exit {
 	switch {
 	case ws.Exited():

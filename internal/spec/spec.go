@@ -49,7 +49,20 @@ type Spec struct {
 	// AllowedDevices are device nodes the container may use beyond the
 	// standard ones.
 	AllowedDevices []Device `json:"allowedDevices,omitempty"`
+	// InitArgs are passed to the init after its path, as systemd-nspawn
+	// passes what follows the init on its command line (systemd reads
+	// systemd.unit=, systemd.log_level= and the like there). They apply
+	// from the next start.
+	InitArgs []string `json:"initArgs,omitempty"`
+	// ConsoleLogSize caps the console log: it keeps the latest output,
+	// this many bytes at most across console.log and console.log.1 (0: the
+	// runtime's default). It applies from the next start.
+	ConsoleLogSize uint64 `json:"consoleLogSize,omitempty"`
 }
+
+// MinConsoleLogSize is the smallest console log cap: each half of it holds
+// a whole read of the console agent (64 KiB).
+const MinConsoleLogSize = 128 << 10
 
 // Network is the `network` attribute set.
 type Network struct {
@@ -145,6 +158,24 @@ func Parse(data []byte) (Spec, error) {
 			s.Store = d.str(raw, at)
 			if s.Store != "full" && s.Store != "closure" {
 				d.fail(at, "must be \"full\" or \"closure\", not %q", s.Store)
+			}
+		},
+		"initArgs": func(raw json.RawMessage, at string) {
+			for i, item := range d.list(raw, at) {
+				where := fmt.Sprintf("%s[%d]", at, i)
+				a := d.str(item, where)
+				if a == "" || strings.ContainsRune(a, 0) {
+					d.fail(where, "must be a non-empty argument without NUL characters")
+				}
+				s.InitArgs = append(s.InitArgs, a)
+			}
+		},
+		"consoleLogSize": func(raw json.RawMessage, at string) {
+			var err error
+			if s.ConsoleLogSize, err = parseBytes(raw); err != nil {
+				d.fail(at, "%v", err)
+			} else if s.ConsoleLogSize < MinConsoleLogSize {
+				d.fail(at, "must be at least 128K, not %d bytes", s.ConsoleLogSize)
 			}
 		},
 		"allowedDevices": func(raw json.RawMessage, at string) {

@@ -51,7 +51,9 @@ func TestParseFull(t *testing.T) {
 		"limits": {"memory": "512M", "cpus": 1.5, "pids": 2000},
 		"ephemeral": true,
 		"store": "closure",
-		"allowedDevices": [{"node": "/dev/net/tun", "modifier": "rw"}]
+		"allowedDevices": [{"node": "/dev/net/tun", "modifier": "rw"}],
+		"initArgs": ["systemd.unit=rescue.target", "systemd.log_level=debug"],
+		"consoleLogSize": "8M"
 	}`))
 	if err != nil {
 		t.Fatal(err)
@@ -75,6 +77,8 @@ func TestParseFull(t *testing.T) {
 		Ephemeral:      true,
 		Store:          "closure",
 		AllowedDevices: []Device{{Node: "/dev/net/tun", Modifier: "rw"}},
+		InitArgs:       []string{"systemd.unit=rescue.target", "systemd.log_level=debug"},
+		ConsoleLogSize: 8 << 20,
 	}
 	if !reflect.DeepEqual(s, want) {
 		t.Errorf("Parse:\n got %+v\nwant %+v", s, want)
@@ -98,6 +102,9 @@ func TestParseErrors(t *testing.T) {
 		`[]`:                                                   "must be an attribute set",
 		`{"autostrat": true}`:                                  "autostrat: unknown attribute",
 		`{"autostart": "yes"}`:                                 "autostart: must be true or false",
+		`{"initArgs": "systemd.unit=x"}`:                       "initArgs: must be a list",
+		`{"initArgs": [""]}`:                                   "initArgs[0]: must be a non-empty argument",
+		`{"consoleLogSize": "64K"}`:                            "consoleLogSize: must be at least 128K",
 		`{"network": {"ip": "10.1.2"}}`:                        `network.ip: "10.1.2" is not an IP address`,
 		`{"network": {"ip": "fd00::1"}}`:                       "is not an IPv4 address",
 		`{"network": {"ip6": "10.0.0.1"}}`:                     "is not an IPv6 address",

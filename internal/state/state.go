@@ -8,7 +8,8 @@
 //
 //	STATE/containers/NAME/container.json   the record (Container)
 //	STATE/containers/NAME/configuration.nix an inline (-c) configuration
-//	STATE/containers/NAME/console.log      the init's output, /dev/console inside
+//	STATE/containers/NAME/console.log      the init's console output (and console.log.1; the console agent writes them)
+//	STATE/containers/NAME/last-exit.json   how its last init ended (and init-exit.PID; see runtime)
 //	STATE/containers/NAME/closure.json     the closure of its system, for store = "closure"
 //	STATE/containers/NAME/root/            the container's root, owned by its ID range
 //	STATE/idmap.json                       ID ranges of before they were host-wide (idmap adopts and removes it)
@@ -18,6 +19,7 @@
 //	RUN/containers/NAME/                   libcontainer's state of a running container
 //	RUN/host/NAME/                         files the host gives a running container (HostDir)
 //	RUN/runs.json                          which containers start or run, and what (Runs)
+//	RUN/console.sock, console.lock         the instance's console agent (package console)
 package state
 
 import (
@@ -184,7 +186,7 @@ func (s Store) Dir(name string) string { return filepath.Join(s.containersDir(),
 // RootFS is the container's root file system.
 func (s Store) RootFS(name string) string { return filepath.Join(s.Dir(name), "root") }
 
-// ConsoleLog is the file the container's init writes to.
+// ConsoleLog is where the container's console output is kept.
 func (s Store) ConsoleLog(name string) string { return filepath.Join(s.Dir(name), "console.log") }
 
 // DeviceDir holds the container's copies of its allowed device nodes.

@@ -141,7 +141,9 @@ mkfs.ext4 -q -L nixcell-guest -d "$tree" "$work/disk.raw"
 rm -rf "$tree"
 
 echo "kernel $version" >"$work/ready"
-rm -rf "$cache"/guest-????????????????
+# Images of other recipes go once nothing can be using them any more (a
+# test tier of another checkout may be booting one right now).
+find "$cache" -maxdepth 1 -name 'guest-????????????????' -mmin +180 -exec rm -rf {} +
 mv "$work" "$out"
 trap - EXIT
 log "made $out (kernel $version)"
