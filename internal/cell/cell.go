@@ -381,7 +381,7 @@ func (m *Manager) place(name string) runtime.Place {
 // consoleAgent is the instance's console agent, which keeps the consoles
 // of its detached containers.
 func (m *Manager) consoleAgent() console.Agent {
-	return console.Agent{Socket: filepath.Join(m.Store.Run, "console.sock"), Lock: filepath.Join(m.Store.Run, "console.lock")}
+	return console.Agent{Socket: m.Store.ConsoleSocketPath(), Lock: m.Store.ConsoleLockPath()}
 }
 
 // closure returns the store paths of system's closure, from the

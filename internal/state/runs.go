@@ -120,9 +120,15 @@ func (s Store) SaveRuns(runs Runs) error {
 // NameServerLockPath is held by the instance's name server while it runs.
 func (s Store) NameServerLockPath() string { return filepath.Join(s.Run, "dns.lock") }
 
+// ConsoleSocketPath and ConsoleLockPath are the console agent's socket
+// and lock (see internal/console).
+func (s Store) ConsoleSocketPath() string { return filepath.Join(s.Run, "console.sock") }
+func (s Store) ConsoleLockPath() string   { return filepath.Join(s.Run, "console.lock") }
+
 // RemoveRunIfEmpty removes the instance's run directory when it holds
 // nothing: no container's runtime state or host directory, an empty run
-// table, no name server running. What is not empty stays.
+// table, no name server or console agent running (the agent removes the
+// directory as it leaves). What is not empty stays.
 // Preconditions: the global lock is held and no container of the instance
 // exists (so no start makes anything there meanwhile).
 func (s Store) RemoveRunIfEmpty() error {
@@ -137,6 +143,20 @@ func (s Store) RemoveRunIfEmpty() error {
 		}
 		if err := ns.Remove(); err != nil {
 			return err
+		}
+	}
+	// The console agent outlives the last console it kept by a moment; it
+	// removes its files, and the directory once empty, as it leaves. A
+	// killed one left them.
+	if _, err := os.Stat(s.ConsoleLockPath()); err == nil {
+		if agent, err := lockfile.TryLock(s.ConsoleLockPath()); err == nil {
+			if err := os.Remove(s.ConsoleSocketPath()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				agent.Unlock()
+				return err
+			}
+			if err := agent.Remove(); err != nil {
+				return err
+			}
 		}
 	}
 	if err := os.Remove(s.runsPath()); err != nil && !errors.Is(err, fs.ErrNotExist) {
