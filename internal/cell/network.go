@@ -75,7 +75,11 @@ func (m *Manager) changeNetwork(ctx context.Context, f func(st *network.State, r
 		if err := st.Apply(members(runs), m.host); err != nil {
 			return err
 		}
-		return m.Store.SaveRuns(runs)
+		if err := m.Store.SaveRuns(runs); err != nil {
+			return err
+		}
+		m.removeCgroupParent(runs)
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("network: %w", err)
@@ -101,7 +105,21 @@ func (m *Manager) changeRuns(ctx context.Context, f func(runs state.Runs) error)
 	if err := f(runs); err != nil {
 		return err
 	}
-	return m.Store.SaveRuns(runs)
+	if err := m.Store.SaveRuns(runs); err != nil {
+		return err
+	}
+	m.removeCgroupParent(runs)
+	return nil
+}
+
+// removeCgroupParent removes the cgroup its containers' cgroups are made
+// in once none runs or starts (runs, the run table, holds none): a start
+// enters the run table under the global lock before it makes its cgroup,
+// so none makes one meanwhile. Preconditions: the global lock is held.
+func (m *Manager) removeCgroupParent(runs state.Runs) {
+	if len(runs) == 0 {
+		runtime.RemoveEmptyCgroup(m.Store.CgroupParent)
+	}
 }
 
 // members are the containers of the run table that have nixcell's network
@@ -299,6 +317,9 @@ func (m *Manager) tidyRun(ctx context.Context) {
 	}
 	if err := m.Store.RemoveRunIfEmpty(); err != nil {
 		m.warnf("removing the run directory %s: %v", m.Store.Run, err)
+	}
+	if runs, err := m.Store.LoadRuns(); err == nil {
+		m.removeCgroupParent(runs)
 	}
 }
 

@@ -108,11 +108,9 @@ func cleanupState(p *Place) error {
 	if path := p.cgroup(); path != "" {
 		dirs = append(dirs, cgroupDirs(path)...)
 	}
+	// The parent stays (see RemoveEmptyCgroup).
 	if err := removeCgroups(dirs, 10*time.Second); err != nil {
 		return err
-	}
-	if path := p.cgroup(); path != "" {
-		removeCgroupParents(path)
 	}
 	dir := filepath.Join(p.StateRoot, p.Name)
 	if err := os.RemoveAll(dir); err != nil {
@@ -321,8 +319,6 @@ func waitGone(lc *libcontainer.Container, timeout time.Duration) error {
 	}
 }
 
-func (c *Container) removeCgroupParents() { removeCgroupParents(c.CgroupPath) }
-
 // CgroupsUnder lists the container cgroups below parent (a path such as
 // /nixcell) in any hierarchy, by directory name.
 func CgroupsUnder(parent string) []string {
@@ -340,26 +336,26 @@ func CgroupsUnder(parent string) []string {
 	return names
 }
 
-// RemoveCgroup removes a container's cgroup, and its parents when empty,
-// in every hierarchy, killing what still runs in it. It is for a cgroup
-// whose runtime state is gone (Cleanup removes the others).
+// RemoveCgroup removes a container's cgroup in every hierarchy, killing
+// what still runs in it. It is for a cgroup whose runtime state is gone
+// (Cleanup removes the others). Its parent stays (see RemoveEmptyCgroup).
 func RemoveCgroup(path string) error {
-	if err := removeCgroups(cgroupDirs(path), 10*time.Second); err != nil {
-		return err
-	}
-	removeCgroupParents(path)
-	return nil
+	return removeCgroups(cgroupDirs(path), 10*time.Second)
 }
 
-// removeCgroupParents removes the now empty parent directories that
-// libcontainer created for an absolute cgroup path, in every mounted
-// hierarchy; libcontainer removes only the leaf. Directories still in use
-// by other containers stay (rmdir fails on them).
-func removeCgroupParents(path string) {
+// RemoveEmptyCgroup removes the cgroup path, and then its parents, in
+// every mounted hierarchy, as far as they are empty: the parent that
+// libcontainer made for a container's cgroup (it removes only the leaf).
+// Neither Cleanup nor a failed start removes that parent, which the
+// instance's containers share: a start in it (libcontainer makes the
+// parent, then its own cgroup below) would find it gone between the two,
+// and fail. The caller makes sure that no start runs (nixcell: an empty
+// run table, under the global lock, which a start enters first).
+func RemoveEmptyCgroup(path string) {
 	const mnt = "/sys/fs/cgroup"
 	hierarchies, _ := os.ReadDir(mnt)
 	parents := []string{}
-	for p := filepath.Dir(path); p != "/" && p != "."; p = filepath.Dir(p) {
+	for p := path; p != "/" && p != "."; p = filepath.Dir(p) {
 		parents = append(parents, p)
 	}
 	dirs := []string{mnt}

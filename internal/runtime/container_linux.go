@@ -368,7 +368,6 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 		}
 		if err := lc.Start(proc); err != nil {
 			_ = lc.Destroy()
-			c.removeCgroupParents()
 			return fmt.Errorf("starting container: %w", err)
 		}
 		c.Trace.Mark("namespaces, cgroup, mounts")

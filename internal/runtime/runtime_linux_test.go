@@ -92,6 +92,10 @@ func testContainer(t *testing.T) *Container {
 		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/pids", c.CgroupPath)); err == nil {
 			t.Errorf("cgroup %s left", c.CgroupPath)
 		}
+		RemoveEmptyCgroup(filepath.Dir(c.CgroupPath))
+		if left := cgroupDirs(filepath.Dir(c.CgroupPath)); len(left) > 0 {
+			t.Errorf("cgroups %v left", left)
+		}
 	})
 	return c
 }
