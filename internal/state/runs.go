@@ -62,6 +62,11 @@ type Run struct {
 	// switched to in place (0 and "" for a plain root file system).
 	Generation int    `json:"generation,omitempty"`
 	System     string `json:"system,omitempty"`
+	// Switching is the system a switch in place was begun to and not
+	// recorded as done (a killed update or rollback): what the init runs
+	// is then System, Switching or a mix of both, so the next switch must
+	// run whatever System says.
+	Switching string `json:"switching,omitempty"`
 	// Network is the network it started with: its settings, plus the
 	// forwards of this run alone (a Nomad allocation's ports).
 	Network spec.Network `json:"network"`
