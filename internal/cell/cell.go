@@ -246,6 +246,9 @@ func (m *Manager) locked(ctx context.Context, name string, op lifecycle.Op) (rec
 	}
 	unlock = func() { _ = lock.Unlock() }
 	rec, err = m.Store.Load(name)
+	if err == nil && rec.Phase == state.Created {
+		err = m.Store.RemovePartial(name)
+	}
 	if err == nil {
 		st, _, err = m.stateOf(rec)
 	}

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nixcell/nixcell/internal/atomicfile"
 	"github.com/nixcell/nixcell/internal/lockfile"
 	"github.com/nixcell/nixcell/internal/network"
 	"github.com/nixcell/nixcell/internal/runtime"
@@ -62,6 +63,9 @@ func (m *Manager) changeNetwork(ctx context.Context, f func(st *network.State, r
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	err := m.Net.Update(ctx, func(st *network.State) error {
+		if err := m.removeInstanceLeftovers(); err != nil {
+			return err
+		}
 		runs, err := m.Store.LoadRuns()
 		if err != nil {
 			return err
@@ -98,6 +102,9 @@ func (m *Manager) changeRuns(ctx context.Context, f func(runs state.Runs) error)
 		return err
 	}
 	defer lock.Unlock()
+	if err := m.removeInstanceLeftovers(); err != nil {
+		return err
+	}
 	runs, err := m.Store.LoadRuns()
 	if err != nil {
 		return err
@@ -120,6 +127,18 @@ func (m *Manager) removeCgroupParent(runs state.Runs) {
 	if len(runs) == 0 {
 		runtime.RemoveEmptyCgroup(m.Store.CgroupParent)
 	}
+}
+
+// removeInstanceLeftovers removes what writes of the instance's files
+// that were killed before their rename left. Preconditions: the global
+// lock is held.
+func (m *Manager) removeInstanceLeftovers() error {
+	for _, f := range []string{m.Net.Path, m.Store.RunsPath()} {
+		if err := atomicfile.RemoveLeftovers(f); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // members are the containers of the run table that have nixcell's network

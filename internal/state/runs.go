@@ -167,6 +167,9 @@ func (s Store) RemoveRunIfEmpty() error {
 	if err := os.Remove(s.runsPath()); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
+	if err := atomicfile.RemoveLeftovers(s.runsPath()); err != nil {
+		return err
+	}
 	for _, d := range []string{s.RuntimeRoot(), filepath.Join(s.Run, "host"), s.Run} {
 		err := os.Remove(d)
 		if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST) {

@@ -293,6 +293,35 @@ func (s Store) Save(c *Container) error {
 	return atomicfile.WriteJSON(filepath.Join(s.Dir(c.Name), "container.json"), c, 0o600)
 }
 
+// Partial lists what commands on the container that were killed midway
+// left in its directory: half-written files of its record, closure cache
+// and inline configuration, an update's new inline configuration, a
+// build's link to its result (a garbage collector root).
+func (s Store) Partial(name string) []string {
+	var found []string
+	for _, f := range []string{"container.json", "closure.json", "configuration.nix", "configuration.nix.new"} {
+		found = append(found, atomicfile.Leftovers(filepath.Join(s.Dir(name), f))...)
+	}
+	for _, f := range []string{s.InlineConfig(name) + ".new", s.BuildLink(name)} {
+		if _, err := os.Lstat(f); err == nil {
+			found = append(found, f)
+		}
+	}
+	return found
+}
+
+// RemovePartial removes what Partial lists. Preconditions: the
+// container's lock is held and its create finished (a command makes these
+// only while it holds the lock).
+func (s Store) RemovePartial(name string) error {
+	for _, f := range s.Partial(name) {
+		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
 // Remove deletes the container's state directory, root included. The
 // caller holds the container's lock and has stopped it.
 func (s Store) Remove(name string) error {
