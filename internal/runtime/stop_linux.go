@@ -48,7 +48,7 @@ func Stop(stateRoot, name string, timeout time.Duration) (StopResult, error) {
 		return res, err
 	}
 	recordExit(lc, exitRecord{Stopped: true}, true)
-	return res, Cleanup(stateRoot, name)
+	return res, Cleanup(Place{StateRoot: stateRoot, Name: name})
 }
 
 // shutdown delivers the stop signal to pid and waits for it to exit, calling
