@@ -33,6 +33,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nixcell/nixcell/internal/fault"
@@ -324,8 +325,21 @@ func (s Store) RemovePartial(name string) error {
 
 // Remove deletes the container's state directory, root included. The
 // caller holds the container's lock and has stopped it.
+//
+// The console agent may still be finishing with a stopped init: its last
+// output and its exit status land in the directory shortly after the stop
+// (up to the agent's 5 s wait for the init to be reaped). A file it adds
+// while the directory is being removed makes the removal fail with "not
+// empty", so the removal is tried again; once the directory is gone the
+// agent's writes fail harmlessly.
 func (s Store) Remove(name string) error {
-	if err := os.RemoveAll(s.Dir(name)); err != nil {
+	var err error
+	for deadline := time.Now().Add(6 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if err = os.RemoveAll(s.Dir(name)); !errors.Is(err, syscall.ENOTEMPTY) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("removing state of %q: %w", name, err)
 	}
 	return nil
