@@ -68,7 +68,7 @@ func Inspect(stateRoot, name string) (Status, error) {
 // the container's init; runc names that stage runc:[2:INIT].
 func waitsOnExecFifo(pid int) bool {
 	comm, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
-	return err == nil && strings.TrimSpace(string(comm)) == "runc:[2:INIT]"
+	return err == nil && strings.TrimSpace(string(comm)) == libcontainerInitName
 }
 
 // Start boots the container detached: it returns once the init runs, or,
