@@ -53,13 +53,24 @@ func Inspect(stateRoot, name string) (Status, error) {
 		return Status{}, fmt.Errorf("loading runtime state %s: %w", filepath.Join(stateRoot, name), err)
 	}
 	// An init that is gone left state Cleanup removes. One still in
-	// libcontainer's init stage is a start in progress, or the leftover of
-	// one killed before it let its init run: the container's init does not
-	// run.
-	if !initAlive(st.Pid, st.Start) || waitsOnExecFifo(st.Pid) {
+	// libcontainer's init stage with its exec fifo there (libcontainer's
+	// Created) is a start in progress, or the leftover of one killed
+	// before it let its init run: the container's init does not run. Once
+	// a start has read the fifo, libcontainer removes it and the init runs,
+	// though it may not have reached its execve yet.
+	if !initAlive(st.Pid, st.Start) || waitsOnExecFifo(st.Pid) && exists(filepath.Join(stateRoot, name, execFifo)) {
 		return Status{}, nil
 	}
 	return Status{Running: true, Pid: st.Pid, StartedAt: bootTime().Add(ticksToDuration(st.Start))}, nil
+}
+
+// execFifo is libcontainer's exec fifo in its state directory: there from
+// the init's creation until a start opens it.
+const execFifo = "exec.fifo"
+
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
 }
 
 // initOf is the init of libcontainer's state.json.
