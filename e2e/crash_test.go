@@ -180,16 +180,18 @@ func TestKilledAnywhere(t *testing.T) {
 		in.rootIntact(when, name, keep)
 	}
 
+	var startWhole time.Duration
+	killStart := func(d time.Duration) {
+		when := fmt.Sprintf("start killed after %v", d)
+		kill(d, "start", name)
+		// What a user does next: start it, or stop it when it runs.
+		bring(when, true)
+		bring(when, false)
+		after(when)
+	}
 	t.Run("start", func(t *testing.T) {
-		whole := in.timed([]string{"stop", name}, "start", name)
-		spread(whole, killsEach(60), func(d time.Duration) {
-			when := fmt.Sprintf("start killed after %v", d)
-			kill(d, "start", name)
-			// What a user does next: start it, or stop it when it runs.
-			bring(when, true)
-			bring(when, false)
-			after(when)
-		})
+		startWhole = in.timed([]string{"stop", name}, "start", name)
+		spread(startWhole, killsEach(60), killStart)
 	})
 
 	t.Run("stop", func(t *testing.T) {
@@ -276,14 +278,26 @@ func TestKilledAnywhere(t *testing.T) {
 		})
 	})
 
-	in.must("destroy", name)
 	// Most kills must land in the command (the spread reaches a quarter
 	// past its longest run, so about a fifth do not); with all of them,
-	// issue 13's 200.
+	// issue 13's 200. On a loaded machine a command's time varies more and
+	// more of them come after it ended: start is killed again, at delays
+	// inside its shortest part, until there are enough.
 	want := (kills + ended) / 2
 	if os.Getenv("NIXCELL_E2E_KILLS") == "all" {
 		want = 200
+		if kills < want {
+			t.Run("more starts", func(t *testing.T) {
+				if in.info(name).State == "running" {
+					in.must("stop", name)
+				}
+				for i := 0; kills < want && i < 2*want; i++ {
+					killStart(startWhole / 2 * time.Duration(i%20) / 20)
+				}
+			})
+		}
 	}
+	in.must("destroy", name)
 	if kills < want {
 		t.Errorf("only %d commands were killed (%d ended first), want at least %d", kills, ended, want)
 	}

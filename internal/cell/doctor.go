@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -184,17 +185,31 @@ func (m *Manager) leftovers() ([]leftover, error) {
 			members[name] = true
 		}
 	}
-	for _, link := range network.ContainerLinks(netst.Settings) {
-		owner := ""
-		for _, name := range names {
-			if network.IsLinkOf(netst.Settings, link, name) {
-				owner = name
+	stray := func() []string {
+		var out []string
+		for _, link := range network.ContainerLinks(netst.Settings) {
+			owner := ""
+			for _, name := range names {
+				if network.IsLinkOf(netst.Settings, link, name) {
+					owner = name
+				}
+			}
+			if owner == "" || !members[owner] {
+				out = append(out, link)
 			}
 		}
-		if owner == "" || !members[owner] {
-			link := link
-			add("links", fmt.Sprintf("interface %s of a container that does not run", link), func(context.Context) error { return network.DeleteLink(link) })
-		}
+		return out
+	}
+	// A stopped container's host interfaces go with its network namespace,
+	// which the kernel tears down after the init is gone, not at once (stop
+	// leaves them to it; destroy removes them): what is still there is
+	// looked at again for a while before it counts.
+	links := stray()
+	for deadline := time.Now().Add(3 * time.Second); len(links) > 0 && time.Now().Before(deadline); links = stray() {
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, link := range links {
+		add("links", fmt.Sprintf("interface %s of a container that does not run", link), func(context.Context) error { return network.DeleteLink(link) })
 	}
 	// Lock files of containers that do not exist, unless someone holds one
 	// (a create in progress).
