@@ -116,7 +116,9 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 	if err != nil {
 		return err
 	}
-	defer lock.Unlock()
+	// A create refused before it made anything (another's profile of
+	// that name) leaves no lock file either.
+	defer m.unlockMissing(lock, req.Name)
 
 	profile := nix.Profile{Name: req.Name}
 	rec, err := m.Store.Load(req.Name)
