@@ -59,6 +59,12 @@ type listed struct {
 	} `json:"limits"`
 }
 
+// whole tells whether the entry shows all that a finished create makes:
+// a system (generation), an ID range and addresses.
+func (l listed) whole() bool {
+	return l.Generation >= 1 && l.System != "" && l.IDs != nil && l.IPv4 != "" && l.IPv6 != ""
+}
+
 // clearFailure checks that a failed command of nixcell ended as the CLI's
 // table says a refused operation ends (exit 1: every class but a bad
 // command line) with one line on stderr that names the command and the
@@ -109,7 +115,8 @@ func TestConcurrentCommands(t *testing.T) {
 	system := prebuilt(t, `{ }`)
 	instances := []*instance{a, b}
 	// Each instance forwards a host port of its own, which two of its
-	// creates claim at once.
+	// creates claim at once. (Not one port for both: host ports are
+	// claimed per instance, so two instances may forward the same one.)
 	k := freeSubnet(t, func(int) []string { return nil })
 	port := map[*instance]int{a: 24000 + 2*k, b: 24001 + 2*k}
 	tag := map[*instance]string{a: "a", b: "b"}
@@ -222,6 +229,7 @@ func TestConcurrentCommands(t *testing.T) {
 	var mu sync.Mutex
 	var sampleErrs []string
 	seenWhole := map[string]bool{} // "INSTANCE NAME" listed as stopped or running
+	seenStates := map[string]int{} // how many times list showed each state
 	samples := 0
 	sampleErr := func(format string, args ...any) {
 		mu.Lock()
@@ -267,12 +275,15 @@ func TestConcurrentCommands(t *testing.T) {
 				mu.Unlock()
 				ids, addrs := map[uint32]string{}, map[string]string{}
 				for _, l := range ls {
+					mu.Lock()
+					seenStates[l.State]++
+					mu.Unlock()
 					switch l.State {
 					case "stopped", "running":
 						// Whole: a create records the container as made
 						// only once its system, ID range and addresses
 						// are.
-						if l.Generation < 1 || l.System == "" || l.IDs == nil || l.IPv4 == "" || l.IPv6 == "" {
+						if !l.whole() {
 							sampleErr("list in %s shows %s %s while it is not whole: %+v", tag[in], l.Name, l.State, l)
 						}
 						mu.Lock()
@@ -332,6 +343,7 @@ func TestConcurrentCommands(t *testing.T) {
 	}
 	t.Logf("%d commands launched at once (and %d after them) in %v (longest %v); %d list samples", len(ops), chained, time.Since(t0).Round(time.Millisecond),
 		slices.MaxFunc(ops, func(x, y *op) int { return int(x.took - y.took) }).took.Round(time.Millisecond), samples)
+	t.Logf("list showed, in all its samples: %v", seenStates)
 	for _, e := range sampleErrs {
 		t.Error(e)
 	}
@@ -355,6 +367,11 @@ func TestConcurrentCommands(t *testing.T) {
 	}
 	if t.Failed() {
 		t.FailNow()
+	}
+	for _, o := range ops {
+		if o.r.code != 0 {
+			t.Logf("refused: %s: %s", label(o), strings.TrimSpace(o.r.stderr))
+		}
 	}
 	// won: the op succeeded.
 	won := func(o *op) bool { return o.r.code == 0 }
@@ -532,6 +549,9 @@ func TestConcurrentCommands(t *testing.T) {
 		for _, l := range ls {
 			if _, planned := want[in][l.Name]; !planned {
 				t.Errorf("%s: list shows %s, which the test did not make", tag[in], l.Name)
+			}
+			if !l.whole() {
+				t.Errorf("%s: %s is not whole after the run: %+v", tag[in], l.Name, l)
 			}
 			if m, ok := wantMemory[in][l.Name]; ok && l.Limits.MemoryBytes != m {
 				t.Errorf("%s: %s has memory limit %d, want %d", tag[in], l.Name, l.Limits.MemoryBytes, m)
