@@ -244,76 +244,85 @@ func TestConcurrentCommands(t *testing.T) {
 			isPre[n] = true
 		}
 	}
-	done := make(chan struct{})
-	var samplers sync.WaitGroup
-	for _, in := range instances {
-		samplers.Add(1)
-		go func() {
-			defer samplers.Done()
-			for {
-				select {
-				case <-done:
-					return
-				default:
-				}
-				r, hung, err := in.bounded("list", "--json")
-				if err != nil || hung {
-					sampleErr("list --json in %s: %v (hung %v)", tag[in], err, hung)
-					return
-				}
-				if err := succeeded(r); err != nil {
-					sampleErr("list --json in %s during the run: %v", tag[in], err)
-					continue
-				}
-				var ls []listed
-				if err := json.Unmarshal([]byte(r.stdout), &ls); err != nil {
-					sampleErr("list --json in %s: %v: %s", tag[in], err, r.stdout)
-					continue
-				}
-				mu.Lock()
-				samples++
-				mu.Unlock()
-				ids, addrs := map[uint32]string{}, map[string]string{}
-				for _, l := range ls {
-					mu.Lock()
-					seenStates[l.State]++
-					mu.Unlock()
-					switch l.State {
-					case "stopped", "running":
-						// Whole: a create records the container as made
-						// only once its system, ID range and addresses
-						// are.
-						if !l.whole() {
-							sampleErr("list in %s shows %s %s while it is not whole: %+v", tag[in], l.Name, l.State, l)
-						}
-						mu.Lock()
-						seenWhole[tag[in]+" "+l.Name] = true
-						mu.Unlock()
-					case "creating":
-						if isPre[l.Name] {
-							sampleErr("list in %s shows %s, created before the run, as creating", tag[in], l.Name)
-						}
-					case "destroying":
+	// sampling runs list --json in both instances until the returned stop
+	// is called, checking every sample; when says during what.
+	sampling := func(when string) (stop func()) {
+		done := make(chan struct{})
+		var samplers sync.WaitGroup
+		for _, in := range instances {
+			samplers.Add(1)
+			go func() {
+				defer samplers.Done()
+				for {
+					select {
+					case <-done:
+						return
 					default:
-						sampleErr("list in %s shows %s in state %q", tag[in], l.Name, l.State)
 					}
-					if l.IDs != nil {
-						if o, dup := ids[l.IDs.Start]; dup {
-							sampleErr("list in %s shows %s and %s with ID range %v", tag[in], o, l.Name, l.IDs)
-						}
-						ids[l.IDs.Start] = l.Name
+					r, hung, err := in.bounded("list", "--json")
+					if err != nil || hung {
+						sampleErr("list --json in %s: %v (hung %v)", tag[in], err, hung)
+						return
 					}
-					for _, ip := range []string{l.IPv4, l.IPv6} {
-						if o, dup := addrs[ip]; dup && ip != "" {
-							sampleErr("list in %s shows %s and %s with address %s", tag[in], o, l.Name, ip)
+					if err := succeeded(r); err != nil {
+						sampleErr("list --json in %s %s: %v", tag[in], when, err)
+						continue
+					}
+					var ls []listed
+					if err := json.Unmarshal([]byte(r.stdout), &ls); err != nil {
+						sampleErr("list --json in %s: %v: %s", tag[in], err, r.stdout)
+						continue
+					}
+					mu.Lock()
+					samples++
+					mu.Unlock()
+					ids, addrs := map[uint32]string{}, map[string]string{}
+					for _, l := range ls {
+						mu.Lock()
+						seenStates[l.State]++
+						mu.Unlock()
+						switch l.State {
+						case "stopped", "running":
+							// Whole: a create records the container as made
+							// only once its system, ID range and addresses
+							// are.
+							if !l.whole() {
+								sampleErr("list in %s shows %s %s while it is not whole: %+v", tag[in], l.Name, l.State, l)
+							}
+							mu.Lock()
+							seenWhole[tag[in]+" "+l.Name] = true
+							mu.Unlock()
+						case "creating":
+							if isPre[l.Name] {
+								sampleErr("list in %s shows %s, created before the run, as creating", tag[in], l.Name)
+							}
+						case "destroying":
+						default:
+							sampleErr("list in %s shows %s in state %q", tag[in], l.Name, l.State)
 						}
-						addrs[ip] = l.Name
+						if l.IDs != nil {
+							if o, dup := ids[l.IDs.Start]; dup {
+								sampleErr("list in %s shows %s and %s with ID range %v", tag[in], o, l.Name, l.IDs)
+							}
+							ids[l.IDs.Start] = l.Name
+						}
+						for _, ip := range []string{l.IPv4, l.IPv6} {
+							if o, dup := addrs[ip]; dup && ip != "" {
+								sampleErr("list in %s shows %s and %s with address %s", tag[in], o, l.Name, ip)
+							}
+							addrs[ip] = l.Name
+						}
 					}
 				}
-			}
-		}()
+			}()
+		}
+		return func() {
+			close(done)
+			samplers.Wait()
+		}
 	}
 
+	stopSampling := sampling("during the run")
 	t0 := time.Now()
 	var wg sync.WaitGroup
 	start := make(chan struct{})
@@ -333,8 +342,7 @@ func TestConcurrentCommands(t *testing.T) {
 	}
 	close(start)
 	wg.Wait()
-	close(done)
-	samplers.Wait()
+	stopSampling()
 	chained := 0
 	for _, o := range ops {
 		if o.thenR != nil {
@@ -629,7 +637,12 @@ func TestConcurrentCommands(t *testing.T) {
 	// The ranges of the host's registry are distinct, ours among them.
 	checkDistinct(t)
 
-	// Destroy everything at once; nothing is left behind.
+	// Destroy everything at once, list sampled meanwhile; nothing is
+	// left behind.
+	mu.Lock()
+	sampleErrs, samples = nil, 0
+	mu.Unlock()
+	stopSampling = sampling("while destroying")
 	var destroy sync.WaitGroup
 	for _, h := range all {
 		destroy.Add(1)
@@ -642,6 +655,11 @@ func TestConcurrentCommands(t *testing.T) {
 		}()
 	}
 	destroy.Wait()
+	stopSampling()
+	t.Logf("%d list samples while destroying", samples)
+	for _, e := range sampleErrs {
+		t.Error(e)
+	}
 	for _, in := range instances {
 		in.noLeftovers("after destroying every container of " + tag[in])
 	}
