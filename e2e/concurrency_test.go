@@ -98,18 +98,20 @@ func succeeded(r result) error {
 	return nil
 }
 
-// TestConcurrentCommands: two instances at once run 60 commands launched
+// TestConcurrentCommands: two instances at once run 62 commands launched
 // together (issue 13, concurrency): create, start, stop, update, destroy
 // and list, on distinct containers and several on the same one, among
-// containers created before and during the run, and one name created in
-// both instances. Each conflict has the outcome its order allows (see
-// conflicts below); every refusal is a one-line error of exit status 1
-// naming the container; no command hangs. list --json, sampled all along,
-// never shows a container as stopped or running before its create has
-// made it whole, and never two containers with one ID range or address.
-// After the run every container is as the outcomes say and as list says,
-// allocations are distinct, destroying all leaves nothing (doctor and the
-// harness's checks).
+// containers created before and during the run, and three names created
+// in both instances. Each conflict has the outcome its order allows (see
+// the pairs below); every refusal is a one-line error of exit status 1
+// naming the container; no command hangs. list --json, sampled all along
+// and while everything is destroyed, never fails, never shows a container
+// as stopped or running before its create has made it whole, and never
+// two containers with one ID range or address. After the run every
+// container is as the outcomes say and as list and state say, ID ranges,
+// addresses and port claims are distinct and held only by containers
+// that exist, and destroying all leaves nothing (doctor and the harness's
+// checks).
 func TestConcurrentCommands(t *testing.T) {
 	a, b := newInstance(t), newInstance(t)
 	system := prebuilt(t, `{ }`)
