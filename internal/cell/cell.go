@@ -181,10 +181,26 @@ func (m *Manager) inspect(name string, shared instanceState) (Info, error) {
 	return info, err
 }
 
+// lacks tells whether sh holds none of the allocations a created rec
+// has: its ID range (unless privileged) and its addresses.
+func (sh instanceState) lacks(rec *state.Container) bool {
+	_, ranged := sh.ranges[rec.Name]
+	_, addressed := sh.net.Addresses[rec.Name]
+	return (!ranged && !rec.Spec.Privileged) || (sh.netOK && !addressed)
+}
+
 func (m *Manager) inspectOnce(name string, shared instanceState) (Info, error) {
 	rec, err := m.Store.Load(name)
 	if err != nil {
 		return Info{}, err
+	}
+	if rec.Phase == state.Created && shared.lacks(rec) {
+		// The instance-wide files were read before the record, and a
+		// create finished in between: read them again, or the container
+		// would show without its ID range or addresses.
+		if shared, err = m.sharedState(); err != nil {
+			return Info{}, err
+		}
 	}
 	st, status, err := m.stateOf(rec)
 	if err != nil {
