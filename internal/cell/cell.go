@@ -168,10 +168,39 @@ func (m *Manager) sharedState() (instanceState, error) {
 	return sh, err
 }
 
+// inspect reads the container's Info. It takes no lock, so a stop or a
+// destroy under way may remove what it reads between two of its reads
+// (the runtime state, the profile's links); then it reads once more, and
+// finds the container gone (state.ErrNotFound, which List skips), marked
+// destroying, or as the command left it.
 func (m *Manager) inspect(name string, shared instanceState) (Info, error) {
+	info, err := m.inspectOnce(name, shared)
+	if err != nil && !errors.Is(err, state.ErrNotFound) {
+		info, err = m.inspectOnce(name, shared)
+	}
+	return info, err
+}
+
+// lacks tells whether sh holds none of the allocations a created rec
+// has: its ID range (unless privileged) and its addresses.
+func (sh instanceState) lacks(rec *state.Container) bool {
+	_, ranged := sh.ranges[rec.Name]
+	_, addressed := sh.net.Addresses[rec.Name]
+	return (!ranged && !rec.Spec.Privileged) || (sh.netOK && !addressed)
+}
+
+func (m *Manager) inspectOnce(name string, shared instanceState) (Info, error) {
 	rec, err := m.Store.Load(name)
 	if err != nil {
 		return Info{}, err
+	}
+	if rec.Phase == state.Created && shared.lacks(rec) {
+		// The instance-wide files were read before the record, and a
+		// create finished in between: read them again, or the container
+		// would show without its ID range or addresses.
+		if shared, err = m.sharedState(); err != nil {
+			return Info{}, err
+		}
 	}
 	st, status, err := m.stateOf(rec)
 	if err != nil {
@@ -183,8 +212,9 @@ func (m *Manager) inspect(name string, shared instanceState) (Info, error) {
 		RootFS: rec.Source.RootFS, Limits: rec.Limits(),
 	}
 	if rec.Source.RootFS == "" {
+		// A destroy may be removing the profile: then it shows none.
 		info.Generation, info.System, err = nix.Profile{Name: name}.Current()
-		if err != nil {
+		if err != nil && st != lifecycle.Destroying {
 			return Info{}, err
 		}
 	}

@@ -116,7 +116,9 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 	if err != nil {
 		return err
 	}
-	defer lock.Unlock()
+	// A create refused before it made anything (another's profile of
+	// that name) leaves no lock file either.
+	defer m.unlockMissing(lock, req.Name)
 
 	profile := nix.Profile{Name: req.Name}
 	rec, err := m.Store.Load(req.Name)
@@ -134,7 +136,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 		// A profile nixcell does not know of belongs to someone else, such
 		// as a nixos-container container of the same name.
 		if _, err := os.Lstat(profile.Dir()); err == nil {
-			return fmt.Errorf("%w: a Nix profile already exists at %s (another tool's container of that name?); choose another name or remove it", state.ErrExists, profile.Dir())
+			return fmt.Errorf("%w: a Nix profile already exists at %s (another instance's or another tool's container of that name?); choose another name or remove it", state.ErrExists, profile.Dir())
 		}
 	}
 
@@ -166,6 +168,16 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 	})
 	if err := failpoint.Hit("create/recorded"); err != nil {
 		return err
+	}
+	if req.RootFS == "" {
+		// The check above is not enough: another instance may be making
+		// a container of this name right now.
+		if err := profile.Claim(); errors.Is(err, nix.ErrProfileTaken) {
+			return fmt.Errorf("%w: a Nix profile already exists at %s (another instance's or another tool's container of that name?); choose another name or remove it", state.ErrExists, profile.Dir())
+		} else if err != nil {
+			return err
+		}
+		u.Push("removing its profile", func(context.Context) error { return profile.Remove() })
 	}
 
 	if req.Expr != "" {
@@ -229,7 +241,6 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 		if err := profile.Ensure(rootUID); err != nil {
 			return err
 		}
-		u.Push("removing its profile", func(context.Context) error { return profile.Remove() })
 		if _, err := profile.Set(ctx, system); err != nil {
 			return fmt.Errorf("setting profile %s: %w", profile.System(), err)
 		}

@@ -93,6 +93,27 @@ func (p Profile) Ensure(uid int) error {
 	return nil
 }
 
+// ErrProfileTaken is the error of Claim when the profile directory exists.
+var ErrProfileTaken = errors.New("a Nix profile of that name exists")
+
+// Claim creates the profile directory, failing with ErrProfileTaken if it
+// exists: profiles are named host-wide, so of two creates of one name in
+// two state directories at once only one may have it. (mkdir is the
+// atomic test; a check before it is not.)
+func (p Profile) Claim() error {
+	if err := hostfs.MkdirAll(ProfilesDir, 0o700, 0, 0); err != nil {
+		return fmt.Errorf("creating %s: %w", ProfilesDir, err)
+	}
+	err := unix.Mkdir(p.Dir(), 0o755)
+	if errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("%w: %s", ErrProfileTaken, p.Dir())
+	}
+	if err != nil {
+		return fmt.Errorf("creating profile %s: %w", p.Dir(), err)
+	}
+	return nil
+}
+
 // nixEnvTimeout bounds every nix-env call on a profile: it waits for the
 // profile's lock, which only another Nix command can hold.
 const nixEnvTimeout = 2 * time.Minute
