@@ -219,7 +219,7 @@ func (e Exec) runFast(stateRoot, name string) (int, error) {
 	x.filter = (*C.struct_sock_filter)(a.bytes(unsafe.Slice((*byte)(unsafe.Pointer(&prog[0])), len(prog)*int(unsafe.Sizeof(prog[0])))))
 	x.filter_len = C.ushort(len(prog))
 
-	proc, err := spawn(x, st, cg)
+	proc, cgroup2, err := spawn(x, st, cg)
 	unix.Close(errFd)
 	goruntime.KeepAlive(streams)
 	if err != nil {
@@ -235,6 +235,9 @@ func (e Exec) runFast(stateRoot, name string) (int, error) {
 	defer killOnDone(proc, e.Done)()
 	stop := forwardSignals(proc, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2)
 	defer stop()
+	// The process runs: what was found for it is what the early path
+	// needs for the next exec into this init.
+	writePlan(dir, newExecPlan(st, name, caps, cgroup2, prog))
 	code := proc.wait()
 	streams.wait()
 	return code, nil
@@ -286,33 +289,37 @@ func (e Exec) cwd() string {
 
 // spawn clones the process on a thread of its own, which joins the
 // container's PID namespace for its children and is thrown away.
-func spawn(x *C.struct_nc_exec, st execState, cg *cgroupFiles) (*fastProcess, error) {
+// It also returns the cgroup2 directory it cloned into ("" for none).
+func spawn(x *C.struct_nc_exec, st execState, cg *cgroupFiles) (*fastProcess, string, error) {
 	type result struct {
-		p   *fastProcess
-		err error
+		p       *fastProcess
+		cgroup2 string
+		err     error
 	}
 	ch := make(chan result, 1)
 	go func() {
 		goruntime.LockOSThread() // never unlocked: the thread dies with this goroutine
+		cgroup2 := st.Cgroups[""]
 		pid := int(C.nc_exec_spawn(x))
 		if pid == -int(unix.EBUSY) && cg.dir >= 0 {
 			// On a cgroup2 host, an init that enabled controllers for
 			// its children (systemd does) left its cgroup to them: join
 			// the init's own, as runc does.
-			if fd, err := initCgroup2(st); err == nil {
+			if fd, dir, err := initCgroup2(st); err == nil {
 				x.cgroupfd = C.int(fd)
 				pid = int(C.nc_exec_spawn(x))
 				unix.Close(fd)
+				cgroup2 = dir
 			}
 		}
 		if pid < 0 {
 			ch <- result{err: fmt.Errorf("clone3: %w", syscall.Errno(-pid))}
 			return
 		}
-		ch <- result{p: &fastProcess{pid: pid, pidfd: int(x.child_pidfd)}}
+		ch <- result{p: &fastProcess{pid: pid, pidfd: int(x.child_pidfd)}, cgroup2: cgroup2}
 	}()
 	r := <-ch
-	return r.p, r.err
+	return r.p, r.cgroup2, r.err
 }
 
 // steps names the child's steps (enum nc_step) for error messages.
@@ -527,15 +534,15 @@ func (cg *cgroupFiles) close() {
 }
 
 // initCgroup2 opens the cgroup2 directory the init is in now, if it is
-// below the container's. /proc/PID/cgroup names it from the cgroup2
+// below the container's, and returns it with its path. /proc/PID/cgroup names it from the cgroup2
 // root; the container's directory is known by its absolute path, whose
 // mount point is found as what precedes the deepest ancestor of the
 // init's cgroup it ends with (the systemd driver records no relative
 // path in the configuration).
-func initCgroup2(st execState) (int, error) {
+func initCgroup2(st execState) (int, string, error) {
 	f, err := os.Open("/proc/" + strconv.Itoa(st.InitPid) + "/cgroup")
 	if err != nil {
-		return -1, err
+		return -1, "", err
 	}
 	defer f.Close()
 	dir := st.Cgroups[""]
@@ -547,11 +554,12 @@ func initCgroup2(st execState) (int, error) {
 		}
 		for r := path.Dir(p); r != "/" && r != "."; r = path.Dir(r) {
 			if mnt, ok := strings.CutSuffix(dir, r); ok && !strings.HasSuffix(mnt, "/") {
-				return unix.Open(mnt+p, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+				fd, err := unix.Open(mnt+p, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+				return fd, mnt + p, err
 			}
 		}
 	}
-	return -1, errors.New("the init has no cgroup2 directory below the container's")
+	return -1, "", errors.New("the init has no cgroup2 directory below the container's")
 }
 
 // procStdio is a process's stdin, stdout and stderr: the caller's files
