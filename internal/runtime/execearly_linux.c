@@ -11,6 +11,7 @@
 #include <limits.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,6 +111,16 @@ int nc_plan_parse(const void *buf, size_t len, struct nc_plan *p)
 
 // ---- the early path ----
 
+// format is snprintf that fails (-1) rather than cut a path short.
+static int format(char *buf, size_t size, const char *f, ...)
+{
+	va_list ap;
+	va_start(ap, f);
+	int n = vsnprintf(buf, size, f, ap);
+	va_end(ap);
+	return n < 0 || (size_t)n >= size ? -1 : 0;
+}
+
 // clean_abs tells whether s is an absolute path that Go's filepath.Abs
 // leaves as it is (clean): then it names the instance as Go does.
 static int clean_abs(const char *s)
@@ -171,7 +182,8 @@ static ssize_t read_root_file(const char *path, char *buf, size_t size)
 static int state_reachable(const char *root)
 {
 	char dir[PATH_MAX];
-	snprintf(dir, sizeof dir, "%s/containers", strcmp(root, "/") ? root : "");
+	if (format(dir, sizeof dir, "%s/containers", strcmp(root, "/") ? root : "") < 0)
+		return 0;
 	for (;;) {
 		struct stat st;
 		if (stat(dir, &st) < 0 || !(st.st_mode & S_IXOTH))
@@ -193,8 +205,10 @@ static int state_reachable(const char *root)
 static int record_created(const char *root, const char *name)
 {
 	char path[PATH_MAX], want[160], buf[256];
-	snprintf(path, sizeof path, "%s/containers/%s/container.json", root, name);
-	int n = snprintf(want, sizeof want, "{\n  \"name\": \"%s\",\n  \"phase\": \"created\",\n", name);
+	if (format(path, sizeof path, "%s/containers/%s/container.json", root, name) < 0 ||
+	    format(want, sizeof want, "{\n  \"name\": \"%s\",\n  \"phase\": \"created\",\n", name) < 0)
+		return 0;
+	int n = strlen(want);
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return 0;
@@ -346,9 +360,10 @@ static int wait_forwarding(int pidfd)
 	sigaddset(&set, SIGCHLD);
 	for (;;) {
 		siginfo_t si = { 0 };
-		if (waitid(P_PIDFD, pidfd, &si, WEXITED | WNOHANG) == 0 && si.si_pid != 0)
+		int r = waitid(P_PIDFD, pidfd, &si, WEXITED | WNOHANG);
+		if (r == 0 && si.si_pid != 0)
 			return si.si_code == CLD_EXITED ? si.si_status & 0xff : 128 + si.si_status;
-		if (errno == ECHILD)
+		if (r < 0 && errno != EINTR)
 			return 255; // as fastProcess.wait
 		int sig = sigwaitinfo(&set, NULL);
 		if (sig > 0 && sig != SIGCHLD)
@@ -420,7 +435,8 @@ static int prepare(struct early *e)
 		strcpy(e->run, DEFAULT_RUN);
 	} else {
 		char ptr[PATH_MAX];
-		snprintf(ptr, sizeof ptr, "%s/" RUN_POINTER, strcmp(e->root, "/") ? e->root : "");
+		if (format(ptr, sizeof ptr, "%s/" RUN_POINTER, strcmp(e->root, "/") ? e->root : "") < 0)
+			return -1;
 		ssize_t n = read_root_file(ptr, e->run, sizeof e->run);
 		if (n < 2 || e->run[n - 1] != '\n')
 			return -1;
@@ -430,10 +446,10 @@ static int prepare(struct early *e)
 	}
 	if (!state_reachable(e->root) || !record_created(e->root, e->name))
 		return -1;
-	snprintf(e->dir, sizeof e->dir, "%s/containers/%s", e->run, e->name);
-
 	char path[PATH_MAX];
-	snprintf(path, sizeof path, "%s/" NC_PLAN_FILE, e->dir);
+	if (format(e->dir, sizeof e->dir, "%s/containers/%s", e->run, e->name) < 0 ||
+	    format(path, sizeof path, "%s/" NC_PLAN_FILE, e->dir) < 0)
+		return -1;
 	if (posix_memalign(&e->buf, 8, NC_PLAN_MAX + 1))
 		return e->buf = NULL, -1;
 	ssize_t n = read_root_file(path, e->buf, NC_PLAN_MAX + 1);
@@ -443,8 +459,7 @@ static int prepare(struct early *e)
 
 	// libcontainer's Status, as runFast checks it.
 	struct stat st;
-	snprintf(path, sizeof path, "%s/exec.fifo", e->dir);
-	if (lstat(path, &st) == 0 || errno != ENOENT || frozen(p))
+	if (format(path, sizeof path, "%s/exec.fifo", e->dir) < 0 || lstat(path, &st) == 0 || errno != ENOENT || frozen(p))
 		return -1;
 	e->pidfd = syscall(SYS_pidfd_open, p->init_pid, 0);
 	if (e->pidfd < 0 || !init_alive(p->init_pid, p->init_start))
