@@ -60,11 +60,16 @@ import (
 // start, so exec applies the same ones whichever path it takes. A setting
 // the fast path does not implement sends exec libcontainer's way.
 // TestExecFastSameAsLibcontainer compares processes started both ways.
+//
+// What runFast found for an init, it leaves as an exec plan for the early
+// path, which runs the same C code before the Go runtime starts
+// (execplan_linux.go).
 
 // ExecPathEnv names the environment variable that, set to "libcontainer",
 // makes exec take libcontainer's path (for comparison, and as a way out
 // should the fast path fail on some host); set to "fast", exec fails
-// rather than take libcontainer's path (for tests).
+// rather than take libcontainer's path (for tests). Set to anything, it
+// keeps the early path (execplan_linux.go) out: Go decides.
 const ExecPathEnv = "NIXCELL_EXEC"
 
 // errUnsupported means the container's configuration has a setting the

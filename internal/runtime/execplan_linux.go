@@ -158,13 +158,20 @@ func writePlan(dir string, p *execPlan) {
 	if back, err := decodePlan(data); err != nil || !p.equal(back) {
 		return
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		_ = os.Remove(tmp) // the directory went with a stop meanwhile, or is full
-		return
+	// A temporary file of its own: two execs may write at once.
+	f, err := os.CreateTemp(dir, "."+C.NC_PLAN_FILE+"-*") // 0600
+	if err != nil {
+		return // the directory went with a stop meanwhile
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		_ = os.Remove(f.Name())
 	}
 }
 
