@@ -22,9 +22,6 @@
 
 #include "execfast_linux.h"
 
-#ifndef CLONE_NEWTIME
-#define CLONE_NEWTIME 0x80
-#endif
 #ifndef P_PIDFD
 #define P_PIDFD 3
 #endif
@@ -217,33 +214,6 @@ static int record_created(const char *root, const char *name)
 	return got == n && memcmp(buf, want, n) == 0;
 }
 
-// init_alive is initAlive: pid is the init that started at start.
-static int init_alive(int pid, uint64_t start)
-{
-	char path[64], buf[1024];
-	snprintf(path, sizeof path, "/proc/%d/stat", pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	ssize_t n = read(fd, buf, sizeof buf - 1);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = 0;
-	char *s = strrchr(buf, ')');
-	if (!s || s[1] != ' ' || s[2] == 'Z' || s[2] == 'X')
-		return 0;
-	for (int field = 3; field <= 22; field++) { // s ends before field 22 of stat(5)
-		s = strchr(s + 1, ' ');
-		if (!s)
-			return 0;
-	}
-	char *end;
-	errno = 0;
-	unsigned long long ticks = strtoull(s + 1, &end, 10);
-	return errno == 0 && end != s + 1 && (*end == ' ' || *end == '\n' || *end == 0) && ticks == start;
-}
-
 // frozen is frozen(): the container's freezer holds it.
 static int frozen(const struct nc_plan *p)
 {
@@ -257,43 +227,6 @@ static int frozen(const struct nc_plan *p)
 	if (p->freezer_kind == NC_FREEZER_V1)
 		return !(n >= 6 && memcmp(buf, "THAWED", 6) == 0);
 	return n >= 1 && buf[0] == '1';
-}
-
-static const struct {
-	const char *name;
-	int flag;
-} ns_types[] = {
-	{ "pid", CLONE_NEWPID }, { "user", CLONE_NEWUSER }, { "mnt", CLONE_NEWNS },
-	{ "uts", CLONE_NEWUTS }, { "ipc", CLONE_NEWIPC }, { "net", CLONE_NEWNET },
-	{ "cgroup", CLONE_NEWCGROUP }, { "time", CLONE_NEWTIME },
-};
-
-// namespaces is namespacesToJoin: the init's namespaces that are not
-// this process's own; -1 when the init's are gone or unreadable.
-static int namespaces(int pid, int *join_pid, int *flags)
-{
-	*join_pid = 0;
-	*flags = 0;
-	for (size_t i = 0; i < sizeof ns_types / sizeof ns_types[0]; i++) {
-		char path[64];
-		struct stat self, init;
-		snprintf(path, sizeof path, "/proc/self/ns/%s", ns_types[i].name);
-		if (stat(path, &self) < 0) {
-			if (errno == ENOENT)
-				continue;
-			return -1;
-		}
-		snprintf(path, sizeof path, "/proc/%d/ns/%s", pid, ns_types[i].name);
-		if (stat(path, &init) < 0)
-			return -1;
-		if (self.st_dev == init.st_dev && self.st_ino == init.st_ino)
-			continue;
-		if (ns_types[i].flag == CLONE_NEWPID)
-			*join_pid = 1;
-		else
-			*flags |= ns_types[i].flag;
-	}
-	return 0;
 }
 
 // What nixcell's Go exec does with signals, reproduced:
@@ -462,7 +395,7 @@ static int prepare(struct early *e)
 	if (format(path, sizeof path, "%s/exec.fifo", e->dir) < 0 || lstat(path, &st) == 0 || errno != ENOENT || frozen(p))
 		return -1;
 	e->pidfd = syscall(SYS_pidfd_open, p->init_pid, 0);
-	if (e->pidfd < 0 || !init_alive(p->init_pid, p->init_start))
+	if (e->pidfd < 0 || !nc_init_alive(p->init_pid, p->init_start))
 		return -1;
 
 	if (p->cgroup2[0] && (e->cgroupfd = open(p->cgroup2, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
@@ -489,7 +422,7 @@ static void run(struct early *e)
 {
 	const struct nc_plan *p = &e->plan;
 	int join_pid, nsflags;
-	if (namespaces(p->init_pid, &join_pid, &nsflags) < 0)
+	if (nc_namespaces(p->init_pid, &join_pid, &nsflags) < 0)
 		return;
 	char homebuf[5 + PATH_MAX + 1];
 	struct nc_exec x = {

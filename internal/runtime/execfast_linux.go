@@ -366,21 +366,7 @@ func childReport(r *os.File, file string) error {
 // initAlive tells whether pid is still the init that started at start
 // (clock ticks after boot, as libcontainer records it).
 func initAlive(pid int, start uint64) bool {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return false
-	}
-	f := strings.Fields(string(data[i+1:]))
-	const startField = 22 - 3 // field 22 of stat(5); pid and comm come before these
-	if len(f) <= startField || f[0] == "Z" || f[0] == "X" {
-		return false
-	}
-	ticks, err := strconv.ParseUint(f[startField], 10, 64)
-	return err == nil && ticks == start
+	return C.nc_init_alive(C.int(pid), C.uint64_t(start)) != 0
 }
 
 // frozen tells whether the container's freezer cgroup holds it frozen.
@@ -396,41 +382,18 @@ func frozen(paths map[string]string) bool {
 	return false
 }
 
-// nsTypes are the namespaces a process of the container shares with its
-// init, PID first (joined apart).
-var nsTypes = []struct {
-	name string
-	flag int
-}{
-	{"pid", unix.CLONE_NEWPID}, {"user", unix.CLONE_NEWUSER}, {"mnt", unix.CLONE_NEWNS},
-	{"uts", unix.CLONE_NEWUTS}, {"ipc", unix.CLONE_NEWIPC}, {"net", unix.CLONE_NEWNET},
-	{"cgroup", unix.CLONE_NEWCGROUP}, {"time", unix.CLONE_NEWTIME},
-}
-
 // namespacesToJoin returns the init's namespaces that are not nixcell's
 // own; joining one's own user namespace is an error.
 func namespacesToJoin(pid int) (joinPid bool, flags int, err error) {
-	for _, t := range nsTypes {
-		var self, init unix.Stat_t
-		if err := unix.Stat("/proc/self/ns/"+t.name, &self); err != nil {
-			if errors.Is(err, unix.ENOENT) {
-				continue // a namespace type this kernel lacks
-			}
-			return false, 0, err
-		}
-		if err := unix.Stat("/proc/"+strconv.Itoa(pid)+"/ns/"+t.name, &init); err != nil {
-			return false, 0, lifecycle.ErrNotRunning
-		}
-		if self.Dev == init.Dev && self.Ino == init.Ino {
-			continue
-		}
-		if t.flag == unix.CLONE_NEWPID {
-			joinPid = true
-		} else {
-			flags |= t.flag
-		}
+	var join, nsflags C.int
+	switch r, errno := C.nc_namespaces(C.int(pid), &join, &nsflags); r {
+	case 0:
+		return join != 0, int(nsflags), nil
+	case -2:
+		return false, 0, lifecycle.ErrNotRunning
+	default:
+		return false, 0, fmt.Errorf("reading this process's namespaces: %w", errno)
 	}
-	return joinPid, flags, nil
 }
 
 // capMasks returns the bounding, effective and permitted sets as bit

@@ -67,6 +67,18 @@ struct nc_exec {
  * clone itself failed. Everything after the clone is reported over errfd. */
 long nc_exec_spawn(struct nc_exec *x);
 
+/* nc_init_alive tells whether pid is still the init that started at start
+ * (clock ticks after boot, field 22 of /proc/PID/stat, as libcontainer
+ * records it); a zombie is not. */
+int nc_init_alive(int pid, uint64_t start);
+
+/* nc_namespaces finds the namespaces of pid that are not the caller's own
+ * (joining one's own user namespace is an error): *join_pid for the PID
+ * namespace, joined apart, and the others as CLONE_NEW* flags in *flags.
+ * It returns -1 with errno set when the caller's cannot be read, -2 when
+ * the init's cannot (it is gone). */
+int nc_namespaces(int pid, int *join_pid, int *flags);
+
 /* The exec plan: what the fast path computed for a container's init,
  * written by Go (execplan_linux.go) into the init's runtime state
  * directory, read by the early path (execearly_linux.c) before the Go
