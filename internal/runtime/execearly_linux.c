@@ -214,21 +214,6 @@ static int record_created(const char *root, const char *name)
 	return got == n && memcmp(buf, want, n) == 0;
 }
 
-// frozen is frozen(): the container's freezer holds it.
-static int frozen(const struct nc_plan *p)
-{
-	char buf[64];
-	if (p->freezer_kind == NC_FREEZER_NONE)
-		return 0;
-	int fd = open(p->freezer, O_RDONLY | O_CLOEXEC);
-	ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf);
-	if (fd >= 0)
-		close(fd);
-	if (p->freezer_kind == NC_FREEZER_V1)
-		return !(n >= 6 && memcmp(buf, "THAWED", 6) == 0);
-	return n >= 1 && buf[0] == '1';
-}
-
 // What nixcell's Go exec does with signals, reproduced:
 //  - at the clone, the signals Go handles (all but an inherited ignored
 //    SIGHUP, and glibc's 32 and 33) are not ignored: the child resets
@@ -392,7 +377,7 @@ static int prepare(struct early *e)
 
 	// libcontainer's Status, as runFast checks it.
 	struct stat st;
-	if (format(path, sizeof path, "%s/exec.fifo", e->dir) < 0 || lstat(path, &st) == 0 || errno != ENOENT || frozen(p))
+	if (format(path, sizeof path, "%s/exec.fifo", e->dir) < 0 || lstat(path, &st) == 0 || errno != ENOENT || nc_frozen(p->freezer_kind, p->freezer))
 		return -1;
 	e->pidfd = syscall(SYS_pidfd_open, p->init_pid, 0);
 	if (e->pidfd < 0 || !nc_init_alive(p->init_pid, p->init_start))

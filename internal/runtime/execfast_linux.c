@@ -360,3 +360,18 @@ int nc_namespaces(int pid, int *join_pid, int *flags)
 	}
 	return 0;
 }
+
+// nc_frozen: see execfast_linux.h.
+int nc_frozen(int kind, const char *file)
+{
+	char buf[64];
+	if (kind == NC_FREEZER_NONE)
+		return 0;
+	int fd = open(file, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf);
+	if (fd >= 0)
+		close(fd);
+	if (kind == NC_FREEZER_V1)
+		return !(n >= 6 && memcmp(buf, "THAWED", 6) == 0);
+	return n >= 1 && buf[0] == '1';
+}

@@ -8,7 +8,6 @@ import "C"
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -371,15 +370,25 @@ func initAlive(pid int, start uint64) bool {
 
 // frozen tells whether the container's freezer cgroup holds it frozen.
 func frozen(paths map[string]string) bool {
-	if p, ok := paths["freezer"]; ok {
-		s, _ := os.ReadFile(filepath.Join(p, "freezer.state"))
-		return !bytes.HasPrefix(s, []byte("THAWED"))
+	kind, file := freezerOf(paths)
+	if kind == C.NC_FREEZER_NONE {
+		return false
 	}
-	if p, ok := paths[""]; ok {
-		s, err := os.ReadFile(filepath.Join(p, "cgroup.freeze"))
-		return err == nil && bytes.HasPrefix(s, []byte("1"))
+	cs := C.CString(file)
+	defer C.free(unsafe.Pointer(cs))
+	return C.nc_frozen(C.int(kind), cs) != 0
+}
+
+// freezerOf is the file that says whether the container is frozen, and
+// its kind (enum nc_freezer).
+func freezerOf(paths map[string]string) (int, string) {
+	if dir, ok := paths["freezer"]; ok {
+		return C.NC_FREEZER_V1, filepath.Join(dir, "freezer.state")
 	}
-	return false
+	if dir, ok := paths[""]; ok {
+		return C.NC_FREEZER_V2, filepath.Join(dir, "cgroup.freeze")
+	}
+	return C.NC_FREEZER_NONE, ""
 }
 
 // namespacesToJoin returns the init's namespaces that are not nixcell's

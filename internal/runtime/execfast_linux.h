@@ -79,6 +79,14 @@ int nc_init_alive(int pid, uint64_t start);
  * the init's cannot (it is gone). */
 int nc_namespaces(int pid, int *join_pid, int *flags);
 
+/* How a container's freezer says it is frozen: cgroup v1's freezer.state
+ * not THAWED (or unreadable), cgroup v2's cgroup.freeze 1. */
+enum nc_freezer { NC_FREEZER_NONE, NC_FREEZER_V1, NC_FREEZER_V2 };
+
+/* nc_frozen tells whether the freezer file of that kind holds the
+ * container frozen. */
+int nc_frozen(int kind, const char *file);
+
 /* The exec plan: what the fast path computed for a container's init,
  * written by Go (execplan_linux.go) into the init's runtime state
  * directory, read by the early path (execearly_linux.c) before the Go
@@ -98,8 +106,6 @@ int nc_namespaces(int pid, int *join_pid, int *flags);
 #define NC_PLAN_MAX (1 << 20)
 #define NC_PLAN_MAX_TASKS 64
 #define NC_PLAN_MAX_ENV 256
-
-enum nc_freezer { NC_FREEZER_NONE, NC_FREEZER_V1, NC_FREEZER_V2 };
 
 struct nc_plan_header {
 	uint32_t magic, version, length;

@@ -68,11 +68,7 @@ func newExecPlan(st execState, name string, caps [3]uint64, cgroup2 string, prog
 		}
 	}
 	sort.Strings(p.Tasks) // the same plan for the same init
-	if dir, ok := st.Cgroups["freezer"]; ok {
-		p.FreezerKind, p.Freezer = C.NC_FREEZER_V1, filepath.Join(dir, "freezer.state")
-	} else if dir, ok := st.Cgroups[""]; ok {
-		p.FreezerKind, p.Freezer = C.NC_FREEZER_V2, filepath.Join(dir, "cgroup.freeze")
-	}
+	p.FreezerKind, p.Freezer = freezerOf(st.Cgroups)
 	return p
 }
 
