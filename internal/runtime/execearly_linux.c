@@ -28,7 +28,7 @@
 
 #define DEFAULT_ROOT "/var/lib/nixcell"
 #define DEFAULT_RUN "/run/nixcell"
-#define RUN_POINTER "run-dir" /* state.Store's runDirFile */
+#define RUN_POINTER "run-dir" /* state.RunDirFile */
 #define MAX_NAME 63           /* spec.MaxNameLen */
 
 // ---- the plan reader (also Go's: decodePlan) ----

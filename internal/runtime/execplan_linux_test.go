@@ -3,9 +3,16 @@ package runtime
 import (
 	"bytes"
 	"encoding/binary"
+	"os"
+	"path/filepath"
 	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
 	"testing"
 
+	"github.com/nixcell/nixcell/internal/spec"
+	"github.com/nixcell/nixcell/internal/state"
 	"golang.org/x/sys/unix"
 )
 
@@ -100,4 +107,37 @@ func FuzzExecPlan(f *testing.F) {
 			t.Fatalf("read %+v from %x, which encodes as %x", p, data, back)
 		}
 	})
+}
+
+// The early path, in C before Go starts, repeats a few of nixcell's
+// names and formats: they must agree with the Go ones.
+func TestExecEarlyAgreesWithGo(t *testing.T) {
+	src, err := os.ReadFile("execearly_linux.c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{
+		"DEFAULT_ROOT": strconv.Quote(state.DefaultRoot), "DEFAULT_RUN": strconv.Quote(state.DefaultRun),
+		"RUN_POINTER": strconv.Quote(state.RunDirFile), "MAX_NAME": strconv.Itoa(spec.MaxNameLen),
+	} {
+		m := regexp.MustCompile(`(?m)^#define ` + name + ` (\S+)`).FindSubmatch(src)
+		if m == nil || string(m[1]) != want {
+			t.Errorf("execearly_linux.c defines %s as %q, Go has %s", name, m, want)
+		}
+	}
+	// record_created's test of the record's phase.
+	st, err := state.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Save(&state.Container{Name: "web", Phase: state.Created}); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(st.Dir("web"), "container.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "{\n  \"name\": \"web\",\n  \"phase\": \"created\",\n"; !strings.HasPrefix(string(data), want) {
+		t.Errorf("a record begins %q, the early path looks for %q", data[:min(len(data), len(want))], want)
+	}
 }
