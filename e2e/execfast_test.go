@@ -19,12 +19,14 @@ import (
 )
 
 // TestExecFastSameAsLibcontainer starts a process in a running container
-// through exec's fast path (NIXCELL_EXEC=fast: no fallback) and another
-// through libcontainer's setns path (NIXCELL_EXEC=libcontainer), and
-// compares what the kernel says of both: credentials, capability sets,
-// no_new_privs, the seccomp filter's program, ID maps, cgroups,
-// namespaces, root and working directory, environment, limits, session.
-// Any drift of the fast path from libcontainer's shows here.
+// through exec's fast path (NIXCELL_EXEC=fast: no fallback), another
+// through libcontainer's setns path (NIXCELL_EXEC=libcontainer), and a
+// third through the early path (NIXCELL_EXEC unset: the plan the fast path
+// left, before the Go runtime starts), and compares what the kernel says
+// of them: credentials, capability sets, no_new_privs, the seccomp
+// filter's program, ID maps, cgroups, namespaces, root and working
+// directory, environment, limits, session, signal dispositions. Any drift
+// of either path from libcontainer's shows here.
 func TestExecFastSameAsLibcontainer(t *testing.T) {
 	for _, c := range []struct {
 		name string
@@ -35,35 +37,70 @@ func TestExecFastSameAsLibcontainer(t *testing.T) {
 			name := testutil.Name("xdrift")
 			in.must(append([]string{"create", name, "--system", prebuilt(t, `{ }`)}, c.args...)...)
 			in.must("start", name)
-			fast := in.sleeper(name, "fast")
-			slow := in.sleeper(name, "libcontainer")
-			for _, f := range []string{"status", "uid_map", "gid_map", "setgroups", "cgroup", "environ", "limits", "oom_score_adj", "stat"} {
-				a, b := procFile(t, fast, f), procFile(t, slow, f)
-				if a != b {
-					t.Errorf("/proc/PID/%s differs:\nfast path:\n%s\nlibcontainer:\n%s", f, a, b)
+			fast, fastExec := in.sleeper(name, "fast")
+			slow, _ := in.sleeper(name, "libcontainer")
+			early, earlyExec := in.sleeper(name, "")
+			// The Go runtime runs several threads; the early path, one.
+			if n := threads(t, earlyExec); n != 1 {
+				t.Errorf("the early path's nixcell has %d threads: the Go runtime started", n)
+			}
+			if n := threads(t, fastExec); n < 2 {
+				t.Errorf("the fast path's nixcell has %d threads: the Go runtime did not start", n)
+			}
+			paths := []struct {
+				name string
+				pid  int
+			}{{"fast path", fast}, {"early path", early}}
+			for _, p := range paths {
+				for _, f := range []string{"status", "uid_map", "gid_map", "setgroups", "cgroup", "environ", "limits", "oom_score_adj", "stat"} {
+					a, b := procFile(t, p.pid, f), procFile(t, slow, f)
+					if a != b {
+						t.Errorf("/proc/PID/%s differs:\n%s:\n%s\nlibcontainer:\n%s", f, p.name, a, b)
+					}
+				}
+				for _, l := range []string{"root", "cwd", "ns/user", "ns/mnt", "ns/pid", "ns/pid_for_children", "ns/uts", "ns/ipc", "ns/net", "ns/cgroup", "ns/time", "ns/time_for_children"} {
+					a, errA := os.Readlink(fmt.Sprintf("/proc/%d/%s", p.pid, l))
+					b, errB := os.Readlink(fmt.Sprintf("/proc/%d/%s", slow, l))
+					if errA != nil || errB != nil || a != b {
+						t.Errorf("/proc/PID/%s: %s %q (%v), libcontainer %q (%v)", l, p.name, a, errA, b, errB)
+					}
 				}
 			}
-			for _, l := range []string{"root", "cwd", "ns/user", "ns/mnt", "ns/pid", "ns/pid_for_children", "ns/uts", "ns/ipc", "ns/net", "ns/cgroup", "ns/time", "ns/time_for_children"} {
-				a, errA := os.Readlink(fmt.Sprintf("/proc/%d/%s", fast, l))
-				b, errB := os.Readlink(fmt.Sprintf("/proc/%d/%s", slow, l))
-				if errA != nil || errB != nil || a != b {
-					t.Errorf("/proc/PID/%s: fast path %q (%v), libcontainer %q (%v)", l, a, errA, b, errB)
+			// Last: reading a seccomp program stops the process a while.
+			for _, p := range paths {
+				a, b := seccompProgram(t, p.pid), seccompProgram(t, slow)
+				if len(a) == 0 || !bytes.Equal(a, b) {
+					t.Errorf("seccomp programs differ: %s %d bytes, libcontainer %d bytes", p.name, len(a), len(b))
 				}
-			}
-			a, b := seccompProgram(t, fast), seccompProgram(t, slow)
-			if len(a) == 0 || !bytes.Equal(a, b) {
-				t.Errorf("seccomp programs differ: fast path %d bytes, libcontainer %d bytes", len(a), len(b))
-			}
-			if got := procFile(t, fast, "status"); !strings.Contains(got, "NoNewPrivs:\t1") || !strings.Contains(got, "Seccomp:\t2") {
-				t.Errorf("fast path process without no_new_privs or seccomp:\n%s", got)
+				if got := procFile(t, p.pid, "status"); !strings.Contains(got, "NoNewPrivs:\t1") || !strings.Contains(got, "Seccomp:\t2") {
+					t.Errorf("%s process without no_new_privs or seccomp:\n%s", p.name, got)
+				}
 			}
 		})
 	}
 }
 
+// threads is the number of threads of pid.
+func threads(t *testing.T, pid int) int {
+	t.Helper()
+	for _, line := range strings.Split(procFileRaw(t, pid, "status"), "\n") {
+		if v, ok := strings.CutPrefix(line, "Threads:"); ok {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("/proc/%d/status has no Threads line", pid)
+	return 0
+}
+
 // sleeper starts `sleep 1000` in the container through the given exec
-// path and returns its host PID; the test's end kills it.
-func (in *instance) sleeper(name, path string) int {
+// path ("" for NIXCELL_EXEC unset: the early path, or the fast path that
+// leaves its plan) and returns its host PID and nixcell's; the test's end
+// kills them.
+func (in *instance) sleeper(name, path string) (int, int) {
 	in.t.Helper()
 	c := in.cmd("exec", name, "--", "sleep", "1000")
 	c.Env = append(c.Env, "NIXCELL_EXEC="+path)
@@ -93,7 +130,7 @@ func (in *instance) sleeper(name, path string) int {
 				for time.Now().Before(deadline) && procState(child) != "S" {
 					time.Sleep(5 * time.Millisecond)
 				}
-				return child
+				return child, c.Process.Pid
 			}
 		}
 		if c.ProcessState != nil {
@@ -102,7 +139,7 @@ func (in *instance) sleeper(name, path string) int {
 		time.Sleep(5 * time.Millisecond)
 	}
 	in.t.Fatalf("exec (%s) did not start sleep: %s", path, stderr.String())
-	return 0
+	return 0, 0
 }
 
 // procState is the one-letter state of pid (/proc/PID/stat), "" if gone.
@@ -138,11 +175,7 @@ func children(pid int) []int {
 // stays is what their start decided.
 func procFile(t *testing.T, pid int, name string) string {
 	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := string(data)
+	s := procFileRaw(t, pid, name)
 	switch name {
 	case "environ":
 		return strings.ReplaceAll(s, "\x00", "\n")
@@ -158,7 +191,7 @@ func procFile(t *testing.T, pid int, name string) string {
 			switch k {
 			case "Umask", "State", "Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb",
 				"NoNewPrivs", "Seccomp", "Seccomp_filters", "Speculation_Store_Bypass", "SpeculationIndirectBranch",
-				"Cpus_allowed_list", "Mems_allowed_list":
+				"Cpus_allowed_list", "Mems_allowed_list", "SigBlk", "SigIgn":
 				keep = append(keep, line)
 			case "NSpid", "NStgid":
 				keep = append(keep, fmt.Sprintf("%s levels: %d", k, len(strings.Fields(v))))
@@ -167,6 +200,15 @@ func procFile(t *testing.T, pid int, name string) string {
 		return strings.Join(keep, "\n")
 	}
 	return s
+}
+
+func procFileRaw(t *testing.T, pid int, name string) string {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
 }
 
 // seccompProgram returns the seccomp filter the kernel holds for pid

@@ -12,6 +12,8 @@
 #include <limits.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -24,6 +26,9 @@
 
 #include "execfast_linux.h"
 
+#ifndef CLONE_NEWTIME
+#define CLONE_NEWTIME 0x80
+#endif
 #ifndef CLONE_INTO_CGROUP
 #define CLONE_INTO_CGROUP 0x200000000ULL
 #endif
@@ -291,4 +296,82 @@ long nc_exec_spawn(struct nc_exec *x)
 out:
 	sys(SYS_rt_sigprocmask, SIG_SETMASK, (long)&old, 0, 8, 0);
 	return pid;
+}
+
+// nc_init_alive: see execfast_linux.h.
+int nc_init_alive(int pid, uint64_t start)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof path, "/proc/%d/stat", pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	char *s = strrchr(buf, ')');
+	if (!s || s[1] != ' ' || s[2] == 'Z' || s[2] == 'X')
+		return 0;
+	for (int field = 3; field <= 22; field++) { // s ends before field 22 of stat(5)
+		s = strchr(s + 1, ' ');
+		if (!s)
+			return 0;
+	}
+	char *end;
+	errno = 0;
+	unsigned long long ticks = strtoull(s + 1, &end, 10);
+	return errno == 0 && end != s + 1 && (*end == ' ' || *end == '\n' || *end == 0) && ticks == start;
+}
+
+static const struct {
+	const char *name;
+	int flag;
+} ns_types[] = {
+	{ "pid", CLONE_NEWPID }, { "user", CLONE_NEWUSER }, { "mnt", CLONE_NEWNS },
+	{ "uts", CLONE_NEWUTS }, { "ipc", CLONE_NEWIPC }, { "net", CLONE_NEWNET },
+	{ "cgroup", CLONE_NEWCGROUP }, { "time", CLONE_NEWTIME },
+};
+
+// nc_namespaces: see execfast_linux.h.
+int nc_namespaces(int pid, int *join_pid, int *flags)
+{
+	*join_pid = 0;
+	*flags = 0;
+	for (size_t i = 0; i < sizeof ns_types / sizeof ns_types[0]; i++) {
+		char path[64];
+		struct stat self, init;
+		snprintf(path, sizeof path, "/proc/self/ns/%s", ns_types[i].name);
+		if (stat(path, &self) < 0) {
+			if (errno == ENOENT)
+				continue;
+			return -1;
+		}
+		snprintf(path, sizeof path, "/proc/%d/ns/%s", pid, ns_types[i].name);
+		if (stat(path, &init) < 0)
+			return -2;
+		if (self.st_dev == init.st_dev && self.st_ino == init.st_ino)
+			continue;
+		if (ns_types[i].flag == CLONE_NEWPID)
+			*join_pid = 1;
+		else
+			*flags |= ns_types[i].flag;
+	}
+	return 0;
+}
+
+// nc_frozen: see execfast_linux.h.
+int nc_frozen(int kind, const char *file)
+{
+	char buf[64];
+	if (kind == NC_FREEZER_NONE)
+		return 0;
+	int fd = open(file, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf);
+	if (fd >= 0)
+		close(fd);
+	if (kind == NC_FREEZER_V1)
+		return !(n >= 6 && memcmp(buf, "THAWED", 6) == 0);
+	return n >= 1 && buf[0] == '1';
 }

@@ -8,7 +8,6 @@ import "C"
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -60,11 +59,16 @@ import (
 // start, so exec applies the same ones whichever path it takes. A setting
 // the fast path does not implement sends exec libcontainer's way.
 // TestExecFastSameAsLibcontainer compares processes started both ways.
+//
+// What runFast found for an init, it leaves as an exec plan for the early
+// path, which runs the same C code before the Go runtime starts
+// (execplan_linux.go).
 
 // ExecPathEnv names the environment variable that, set to "libcontainer",
 // makes exec take libcontainer's path (for comparison, and as a way out
 // should the fast path fail on some host); set to "fast", exec fails
-// rather than take libcontainer's path (for tests).
+// rather than take libcontainer's path (for tests). Set to anything, it
+// keeps the early path (execplan_linux.go) out: Go decides.
 const ExecPathEnv = "NIXCELL_EXEC"
 
 // errUnsupported means the container's configuration has a setting the
@@ -219,7 +223,7 @@ func (e Exec) runFast(stateRoot, name string) (int, error) {
 	x.filter = (*C.struct_sock_filter)(a.bytes(unsafe.Slice((*byte)(unsafe.Pointer(&prog[0])), len(prog)*int(unsafe.Sizeof(prog[0])))))
 	x.filter_len = C.ushort(len(prog))
 
-	proc, err := spawn(x, st, cg)
+	proc, cgroup2, err := spawn(x, st, cg)
 	unix.Close(errFd)
 	goruntime.KeepAlive(streams)
 	if err != nil {
@@ -235,6 +239,9 @@ func (e Exec) runFast(stateRoot, name string) (int, error) {
 	defer killOnDone(proc, e.Done)()
 	stop := forwardSignals(proc, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2)
 	defer stop()
+	// The process runs: what was found for it is what the early path
+	// needs for the next exec into this init.
+	writePlan(dir, newExecPlan(st, name, caps, cgroup2, prog))
 	code := proc.wait()
 	streams.wait()
 	return code, nil
@@ -286,33 +293,37 @@ func (e Exec) cwd() string {
 
 // spawn clones the process on a thread of its own, which joins the
 // container's PID namespace for its children and is thrown away.
-func spawn(x *C.struct_nc_exec, st execState, cg *cgroupFiles) (*fastProcess, error) {
+// It also returns the cgroup2 directory it cloned into ("" for none).
+func spawn(x *C.struct_nc_exec, st execState, cg *cgroupFiles) (*fastProcess, string, error) {
 	type result struct {
-		p   *fastProcess
-		err error
+		p       *fastProcess
+		cgroup2 string
+		err     error
 	}
 	ch := make(chan result, 1)
 	go func() {
 		goruntime.LockOSThread() // never unlocked: the thread dies with this goroutine
+		cgroup2 := st.Cgroups[""]
 		pid := int(C.nc_exec_spawn(x))
 		if pid == -int(unix.EBUSY) && cg.dir >= 0 {
 			// On a cgroup2 host, an init that enabled controllers for
 			// its children (systemd does) left its cgroup to them: join
 			// the init's own, as runc does.
-			if fd, err := initCgroup2(st); err == nil {
+			if fd, dir, err := initCgroup2(st); err == nil {
 				x.cgroupfd = C.int(fd)
 				pid = int(C.nc_exec_spawn(x))
 				unix.Close(fd)
+				cgroup2 = dir
 			}
 		}
 		if pid < 0 {
 			ch <- result{err: fmt.Errorf("clone3: %w", syscall.Errno(-pid))}
 			return
 		}
-		ch <- result{p: &fastProcess{pid: pid, pidfd: int(x.child_pidfd)}}
+		ch <- result{p: &fastProcess{pid: pid, pidfd: int(x.child_pidfd)}, cgroup2: cgroup2}
 	}()
 	r := <-ch
-	return r.p, r.err
+	return r.p, r.cgroup2, r.err
 }
 
 // steps names the child's steps (enum nc_step) for error messages.
@@ -354,71 +365,44 @@ func childReport(r *os.File, file string) error {
 // initAlive tells whether pid is still the init that started at start
 // (clock ticks after boot, as libcontainer records it).
 func initAlive(pid int, start uint64) bool {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return false
-	}
-	f := strings.Fields(string(data[i+1:]))
-	const startField = 22 - 3 // field 22 of stat(5); pid and comm come before these
-	if len(f) <= startField || f[0] == "Z" || f[0] == "X" {
-		return false
-	}
-	ticks, err := strconv.ParseUint(f[startField], 10, 64)
-	return err == nil && ticks == start
+	return C.nc_init_alive(C.int(pid), C.uint64_t(start)) != 0
 }
 
 // frozen tells whether the container's freezer cgroup holds it frozen.
 func frozen(paths map[string]string) bool {
-	if p, ok := paths["freezer"]; ok {
-		s, _ := os.ReadFile(filepath.Join(p, "freezer.state"))
-		return !bytes.HasPrefix(s, []byte("THAWED"))
+	kind, file := freezerOf(paths)
+	if kind == C.NC_FREEZER_NONE {
+		return false
 	}
-	if p, ok := paths[""]; ok {
-		s, err := os.ReadFile(filepath.Join(p, "cgroup.freeze"))
-		return err == nil && bytes.HasPrefix(s, []byte("1"))
-	}
-	return false
+	cs := C.CString(file)
+	defer C.free(unsafe.Pointer(cs))
+	return C.nc_frozen(C.int(kind), cs) != 0
 }
 
-// nsTypes are the namespaces a process of the container shares with its
-// init, PID first (joined apart).
-var nsTypes = []struct {
-	name string
-	flag int
-}{
-	{"pid", unix.CLONE_NEWPID}, {"user", unix.CLONE_NEWUSER}, {"mnt", unix.CLONE_NEWNS},
-	{"uts", unix.CLONE_NEWUTS}, {"ipc", unix.CLONE_NEWIPC}, {"net", unix.CLONE_NEWNET},
-	{"cgroup", unix.CLONE_NEWCGROUP}, {"time", unix.CLONE_NEWTIME},
+// freezerOf is the file that says whether the container is frozen, and
+// its kind (enum nc_freezer).
+func freezerOf(paths map[string]string) (int, string) {
+	if dir, ok := paths["freezer"]; ok {
+		return C.NC_FREEZER_V1, filepath.Join(dir, "freezer.state")
+	}
+	if dir, ok := paths[""]; ok {
+		return C.NC_FREEZER_V2, filepath.Join(dir, "cgroup.freeze")
+	}
+	return C.NC_FREEZER_NONE, ""
 }
 
 // namespacesToJoin returns the init's namespaces that are not nixcell's
 // own; joining one's own user namespace is an error.
 func namespacesToJoin(pid int) (joinPid bool, flags int, err error) {
-	for _, t := range nsTypes {
-		var self, init unix.Stat_t
-		if err := unix.Stat("/proc/self/ns/"+t.name, &self); err != nil {
-			if errors.Is(err, unix.ENOENT) {
-				continue // a namespace type this kernel lacks
-			}
-			return false, 0, err
-		}
-		if err := unix.Stat("/proc/"+strconv.Itoa(pid)+"/ns/"+t.name, &init); err != nil {
-			return false, 0, lifecycle.ErrNotRunning
-		}
-		if self.Dev == init.Dev && self.Ino == init.Ino {
-			continue
-		}
-		if t.flag == unix.CLONE_NEWPID {
-			joinPid = true
-		} else {
-			flags |= t.flag
-		}
+	var join, nsflags C.int
+	switch r, errno := C.nc_namespaces(C.int(pid), &join, &nsflags); r {
+	case 0:
+		return join != 0, int(nsflags), nil
+	case -2:
+		return false, 0, lifecycle.ErrNotRunning
+	default:
+		return false, 0, fmt.Errorf("reading this process's namespaces: %w", errno)
 	}
-	return joinPid, flags, nil
 }
 
 // capMasks returns the bounding, effective and permitted sets as bit
@@ -527,15 +511,15 @@ func (cg *cgroupFiles) close() {
 }
 
 // initCgroup2 opens the cgroup2 directory the init is in now, if it is
-// below the container's. /proc/PID/cgroup names it from the cgroup2
+// below the container's, and returns it with its path. /proc/PID/cgroup names it from the cgroup2
 // root; the container's directory is known by its absolute path, whose
 // mount point is found as what precedes the deepest ancestor of the
 // init's cgroup it ends with (the systemd driver records no relative
 // path in the configuration).
-func initCgroup2(st execState) (int, error) {
+func initCgroup2(st execState) (int, string, error) {
 	f, err := os.Open("/proc/" + strconv.Itoa(st.InitPid) + "/cgroup")
 	if err != nil {
-		return -1, err
+		return -1, "", err
 	}
 	defer f.Close()
 	dir := st.Cgroups[""]
@@ -547,11 +531,12 @@ func initCgroup2(st execState) (int, error) {
 		}
 		for r := path.Dir(p); r != "/" && r != "."; r = path.Dir(r) {
 			if mnt, ok := strings.CutSuffix(dir, r); ok && !strings.HasSuffix(mnt, "/") {
-				return unix.Open(mnt+p, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+				fd, err := unix.Open(mnt+p, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+				return fd, mnt + p, err
 			}
 		}
 	}
-	return -1, errors.New("the init has no cgroup2 directory below the container's")
+	return -1, "", errors.New("the init has no cgroup2 directory below the container's")
 }
 
 // procStdio is a process's stdin, stdout and stderr: the caller's files

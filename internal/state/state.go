@@ -16,6 +16,7 @@
 //	STATE/network.json                     network settings and addresses held by containers
 //	STATE/locks/NAME.lock                  the containers' flock(2) locks (nothing else)
 //	STATE/global.lock                      the instance's lock (network, run table)
+//	STATE/run-dir                          RUN, for a non-default instance (RunDirFile)
 //	RUN/containers/NAME/                   libcontainer's state of a running container
 //	RUN/host/NAME/                         files the host gives a running container (HostDir)
 //	RUN/runs.json                          which containers start or run, and what (Runs)
@@ -163,6 +164,9 @@ func (s Store) Init() error {
 			return fmt.Errorf("creating state directory: %w", err)
 		}
 	}
+	if err := s.writeRunDirFile(); err != nil {
+		return err
+	}
 	for dir := s.containersDir(); ; dir = filepath.Dir(dir) {
 		fi, err := os.Stat(dir)
 		if err != nil {
@@ -176,6 +180,24 @@ func (s Store) Init() error {
 			return nil
 		}
 	}
+}
+
+// RunDirFile names, in a non-default instance's state directory, its run
+// directory, followed by a newline: how a program that does not hash the
+// state directory's path (the exec early path, in C, before the Go
+// runtime starts; see package runtime) finds it. The file is root's and
+// no one else's.
+const RunDirFile = "run-dir"
+
+func (s Store) writeRunDirFile() error {
+	if s.ID == "" {
+		return nil
+	}
+	path, want := filepath.Join(s.Root, RunDirFile), s.Run+"\n"
+	if got, err := os.ReadFile(path); err == nil && string(got) == want {
+		return nil
+	}
+	return atomicfile.WriteFile(path, []byte(want), 0o600)
 }
 
 func (s Store) containersDir() string { return filepath.Join(s.Root, "containers") }
