@@ -216,6 +216,12 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 	if err := failpoint.Hit("create/ids"); err != nil {
 		return err
 	}
+	if disk := rec.Limits().DiskBytes; disk > 0 {
+		if err := m.setDiskLimit(rec, disk); err != nil {
+			return err
+		}
+		u.Push("removing its disk quota", func(context.Context) error { return m.setDiskLimit(rec, 0) })
+	}
 
 	if rec.Source.RootFS == "" {
 		system := rec.Source.SystemPath

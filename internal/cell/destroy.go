@@ -75,6 +75,7 @@ func (m *Manager) removeAll(ctx context.Context, rec *state.Container, name stri
 		{"destroy/runtime", func() error { return runtime.Cleanup(m.place(name)) }, true},
 		{"destroy/marked", func() error { return m.markDestroying(rec, name) }, true},
 		{"destroy/host-dir", func() error { return runtime.RemoveHostDir(m.Store.HostDir(name)) }, false},
+		{"destroy/quota", func() error { return m.clearDiskLimit(rec) }, false},
 		{"destroy/root", func() error { return m.Store.RemoveRoot(name) }, false},
 		{"destroy/network", func() error { return m.releaseAddresses(ctx, name) }, false},
 		{"destroy/profile", func() error { return nix.Profile{Name: name}.Remove() }, false},
