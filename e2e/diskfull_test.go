@@ -15,29 +15,49 @@ import (
 	"github.com/nixcell/nixcell/internal/testutil"
 )
 
-// smallFS makes an ext4 file system of size MiB in an image file (mkfs
-// options extra), mounts it through a loop device and returns where; it
-// is unmounted and its loop device detached when the test ends, whether
-// it passed or not. The caller's state directory goes below it, so that
+// A kind of small file system for a test: how it is made and mounted.
+type fsKind struct {
+	name  string
+	size  int        // MiB
+	mkfs  []string   // the command, before the image's path
+	opts  string     // mount options
+	after [][]string // commands run on the mount point (appended) once mounted
+}
+
+var (
+	// -m 0: no blocks reserved for root, so that the file system the
+	// container fills is full for nixcell too.
+	plainExt4  = fsKind{name: "ext4", size: 96, mkfs: []string{"mkfs.ext4", "-q", "-F", "-m", "0"}}
+	quotaExt4  = fsKind{name: "ext4 with project quotas", size: 256, mkfs: []string{"mkfs.ext4", "-q", "-F", "-O", "project,quota"}, opts: "prjquota"}
+	quotaBtrfs = fsKind{name: "btrfs with quotas", size: 256, mkfs: []string{"mkfs.btrfs", "-q", "-f"},
+		after: [][]string{{"btrfs", "quota", "enable"}}}
+)
+
+// smallFS makes a file system of kind k in an image file, mounts it
+// through a loop device and returns a state directory on it; it is
+// unmounted and its loop device detached when the test ends, whether it
+// passed or not. The state directory is below the mount point, so that
 // the harness's check for leftover mounts of the instance does not take
-// the file system itself for one.
-func smallFS(t *testing.T, size int, extra ...string) string {
+// the file system itself for one. It returns "" and why when the kernel
+// cannot mount it.
+func smallFS(t *testing.T, k fsKind) (string, string) {
 	t.Helper()
 	testutil.RequiresRoot(t)
-	testutil.RequiresCommands(t, "mkfs.ext4", "losetup", "mount", "umount")
-	dir := testutil.StateDir(t) // searchable by container users, removed last
+	testutil.RequiresCommands(t, k.mkfs[0], "losetup", "mount", "umount")
+	dir, err := os.MkdirTemp("", "nixcell-test-fs-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Remove(dir) }) // runs last: after the unmount
 	img := filepath.Join(t.TempDir(), "fs.img")
 	if err := os.WriteFile(img, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Truncate(img, int64(size)<<20); err != nil {
+	if err := os.Truncate(img, int64(k.size)<<20); err != nil {
 		t.Fatal(err)
 	}
-	// -m 0: no blocks reserved for root, so that the file system the
-	// container fills is full for nixcell too.
-	args := append([]string{"-q", "-F", "-m", "0"}, extra...)
-	if out, err := exec.Command("mkfs.ext4", append(args, img)...).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
+	if out, err := exec.Command(k.mkfs[0], append(k.mkfs[1:], img)...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", k.mkfs[0], err, out)
 	}
 	out, err := exec.Command("losetup", "--find", "--show", img).Output()
 	if err != nil {
@@ -61,12 +81,19 @@ func smallFS(t *testing.T, size int, extra ...string) string {
 			t.Errorf("cleanup: losetup --detach %s: %v\n%s", dev, err, out)
 		}
 	})
-	opts := []string{}
-	if len(extra) > 0 {
-		opts = append(opts, "-o", "prjquota")
+	args := []string{dev, dir}
+	if k.opts != "" {
+		args = append([]string{"-o", k.opts}, args...)
 	}
-	if out, err := exec.Command("mount", append(opts, dev, dir)...).CombinedOutput(); err != nil {
-		t.Fatalf("mount %s: %v\n%s", dev, err, out)
+	if out, err := exec.Command("mount", args...).CombinedOutput(); err != nil {
+		dmesg, _ := exec.Command("dmesg").Output()
+		lines := strings.Split(strings.TrimSpace(string(dmesg)), "\n")
+		return "", fmt.Sprintf("mount %s: %v: %s (kernel: %s)", k.name, err, strings.TrimSpace(string(out)), lines[len(lines)-1])
+	}
+	for _, c := range k.after {
+		if out, err := exec.Command(c[0], append(c[1:], dir)...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", c, err, out)
+		}
 	}
 	if err := os.Chmod(dir, 0o711); err != nil {
 		t.Fatal(err)
@@ -75,7 +102,17 @@ func smallFS(t *testing.T, size int, extra ...string) string {
 	if err := os.Mkdir(state, 0o711); err != nil {
 		t.Fatal(err)
 	}
-	return state
+	return state, ""
+}
+
+// mustSmallFS is smallFS for a kind every host here mounts.
+func mustSmallFS(t *testing.T, k fsKind) string {
+	t.Helper()
+	dir, why := smallFS(t, k)
+	if dir == "" {
+		t.Fatal(why)
+	}
+	return dir
 }
 
 // freeBytes is what the file system at path has free for writers (what
@@ -143,7 +180,7 @@ func noSpaceError(t *testing.T, what string, r result) {
 // (or work), leaving nothing half-made, and succeed once space is back;
 // destroy works on the full file system and frees its space.
 func TestDiskFull(t *testing.T) {
-	in := newInstanceIn(t, smallFS(t, 96))
+	in := newInstanceIn(t, mustSmallFS(t, plainExt4))
 	name, other := testutil.Name("full"), testutil.Name("late")
 	in.create(name, `{ system.fixture.label = "full-one"; }`)
 	in.must("start", name)
@@ -232,4 +269,102 @@ func TestDiskFull(t *testing.T) {
 	}
 	in.noLeftovers("after destroy on a full file system")
 	in.must("destroy", other)
+}
+
+// TestDiskQuota: limits.disk caps what a container's root takes of the
+// state file system while the file system has room, update changes it,
+// destroy removes it; a file system without quotas refuses it at create
+// and update. It runs on ext4 with project quotas where the kernel mounts
+// that (CONFIG_QFMT_V2), else on btrfs with quotas.
+func TestDiskQuota(t *testing.T) {
+	t.Run("refused-without-quotas", func(t *testing.T) {
+		in := newInstanceIn(t, mustSmallFS(t, plainExt4))
+		name := testutil.Name("noquota")
+		r := in.run(append([]string{"create", name, "--disk", "8M", "-c", `{ system.fixture.label = "noquota"; }`}, nixArgs...)...)
+		msg := strings.TrimSpace(r.stderr)
+		if r.code == 0 || !strings.Contains(msg, "ext4") || !strings.Contains(msg, "prjquota") || !strings.Contains(msg, "limits.disk") {
+			t.Errorf("create --disk on ext4 without project quotas: %s; want a refusal naming ext4 and what it needs", r)
+		}
+		if _, err := os.Lstat(in.store.Dir(name)); err == nil {
+			t.Errorf("the refused create left %s", in.store.Dir(name))
+		}
+		in.noLeftovers("after the refused create")
+		in.create(name, `{ system.fixture.label = "noquota"; }`)
+		if r := in.run("update", name, "--disk", "8M"); r.code == 0 || !strings.Contains(r.stderr, "prjquota") {
+			t.Errorf("update --disk on ext4 without project quotas: %s", r)
+		}
+		if i := in.info(name); i.Limits.DiskBytes != 0 {
+			t.Errorf("after the refused update: limits %+v", i.Limits)
+		}
+	})
+
+	dir, why := smallFS(t, quotaExt4)
+	if dir == "" {
+		t.Logf("ext4 project quotas: %s; using btrfs", why)
+		testutil.RequiresCommands(t, "mkfs.btrfs", "btrfs")
+		dir = mustSmallFS(t, quotaBtrfs)
+	}
+	in := newInstanceIn(t, dir)
+	name := testutil.Name("quota")
+	config := nixFile(t, "quota.nix", `{ limits.disk = "8M"; configuration = { system.fixture.label = "quota"; }; }`)
+	in.must(append([]string{"create", name, config}, nixArgs...)...)
+	if i := in.info(name); i.Limits.DiskBytes != 8<<20 {
+		t.Errorf("state --json: limits %+v, want diskBytes %d", i.Limits, 8<<20)
+	}
+	in.must("start", name)
+	write := func(file string, mib int) result {
+		return in.run("exec", name, "--", "dd", "if=/dev/zero", "of="+file, "bs=1M", fmt.Sprint("count=", mib), "conv=fsync")
+	}
+	size := func(file string) int64 {
+		fi, err := os.Stat(filepath.Join(in.store.RootFS(name), file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+
+	// 16 MiB do not fit in 8, though the file system has room.
+	if free := freeBytes(t, in.dir); free < 64<<20 {
+		t.Fatalf("the file system has only %d bytes free", free)
+	}
+	if r := write("/big", 16); r.code == 0 || !strings.Contains(r.stderr, "Disk quota exceeded") {
+		t.Errorf("writing 16 MiB under limits.disk = 8M: %s; want Disk quota exceeded", r)
+	}
+	if got := size("big"); got > 8<<20 {
+		t.Errorf("%d bytes written under limits.disk = 8M", got)
+	}
+	if free := freeBytes(t, in.dir); free < 64<<20 {
+		t.Errorf("the file system has only %d bytes free: the quota, not the file system, should have stopped the write", free)
+	}
+
+	// update raises it, live: the write goes through.
+	in.must("update", name, "--disk", "64M")
+	if i := in.info(name); i.Limits.DiskBytes != 64<<20 || i.State != "running" {
+		t.Errorf("after update --disk 64M: %+v", i)
+	}
+	if r := write("/big", 16); r.code != 0 {
+		t.Errorf("writing 16 MiB under limits.disk = 64M: %s", r)
+	}
+	if got := size("big"); got != 16<<20 {
+		t.Errorf("%d bytes written, want %d", got, 16<<20)
+	}
+	// max removes it.
+	in.must("update", name, "--disk", "max")
+	if r := write("/bigger", 80); r.code != 0 {
+		t.Errorf("writing 80 MiB without limits.disk: %s", r)
+	}
+
+	// destroy removes the quota with the root: a container of the same
+	// name starts with the limit of its own configuration.
+	in.must("update", name, "--disk", "8M")
+	in.must("destroy", name)
+	if _, err := os.Lstat(in.store.Dir(name)); err == nil {
+		t.Errorf("destroy left %s", in.store.Dir(name))
+	}
+	in.create(name, `{ system.fixture.label = "quota-again"; }`)
+	in.must("start", name)
+	if r := write("/big", 32); r.code != 0 {
+		t.Errorf("writing 32 MiB in the new container without limits.disk: %s", r)
+	}
+	in.noLeftovers("after the quota test")
 }

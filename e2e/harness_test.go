@@ -210,6 +210,9 @@ type info struct {
 		Start uint32 `json:"start"`
 		Size  uint32 `json:"size"`
 	} `json:"ids"`
+	Limits struct {
+		DiskBytes uint64 `json:"diskBytes"`
+	} `json:"limits"`
 }
 
 func (in *instance) info(name string) info {
