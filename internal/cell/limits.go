@@ -60,15 +60,31 @@ func (m *Manager) Stats(name string) (Stats, error) {
 // needs it made so (a btrfs subvolume). Preconditions: the container's
 // lock is held and it holds its ID range.
 func (m *Manager) setDiskLimit(rec *state.Container, bytes uint64) error {
+	if err := diskLimitAllowed(rec, bytes); err != nil {
+		return err
+	}
+	if rec.Spec.Privileged || rec.Source.RootFS != "" {
+		return nil
+	}
+	return m.diskQuota(rec, m.Store.RootFS(rec.Name), bytes)
+}
+
+// diskLimitAllowed refuses a disk limit where nixcell cannot set one.
+func diskLimitAllowed(rec *state.Container, bytes uint64) error {
 	if bytes > 0 && rec.Spec.Privileged {
 		return fmt.Errorf("%w: limits.disk of %s: a privileged container has no ID range, whose start would be its quota's project ID; drop limits.disk or privileged", spec.ErrInvalidSpec, rec.Name)
 	}
 	if bytes > 0 && rec.Source.RootFS != "" {
 		return fmt.Errorf("%w: limits.disk of %s: its root is the directory %s, not one of nixcell's; drop limits.disk, or give that directory a quota of its file system's own", spec.ErrInvalidSpec, rec.Name, rec.Source.RootFS)
 	}
-	if rec.Spec.Privileged || rec.Source.RootFS != "" {
-		return nil
-	}
+	return nil
+}
+
+// diskQuota gives the root of rec at root (its own, or a copy that becomes
+// it) the disk limit bytes, making it when it has a limit and does not
+// exist. Preconditions: as setDiskLimit's, and rec is neither privileged
+// nor a plain root's.
+func (m *Manager) diskQuota(rec *state.Container, root string, bytes uint64) error {
 	r, ok, err := m.IDs.Lookup(rec.Name)
 	if err != nil {
 		return err
@@ -79,7 +95,6 @@ func (m *Manager) setDiskLimit(rec *state.Container, bytes uint64) error {
 	if !ok {
 		return fmt.Errorf("limits.disk of %s: it holds no ID range; destroy and create it again", rec.Name)
 	}
-	root := m.Store.RootFS(rec.Name)
 	if bytes > 0 {
 		if err := quota.MakeRoot(root); err != nil {
 			return fmt.Errorf("making the root of %s: %w", rec.Name, err)
