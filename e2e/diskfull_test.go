@@ -354,9 +354,53 @@ func TestDiskQuota(t *testing.T) {
 		t.Errorf("writing 80 MiB without limits.disk: %s", r)
 	}
 
+	// A limit below what the root holds stops every write; the roots that
+	// replace or copy it (restore, clone, import) have it too.
+	in.must("update", name, "--disk", "8M")
+	if r := in.run("exec", name, "--", "sh", "-c", "echo x > /more"); r.code == 0 || !strings.Contains(r.stderr, "Disk quota exceeded") {
+		t.Errorf("writing over limits.disk = 8M with 96 MiB held: %s", r)
+	}
+	in.exec(name, "rm", "/bigger")
+	in.must("update", name, "--disk", "24M")
+	in.must("stop", name)
+	in.must("snapshot", name, "s")
+	for _, c := range []struct {
+		what string
+		make func() string
+	}{
+		{"restore", func() string { in.must("restore", name, "s"); return name }},
+		{"clone", func() string {
+			clone := testutil.Name("qclone")
+			in.must("clone", name, clone)
+			return clone
+		}},
+		{"import", func() string {
+			file := filepath.Join(t.TempDir(), "q.tar.gz")
+			in.must("export", name, "-o", file)
+			imported := testutil.Name("qimp")
+			in.must("import", file, imported)
+			return imported
+		}},
+	} {
+		c := c.make()
+		if i := in.info(c); i.Limits.DiskBytes != 24<<20 {
+			t.Errorf("after %s: limits %+v, want diskBytes %d", c, i.Limits, 24<<20)
+		}
+		in.must("start", c)
+		r := in.run("exec", c, "--", "dd", "if=/dev/zero", "of=/more", "bs=1M", "count=32", "conv=fsync")
+		if r.code == 0 || !strings.Contains(r.stderr, "Disk quota exceeded") {
+			t.Errorf("after %s: writing 32 MiB under limits.disk = 24M: %s", c, r)
+		}
+		if c != name {
+			in.must("destroy", c)
+		} else {
+			in.exec(c, "rm", "/more") // what fitted: the next copies are of this root
+			in.must("stop", c)
+		}
+	}
+
 	// destroy removes the quota with the root: a container of the same
 	// name starts with the limit of its own configuration.
-	in.must("update", name, "--disk", "8M")
 	in.must("destroy", name)
 	if _, err := os.Lstat(in.store.Dir(name)); err == nil {
 		t.Errorf("destroy left %s", in.store.Dir(name))
