@@ -86,9 +86,15 @@ func smallFS(t *testing.T, k fsKind) (string, string) {
 		args = append([]string{"-o", k.opts}, args...)
 	}
 	if out, err := exec.Command("mount", args...).CombinedOutput(); err != nil {
+		// The kernel says why in its log, on a line naming the device.
 		dmesg, _ := exec.Command("dmesg").Output()
-		lines := strings.Split(strings.TrimSpace(string(dmesg)), "\n")
-		return "", fmt.Sprintf("mount %s: %v: %s (kernel: %s)", k.name, err, strings.TrimSpace(string(out)), lines[len(lines)-1])
+		why := ""
+		for _, line := range strings.Split(string(dmesg), "\n") {
+			if strings.Contains(line, filepath.Base(dev)+")") {
+				why = line
+			}
+		}
+		return "", fmt.Sprintf("mount %s: %v: %s (kernel: %s)", k.name, err, strings.TrimSpace(string(out)), why)
 	}
 	for _, c := range k.after {
 		if out, err := exec.Command(c[0], append(c[1:], dir)...).CombinedOutput(); err != nil {
