@@ -64,8 +64,16 @@ type instance struct {
 func newInstance(t *testing.T) *instance {
 	t.Helper()
 	testutil.RequiresRoot(t)
+	return newInstanceIn(t, testutil.StateDir(t))
+}
+
+// newInstanceIn is newInstance with the state directory dir, which the
+// caller made and removes.
+func newInstanceIn(t *testing.T, dir string) *instance {
+	t.Helper()
+	testutil.RequiresRoot(t)
 	testutil.RequiresCommands(t, "nix-build", "nix-env", "nix-instantiate")
-	in := &instance{t: t, dir: testutil.StateDir(t), bin: bin}
+	in := &instance{t: t, dir: dir, bin: bin}
 	// Subnets of its own, so its bridges never overlap another instance's
 	// or anything else the host routes.
 	k := freeSubnet(t, func(k int) []string {
@@ -202,6 +210,9 @@ type info struct {
 		Start uint32 `json:"start"`
 		Size  uint32 `json:"size"`
 	} `json:"ids"`
+	Limits struct {
+		DiskBytes uint64 `json:"diskBytes"`
+	} `json:"limits"`
 }
 
 func (in *instance) info(name string) info {

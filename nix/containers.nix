@@ -227,6 +227,7 @@ in
         memory = mkOption { type = types.nullOr (types.either types.str types.ints.positive); default = null; example = "512M"; description = "nixcell: memory limit (swap counts against it), bytes or a size such as \"512M\"; null: none."; };
         cpus = mkOption { type = types.nullOr types.number; default = null; example = 1.5; description = "nixcell: CPU time in CPUs (1.5 = 150 ms per 100 ms); null: none."; };
         pids = mkOption { type = types.nullOr types.ints.positive; default = null; example = 2000; description = "nixcell: processes and threads; null: none."; };
+        disk = mkOption { type = types.nullOr (types.either types.str types.ints.positive); default = null; example = "10G"; description = "nixcell: what the container's root may take on the state file system, bytes or a size such as \"10G\" (a project quota on ext4 or XFS, which need project quotas on; a qgroup on btrfs, which needs quotas enabled); null: none."; };
       };
       store = mkOption { type = types.enum [ "full" "closure" ]; default = "full"; description = "nixcell: what the container sees of /nix/store: all of it, or only its system's closure."; };
       privileged = mkOption { type = types.bool; default = false; description = "nixcell: no user namespace, the container's root is the host's root. Fixed when the container is first created."; };

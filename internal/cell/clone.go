@@ -164,7 +164,7 @@ func (m *Manager) Clone(ctx context.Context, req CloneRequest) (res CloneResult,
 		return res, err
 	}
 	frozen := time.Now()
-	copied, err := m.cloneTrees(ctx, req, shift, profile)
+	copied, err := m.cloneTrees(ctx, req, rec, shift, profile)
 	if st == lifecycle.Running {
 		res.Frozen = time.Since(frozen)
 	}
@@ -189,13 +189,18 @@ func (m *Manager) Clone(ctx context.Context, req CloneRequest) (res CloneResult,
 }
 
 // cloneTrees copies the source's root and its own GC roots and users'
-// profiles into the clone, owners shifted.
-func (m *Manager) cloneTrees(ctx context.Context, req CloneRequest, shift treecopy.Shift, profile nix.Profile) (CopyStats, error) {
+// profiles into the clone rec, owners shifted.
+func (m *Manager) cloneTrees(ctx context.Context, req CloneRequest, rec *state.Container, shift treecopy.Shift, profile nix.Profile) (CopyStats, error) {
 	var stats CopyStats
 	if err := failpoint.Hit("clone/frozen"); err != nil {
 		return stats, err
 	}
-	st, err := copyTree(ctx, m.Store.RootFS(req.Source), m.Store.RootFS(req.Name), shift, req.Progress.of("copying"))
+	dst, err := m.newRootTree(rec, m.Store.RootFS(req.Name))
+	if err != nil {
+		return stats, err
+	}
+	defer dst.Close()
+	st, err := copyTreeTo(ctx, m.Store.RootFS(req.Source), dst, shift, req.Progress.of("copying"))
 	stats.add(st)
 	if err != nil {
 		return stats, fmt.Errorf("copying the root of %s: %w", req.Source, err)

@@ -169,17 +169,41 @@ func newTree(path string) (*os.File, error) {
 
 // copyTree copies the tree at from into a new directory to.
 func copyTree(ctx context.Context, from, to string, shift treecopy.Shift, progress func(int64)) (treecopy.Stats, error) {
-	src, err := openTree(from)
-	if err != nil {
-		return treecopy.Stats{}, err
-	}
-	defer src.Close()
 	dst, err := newTree(to)
 	if err != nil {
 		return treecopy.Stats{}, err
 	}
 	defer dst.Close()
+	return copyTreeTo(ctx, from, dst, shift, progress)
+}
+
+// copyTreeTo copies the tree at from into the empty directory dst.
+func copyTreeTo(ctx context.Context, from string, dst *os.File, shift treecopy.Shift, progress func(int64)) (treecopy.Stats, error) {
+	src, err := openTree(from)
+	if err != nil {
+		return treecopy.Stats{}, err
+	}
+	defer src.Close()
 	return treecopy.Copy(ctx, src, dst, treecopy.Options{Shift: shift, Progress: progress})
+}
+
+// newRootTree is newTree for a root of rec (its root, or a copy that
+// becomes it): made with rec's disk quota when it has one, so that what is
+// copied into it counts. Preconditions: rec holds its ID range.
+func (m *Manager) newRootTree(rec *state.Container, path string) (*os.File, error) {
+	if err := diskLimitAllowed(rec, rec.Limits().DiskBytes); err != nil {
+		return nil, err
+	}
+	if rec.Limits().DiskBytes == 0 || rec.Spec.Privileged {
+		return newTree(path)
+	}
+	if err := m.diskQuota(rec, path, rec.Limits().DiskBytes); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o700); err != nil {
+		return nil, err
+	}
+	return openTree(path)
 }
 
 // lockPair takes the locks of two containers in name order, so that two

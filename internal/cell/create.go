@@ -156,9 +156,8 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 	// up (removeAll).
 	var u undo.Stack
 	defer u.OnError(ctx, &retErr, m.warnf)
-	if err := m.Store.Save(rec); err != nil {
-		return err
-	}
+	// Pushed before the record is written: a write that fails (a full
+	// file system) may leave the directory, and the lock file is there.
 	u.Push("removing the record", func(ctx context.Context) error {
 		if err := m.Store.Remove(req.Name); err != nil {
 			return err
@@ -166,6 +165,9 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 		defer m.tidyRun(ctx)
 		return lock.Remove()
 	})
+	if err := m.Store.Save(rec); err != nil {
+		return fmt.Errorf("recording %s: %w", req.Name, err)
+	}
 	if err := failpoint.Hit("create/recorded"); err != nil {
 		return err
 	}
@@ -225,6 +227,12 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 	}
 	if err := failpoint.Hit("create/ids"); err != nil {
 		return err
+	}
+	if disk := rec.Limits().DiskBytes; disk > 0 {
+		if err := m.setDiskLimit(rec, disk); err != nil {
+			return err
+		}
+		u.Push("removing its disk quota", func(context.Context) error { return m.setDiskLimit(rec, 0) })
 	}
 
 	if rec.Source.RootFS == "" {

@@ -3,6 +3,8 @@ package cell
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nixcell/nixcell/internal/failpoint"
@@ -57,35 +59,54 @@ func (m *Manager) Destroy(ctx context.Context, name string, timeout time.Duratio
 // record (nil when it has none). Each step is idempotent and the record
 // goes last, marked destroying first, so a destroy killed midway is
 // finished by the next one. The root goes early, so that a full file
-// system has space again for what follows.
+// system has space again for what follows. Once the container is marked,
+// a step that fails does not stop the ones after it (each frees what it
+// can: a full file system must not keep the addresses or the ID range
+// held); the record then stays, marked, and the error names every
+// failure.
 func (m *Manager) removeAll(ctx context.Context, rec *state.Container, name string) error {
 	steps := []struct {
 		name string
 		do   func() error
+		// must: the steps after it depend on it (the container no longer
+		// runs, the record says it is being destroyed).
+		must bool
 	}{
-		{"destroy/runtime", func() error { return runtime.Cleanup(m.place(name)) }},
-		{"destroy/marked", func() error { return m.markDestroying(rec, name) }},
-		{"destroy/host-dir", func() error { return runtime.RemoveHostDir(m.Store.HostDir(name)) }},
-		{"destroy/root", func() error { return m.Store.RemoveRoot(name) }},
-		{"destroy/network", func() error { return m.releaseAddresses(ctx, name) }},
-		{"destroy/profile", func() error { return nix.Profile{Name: name}.Remove() }},
+		{"destroy/runtime", func() error { return runtime.Cleanup(m.place(name)) }, true},
+		{"destroy/marked", func() error { return m.markDestroying(rec, name) }, true},
+		{"destroy/host-dir", func() error { return runtime.RemoveHostDir(m.Store.HostDir(name)) }, false},
+		{"destroy/quota", func() error { return m.clearDiskLimit(rec) }, false},
+		{"destroy/root", func() error { return m.Store.RemoveRoot(name) }, false},
+		{"destroy/network", func() error { return m.releaseAddresses(ctx, name) }, false},
+		{"destroy/profile", func() error { return nix.Profile{Name: name}.Remove() }, false},
 		{"destroy/ids", func() error {
 			// Cleanup must finish even after the user interrupted the command.
 			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 			defer cancel()
 			return m.IDs.Release(ctx, name)
-		}},
-		{"destroy/state", func() error { return m.Store.Remove(name) }},
+		}, false},
 	}
+	var errs []error
 	for _, s := range steps {
 		if err := failpoint.Hit(s.name); err != nil {
 			return err
 		}
 		if err := s.do(); err != nil {
-			return err
+			if s.must {
+				return err
+			}
+			errs = append(errs, err)
 		}
 	}
-	return nil
+	if len(errs) > 0 {
+		// One line, each failure wrapped.
+		format := "destroying %s (run destroy again to finish it): " + strings.TrimSuffix(strings.Repeat("%w; ", len(errs)), "; ")
+		return fmt.Errorf(format, append([]any{name}, errorsAsAny(errs)...)...)
+	}
+	if err := failpoint.Hit("destroy/state"); err != nil {
+		return err
+	}
+	return m.Store.Remove(name)
 }
 
 // markDestroying records that a destroy began, unless the record is gone.
@@ -104,4 +125,12 @@ func (m *Manager) markDestroying(rec *state.Container, name string) error {
 		err = m.Store.Save(&marked)
 	}
 	return err
+}
+
+func errorsAsAny(errs []error) []any {
+	as := make([]any, len(errs))
+	for i, e := range errs {
+		as[i] = e
+	}
+	return as
 }

@@ -164,6 +164,14 @@ func (m *Manager) Update(ctx context.Context, req UpdateRequest) (res ChangeResu
 			return err
 		})
 	}
+	if disk := next.Limits().DiskBytes; disk != rec.Limits().DiskBytes {
+		if err := m.setDiskLimit(&next, disk); err != nil {
+			return res, err
+		}
+		u.Push("restoring the previous disk limit", func(context.Context) error {
+			return m.setDiskLimit(rec, rec.Limits().DiskBytes)
+		})
+	}
 	if err := failpoint.Hit("update/limits"); err != nil {
 		return res, err
 	}

@@ -473,7 +473,7 @@ func (m *Manager) importLocked(ctx context.Context, in io.Reader, req ImportRequ
 					return err
 				}
 				importer = nil
-				dst, err := newTree(m.Store.RootFS(name))
+				dst, err := m.newRootTree(rec, m.Store.RootFS(name))
 				if err != nil {
 					return err
 				}

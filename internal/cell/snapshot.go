@@ -283,9 +283,12 @@ type restoreJournal struct {
 	System string `json:"system"`
 	// Switching is false while the snapshot's root is copied (nothing has
 	// changed yet: the copy is thrown away) and true once it is complete
-	// (the restore goes on to its end); RootIno identifies the copy.
+	// (the restore goes on to its end); RootIno and RootDev identify the
+	// copy (a root with a btrfs quota is a subvolume, whose inode number
+	// is always 256, but whose device is its own).
 	Switching bool   `json:"switching"`
 	RootIno   uint64 `json:"rootIno,omitempty"`
+	RootDev   uint64 `json:"rootDev,omitempty"`
 }
 
 func (m *Manager) journalPath(name string) string {
@@ -367,7 +370,12 @@ func (m *Manager) restoreLocked(ctx context.Context, rec *state.Container, info 
 		return err
 	}
 	u.Push("removing the copy of the snapshot", func(context.Context) error { return os.RemoveAll(fresh) })
-	copied, err := copyTree(ctx, filepath.Join(m.snapshotDir(name, info.Tag), "root"), fresh, treecopy.Shift{}, progress.of("copying"))
+	dst, err := m.newRootTree(rec, fresh)
+	if err != nil {
+		return err
+	}
+	defer dst.Close()
+	copied, err := copyTreeTo(ctx, filepath.Join(m.snapshotDir(name, info.Tag), "root"), dst, treecopy.Shift{}, progress.of("copying"))
 	res.Copied = copyStatsOf(copied)
 	if err != nil {
 		return fmt.Errorf("copying snapshot %s: %w", info.Tag, err)
@@ -379,7 +387,7 @@ func (m *Manager) restoreLocked(ctx context.Context, rec *state.Container, info 
 	if err := unix.Lstat(fresh, &fi); err != nil {
 		return err
 	}
-	journal.Switching, journal.RootIno = true, fi.Ino
+	journal.Switching, journal.RootIno, journal.RootDev = true, fi.Ino, fi.Dev
 	if err := atomicfile.WriteJSON(m.journalPath(name), journal, 0o600); err != nil {
 		return err
 	}
@@ -459,7 +467,7 @@ func (m *Manager) finishRestore(name string) error {
 		}
 	}
 	var fi unix.Stat_t
-	if err := unix.Lstat(m.restoringRoot(name), &fi); err == nil && fi.Ino == j.RootIno {
+	if err := unix.Lstat(m.restoringRoot(name), &fi); err == nil && fi.Ino == j.RootIno && (j.RootDev == 0 || fi.Dev == j.RootDev) {
 		if err := replaceTree(m.restoringRoot(name), m.Store.RootFS(name)); err != nil {
 			return fmt.Errorf("finishing the restore of snapshot %s: %w", j.Tag, err)
 		}

@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -117,7 +119,7 @@ func Main(args []string) int {
 		fmt.Fprintf(a.stderr, "nixcell: %s%v\nRun '%s --help' for usage.\n", subject(cmd), err, cmd.CommandPath())
 		return exitUsage
 	}
-	fmt.Fprintf(a.stderr, "nixcell: %s%v\n", subject(cmd), hint(err))
+	fmt.Fprintf(a.stderr, "nixcell: %s%v\n", subject(cmd), hint(err, a.stateDir))
 	return code
 }
 
@@ -230,11 +232,48 @@ func nameArg(extra int) cobra.PositionalArgs {
 }
 
 // hint adds what the user can do about common errors that do not say it.
-func hint(err error) error {
+// stateDir is the instance's state directory.
+func hint(err error, stateDir string) error {
 	if errors.Is(err, state.ErrNotFound) {
 		return fmt.Errorf("%w (nixcell list shows the containers)", err)
 	}
+	if fault.NoSpace(err) {
+		path := stateDir
+		var pe *fs.PathError
+		if errors.As(err, &pe) && filepath.IsAbs(pe.Path) {
+			path = pe.Path
+		}
+		if errors.Is(err, unix.EDQUOT) {
+			return fmt.Errorf("%w; free space within the quota of %s (or raise the container's limits.disk) and run the command again", err, path)
+		}
+		return fmt.Errorf("%w; free space on the file system at %s and run the command again", err, mountPoint(path))
+	}
 	return err
+}
+
+// mountPoint is the mount point of the file system that holds path (or
+// would hold it: the nearest existing directory above it is looked at).
+func mountPoint(path string) string {
+	dev := func(p string) (uint64, bool) {
+		var st unix.Stat_t
+		if unix.Lstat(p, &st) != nil {
+			return 0, false
+		}
+		return st.Dev, true
+	}
+	p := filepath.Clean(path)
+	d, ok := dev(p)
+	for !ok && p != "/" {
+		p = filepath.Dir(p)
+		d, ok = dev(p)
+	}
+	for p != "/" {
+		if up, ok := dev(filepath.Dir(p)); !ok || up != d {
+			break
+		}
+		p = filepath.Dir(p)
+	}
+	return p
 }
 
 // splitArgs splits NIX ARGS as a shell would split words: whitespace

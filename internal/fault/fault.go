@@ -6,7 +6,10 @@
 // nixcell's.
 package fault
 
-import "errors"
+import (
+	"errors"
+	"syscall"
+)
 
 // Class is a kind of failure. It is an error itself, so that
 // errors.Is(err, class) tells whether err is of that class.
@@ -31,7 +34,8 @@ const (
 	// Conflict: another container holds what was asked for (an address, a
 	// host port), or another command holds the lock.
 	Conflict Class = "conflict"
-	// Exhausted: no free address or ID range is left.
+	// Exhausted: no free address or ID range is left, or no space on a
+	// file system (ENOSPC, or EDQUOT: a quota's).
 	Exhausted Class = "exhausted"
 	// Unsupported: the host lacks a kernel feature or program.
 	Unsupported Class = "unsupported"
@@ -68,5 +72,14 @@ func Of(err error) (Class, bool) {
 			return c, true
 		}
 	}
+	if NoSpace(err) {
+		return Exhausted, true
+	}
 	return "", false
+}
+
+// NoSpace tells whether err is a file system's lack of space: ENOSPC, or
+// EDQUOT (a quota's).
+func NoSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }

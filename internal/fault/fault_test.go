@@ -3,6 +3,8 @@ package fault
 import (
 	"errors"
 	"fmt"
+	"os"
+	"syscall"
 	"testing"
 )
 
@@ -17,6 +19,10 @@ func TestClasses(t *testing.T) {
 	}
 	if _, ok := Of(errors.New("plain")); ok {
 		t.Error("an error of no class has one")
+	}
+	full := fmt.Errorf("writing a record: %w", &os.PathError{Op: "write", Path: "/x", Err: syscall.ENOSPC})
+	if c, ok := Of(full); !ok || c != Exhausted {
+		t.Errorf("Of(ENOSPC) = %q, %v, want %q", c, ok, Exhausted)
 	}
 	if err.Error() != "start web: no such container" {
 		t.Errorf("message %q", err)

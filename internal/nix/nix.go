@@ -12,6 +12,7 @@ import (
 	_ "embed"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -158,13 +159,18 @@ func run(ctx context.Context, log io.Writer, name string, args ...string) ([]byt
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%s interrupted: %w", name, ctx.Err())
 		}
+		if full := said.noSpace(); full != nil {
+			// Said on the error's last line, with where, so the caller
+			// can tell what to free.
+			err = fmt.Errorf("%v: %w", err, full)
+		}
 		if quiet {
 			if msg := said.lastError(); msg != "" {
-				return nil, fmt.Errorf("%w: %s: %v; Nix said:\n%s", ErrNix, name, err, msg)
+				return nil, fmt.Errorf("%w: %s: %w; Nix said:\n%s", ErrNix, name, err, msg)
 			}
-			return nil, fmt.Errorf("%w: %s: %v (Nix printed nothing)", ErrNix, name, err)
+			return nil, fmt.Errorf("%w: %s: %w (Nix printed nothing)", ErrNix, name, err)
 		}
-		return nil, fmt.Errorf("%w: %s: %v (Nix's output is above)", ErrNix, name, err)
+		return nil, fmt.Errorf("%w: %s: %w (Nix's output is above)", ErrNix, name, err)
 	}
 	return stdout.Bytes(), nil
 }
@@ -183,6 +189,25 @@ func (t *tail) Write(p []byte) (int, error) {
 		t.buf = append(t.buf[:0], t.buf[len(t.buf)-tailSize:]...)
 	}
 	return len(p), nil
+}
+
+// noSpace is an error of ENOSPC when Nix ran out of space: on the file
+// of the first absolute path its message quotes (a result link in the
+// state directory, say), else on the Nix store.
+func (t *tail) noSpace() error {
+	for _, line := range strings.Split(string(t.buf), "\n") {
+		if !strings.Contains(line, "No space left on device") {
+			continue
+		}
+		path := StoreDir
+		if _, rest, ok := strings.Cut(line, "'/"); ok {
+			if p, _, ok := strings.Cut(rest, "'"); ok {
+				path = "/" + p
+			}
+		}
+		return &fs.PathError{Op: "Nix wrote", Path: path, Err: syscall.ENOSPC}
+	}
+	return nil
 }
 
 // maxErrorLines bounds the lines of Nix's message an error repeats.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"io/fs"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/nixcell/nixcell/internal/testutil"
@@ -48,5 +50,25 @@ func TestTailLastError(t *testing.T) {
 	}
 	if len(tl.buf) > tailSize {
 		t.Errorf("tail kept %d bytes", len(tl.buf))
+	}
+}
+
+// Nix's "No space left on device" becomes ENOSPC on the file it names, or
+// on the store when it names none.
+func TestNoSpace(t *testing.T) {
+	for said, want := range map[string]string{
+		"building '/nix/store/x.drv'...\nerror: creating symlink from '/var/lib/nixcell/containers/c/build-result.tmp-1' to '/nix/store/y': No space left on device\n": "/var/lib/nixcell/containers/c/build-result.tmp-1",
+		"error: writing to file: No space left on device\n": StoreDir,
+		"error: undefined variable 'x'\n":                   "",
+	} {
+		tl := &tail{buf: []byte(said)}
+		err := tl.noSpace()
+		var pe *fs.PathError
+		switch {
+		case want == "" && err != nil:
+			t.Errorf("%q: %v, want nothing", said, err)
+		case want != "" && (!errors.As(err, &pe) || pe.Path != want || !errors.Is(err, syscall.ENOSPC)):
+			t.Errorf("%q: %v, want ENOSPC on %s", said, err, want)
+		}
 	}
 }

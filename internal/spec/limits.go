@@ -22,6 +22,9 @@ const (
 	// the kernel refuses a limit below what is charged, and an init needs
 	// some room above it.
 	MinMemoryBytes = 4 << 20
+	// MinDiskBytes is the smallest disk limit: a NixOS root needs some
+	// room for its /etc, /var and logs before it boots.
+	MinDiskBytes = 1 << 20
 	// MaxPids is the largest process limit the kernel takes in pids.max
 	// (PID_MAX_LIMIT on 64-bit systems).
 	MaxPids = 4 << 20
@@ -39,11 +42,12 @@ type LimitOverrides struct {
 	MemoryBytes *uint64  `json:"memoryBytes,omitempty"`
 	CPUs        *float64 `json:"cpus,omitempty"`
 	Pids        *int64   `json:"pids,omitempty"`
+	DiskBytes   *uint64  `json:"diskBytes,omitempty"`
 }
 
 // IsZero tells whether no limit is overridden.
 func (o LimitOverrides) IsZero() bool {
-	return o.MemoryBytes == nil && o.CPUs == nil && o.Pids == nil
+	return o.MemoryBytes == nil && o.CPUs == nil && o.Pids == nil && o.DiskBytes == nil
 }
 
 // Merge returns o with the fields set in newer replacing its own.
@@ -56,6 +60,9 @@ func (o LimitOverrides) Merge(newer LimitOverrides) LimitOverrides {
 	}
 	if newer.Pids != nil {
 		o.Pids = newer.Pids
+	}
+	if newer.DiskBytes != nil {
+		o.DiskBytes = newer.DiskBytes
 	}
 	return o
 }
@@ -72,11 +79,14 @@ func (l Limits) With(o LimitOverrides) Limits {
 	if o.Pids != nil {
 		l.Pids = *o.Pids
 	}
+	if o.DiskBytes != nil {
+		l.DiskBytes = *o.DiskBytes
+	}
 	return l
 }
 
 // String describes the limits for people, e.g. "memory 512MiB, cpus 1.5,
-// pids unlimited".
+// pids max", and ", disk 8MiB" after them when the root has a quota.
 func (l Limits) String() string {
 	mem, cpus, pids := unlimited, unlimited, unlimited
 	if l.MemoryBytes > 0 {
@@ -88,7 +98,11 @@ func (l Limits) String() string {
 	if l.Pids > 0 {
 		pids = strconv.FormatInt(l.Pids, 10)
 	}
-	return fmt.Sprintf("memory %s, cpus %s, pids %s", mem, cpus, pids)
+	s := fmt.Sprintf("memory %s, cpus %s, pids %s", mem, cpus, pids)
+	if l.DiskBytes > 0 {
+		s += ", disk " + FormatSize(l.DiskBytes)
+	}
+	return s
 }
 
 // ParseMemoryLimit reads a --memory value: a size such as "512M" or "2G",
@@ -137,6 +151,29 @@ func ParsePidsLimit(s string) (int64, error) {
 		return 0, err
 	}
 	return n, nil
+}
+
+// ParseDiskLimit reads a --disk value: a size such as "8M" or "10G", at
+// least MinDiskBytes, or "max" for no limit (0).
+func ParseDiskLimit(s string) (uint64, error) {
+	if s == unlimited {
+		return 0, nil
+	}
+	n, err := ParseSize(s)
+	if err != nil {
+		return 0, fmt.Errorf("%w, or max for no limit", err)
+	}
+	if err := checkDisk(n); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+func checkDisk(n uint64) error {
+	if n < MinDiskBytes {
+		return fmt.Errorf("must be at least %s (room for the files a system writes as it boots), not %s", FormatSize(MinDiskBytes), FormatSize(n))
+	}
+	return nil
 }
 
 func checkCPUs(f float64) error {

@@ -118,12 +118,14 @@ type BindMount struct {
 
 // Limits is the `limits` attribute set: the container's memory in bytes
 // (swap counts against it, so swap cannot stretch it), its CPU time in CPUs
-// (1.5 is 150 ms per 100 ms) and its number of processes and threads. Zero
-// is unlimited.
+// (1.5 is 150 ms per 100 ms), its number of processes and threads, and
+// the space its root may take on the state file system (a quota of the
+// file system's). Zero is unlimited.
 type Limits struct {
 	MemoryBytes uint64  `json:"memoryBytes,omitempty"`
 	CPUs        float64 `json:"cpus,omitempty"`
 	Pids        int64   `json:"pids,omitempty"`
+	DiskBytes   uint64  `json:"diskBytes,omitempty"`
 }
 
 // Device is one entry of allowedDevices, as in nixos-container.
@@ -589,6 +591,14 @@ func (d *decoder) limits(raw json.RawMessage, at string) Limits {
 				d.fail(at, "%v", checkPids(MaxPids+1))
 			}
 			l.Pids = int64(f)
+		},
+		"disk": func(raw json.RawMessage, at string) {
+			var err error
+			if l.DiskBytes, err = parseBytes(raw); err != nil {
+				d.fail(at, "%v", err)
+			} else if err := checkDisk(l.DiskBytes); err != nil {
+				d.fail(at, "%v", err)
+			}
 		},
 	})
 	return l

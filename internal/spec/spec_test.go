@@ -176,6 +176,13 @@ func TestLimitOverrides(t *testing.T) {
 	if s := (Limits{MemoryBytes: 512 << 20, CPUs: 1.5}).String(); s != "memory 512MiB, cpus 1.5, pids max" {
 		t.Errorf("String = %q", s)
 	}
+	disk, none := uint64(8<<20), uint64(0)
+	if got := base.With(LimitOverrides{DiskBytes: &disk}); got.DiskBytes != 8<<20 || got.String() != "memory 1GiB, cpus 2, pids 100, disk 8MiB" {
+		t.Errorf("With disk = %+v, %q", got, got.String())
+	}
+	if got := (Limits{DiskBytes: 1 << 30}).With(LimitOverrides{DiskBytes: &disk}.Merge(LimitOverrides{DiskBytes: &none})); got.DiskBytes != 0 {
+		t.Errorf("--disk max after --disk 8M = %+v", got)
+	}
 }
 
 func TestParseLimitFlags(t *testing.T) {
@@ -228,6 +235,9 @@ func TestLimitBounds(t *testing.T) {
 		{"--pids", func(s string) error { _, err := ParsePidsLimit(s); return err },
 			[]string{"1", "4194304"},
 			map[string]string{"4194305": "at most 4194304 processes", "9999999999": "at most"}},
+		{"--disk", func(s string) error { _, err := ParseDiskLimit(s); return err },
+			[]string{"1M", "8M", "1048576", "10G", "max"},
+			map[string]string{"1K": "at least 1MiB", "1048575": "at least 1MiB", "lots": "or max for no limit", "-8M": "not a size", "0": "not a size"}},
 	} {
 		for _, g := range c.good {
 			if err := c.parse(g); err != nil {
@@ -248,6 +258,11 @@ func TestLimitBounds(t *testing.T) {
 		`{"limits": {"memory": "4M"}}`:    "",
 		`{"limits": {"pids": 4194304}}`:   "",
 		`{"limits": {"cpus": 175921860}}`: "",
+		`{"limits": {"disk": "512K"}}`:    "limits.disk: must be at least 1MiB",
+		`{"limits": {"disk": "some"}}`:    `limits.disk: "some" is not a size`,
+		`{"limits": {"disk": 0}}`:         "limits.disk: must be a positive number of bytes",
+		`{"limits": {"disk": "8M"}}`:      "",
+		`{"limits": {"disk": 8388608}}`:   "",
 	} {
 		_, err := Parse([]byte(in))
 		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
