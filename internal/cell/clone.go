@@ -146,10 +146,12 @@ func (m *Manager) Clone(ctx context.Context, req CloneRequest) (res CloneResult,
 	if err != nil {
 		return res, err
 	}
+	if err := claimProfile(&u, profile); err != nil {
+		return res, err
+	}
 	if err := profile.Ensure(int(to.To)); err != nil {
 		return res, err
 	}
-	u.Push("removing its profile", func(context.Context) error { return profile.Remove() })
 	if err := profile.Replicate(gens, current); err != nil {
 		return res, fmt.Errorf("copying the generations of %s: %w", req.Source, err)
 	}

@@ -174,12 +174,9 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 	if req.RootFS == "" {
 		// The check above is not enough: another instance may be making
 		// a container of this name right now.
-		if err := profile.Claim(); errors.Is(err, nix.ErrProfileTaken) {
-			return fmt.Errorf("%w: a Nix profile already exists at %s (another instance's or another tool's container of that name?); choose another name or remove it", state.ErrExists, profile.Dir())
-		} else if err != nil {
+		if err := claimProfile(&u, profile); err != nil {
 			return err
 		}
-		u.Push("removing its profile", func(context.Context) error { return profile.Remove() })
 	}
 
 	if req.Expr != "" {
@@ -343,4 +340,19 @@ func (m *Manager) warnExposures(rec *state.Container) {
 		m.warnf("%s: bind mount %s: the container's root writes to %s as the host's root (writeAsHostRoot); %s",
 			rec.Name, b.Destination, b.HostPath, reach)
 	}
+}
+
+// claimProfile makes the new container's profile directory, refusing a
+// name whose profile exists: profiles are named host-wide, so of two
+// containers of one name made in two instances at once, only one may have
+// it (the directory's creation is the atomic test; a check before it is
+// not). The profile goes when u unwinds.
+func claimProfile(u *undo.Stack, profile nix.Profile) error {
+	if err := profile.Claim(); errors.Is(err, nix.ErrProfileTaken) {
+		return fmt.Errorf("%w: a Nix profile already exists at %s (another instance's or another tool's container of that name?); choose another name or remove it", state.ErrExists, profile.Dir())
+	} else if err != nil {
+		return err
+	}
+	u.Push("removing its profile", func(context.Context) error { return profile.Remove() })
+	return nil
 }

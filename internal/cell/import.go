@@ -513,10 +513,12 @@ func (m *Manager) importGeneration(ctx context.Context, importer *storeImport, p
 	if err := failpoint.Hit("import/closure"); err != nil {
 		return err
 	}
+	if err := claimProfile(u, profile); err != nil {
+		return err
+	}
 	if err := profile.Ensure(int(uid)); err != nil {
 		return err
 	}
-	u.Push("removing its profile", func(context.Context) error { return profile.Remove() })
 	if _, err := profile.Set(ctx, man.System); err != nil {
 		return fmt.Errorf("setting profile %s: %w", profile.System(), err)
 	}
