@@ -599,7 +599,7 @@ func (d *decoder) limits(raw json.RawMessage, at string) Limits {
 func parseBytes(raw json.RawMessage) (uint64, error) {
 	var n float64
 	if json.Unmarshal(raw, &n) == nil {
-		if n < 1 || n != math.Trunc(n) {
+		if n < 1 || n != math.Trunc(n) || n >= 1<<63 {
 			return 0, fmt.Errorf("must be a positive number of bytes, not %v", n)
 		}
 		return uint64(n), nil
@@ -621,8 +621,10 @@ func ParseSize(s string) (uint64, error) {
 			t = t[:len(t)-1]
 		}
 	}
+	// At least one byte (a fraction of one is no size), and below 2^63 so
+	// that it fits an int64 (NaN fails both).
 	f, err := strconv.ParseFloat(t, 64)
-	if err != nil || f <= 0 || f*mult > math.MaxInt64 {
+	if err != nil || !(f*mult >= 1 && f*mult < 1<<63) {
 		return 0, fmt.Errorf("%q is not a size such as \"512M\" or \"2G\"", s)
 	}
 	return uint64(f * mult), nil
