@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net/netip"
 	"path"
@@ -462,7 +463,10 @@ func (d *decoder) bindMounts(raw json.RawMessage, at string) []BindMount {
 		return nil
 	}
 	var mounts []BindMount
-	for dest, item := range m {
+	// In sorted order, as object visits attributes: the first error is the
+	// same on every run.
+	for _, dest := range slices.Sorted(maps.Keys(m)) {
+		item := m[dest]
 		where := fmt.Sprintf("%s.%q", at, dest)
 		b := BindMount{Destination: dest, HostPath: dest, IsReadOnly: true}
 		d.object(item, where, map[string]func(json.RawMessage, string){
