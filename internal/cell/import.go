@@ -259,7 +259,8 @@ func readManifest(r io.Reader) (Manifest, error) {
 	}
 	inClosure := false
 	for _, i := range man.Closure {
-		if !strings.HasPrefix(i.Path, nix.StoreDir+"/") || strings.Contains(i.Path[len(nix.StoreDir)+1:], "/") {
+		base, ok := strings.CutPrefix(i.Path, nix.StoreDir+"/")
+		if !ok || base == "" || base == "." || base == ".." || strings.Contains(base, "/") {
 			return man, fmt.Errorf("%w: %q is not a store path", ErrBadArchive, i.Path)
 		}
 		inClosure = inClosure || i.Path == man.System

@@ -7,7 +7,8 @@
 // host records each range with its instance and container.
 //
 // The pool: if both files delegate IDs to the user "nixcell", the pool is
-// exactly what both delegate (their intersection). Otherwise it is every ID
+// exactly what both delegate (their intersection), less the ID 4294967295,
+// which no container can map. Otherwise it is every ID
 // from 2^20 up to the top 65536-ID block (which holds the invalid ID
 // 4294967295), less everything either file delegates to anyone else.
 //
@@ -152,7 +153,10 @@ func newPool(subuid, subgid []subID) pool {
 	}
 	uids, gids := own(subuid), own(subgid)
 	if len(uids) > 0 && len(gids) > 0 {
-		return pool{spans: intersect(normalize(uids), normalize(gids)), align: 1, delegated: true}
+		// Less the ID 4294967295: the kernel maps no extent that holds it
+		// (its end would wrap), so a range with it could never start.
+		spans := subtract(intersect(normalize(uids), normalize(gids)), []span{{1<<32 - 1, 1 << 32}})
+		return pool{spans: spans, align: 1, delegated: true}
 	}
 	var others []span
 	for _, e := range slices.Concat(subuid, subgid) {

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"github.com/nixcell/nixcell/internal/fault"
 )
@@ -99,6 +100,40 @@ func subnet4(p netip.Prefix, def, what string) (netip.Prefix, error) {
 		return p, fmt.Errorf("%w: %s %s is not an IPv4 subnet of /30 or larger", ErrBadConfig, what, p)
 	}
 	return p.Masked(), nil
+}
+
+// check refuses settings of a kind NewSettings never makes, so that a
+// damaged or hand-edited state file stops the command that reads it
+// instead of making it panic (an IPv6 subnet where an IPv4 one belongs)
+// or write into the host's firewall script (the table's name is part of
+// it).
+func (s Settings) check() error {
+	for _, p := range []struct {
+		what   string
+		subnet netip.Prefix
+	}{{"the host-only subnet", s.HostOnly}, {"the NAT subnet", s.NAT}} {
+		if !p.subnet.Addr().Is4() || p.subnet.Bits() > 30 {
+			return fmt.Errorf("%w: %s %s is not an IPv4 subnet of /30 or larger", ErrBadConfig, p.what, p.subnet)
+		}
+	}
+	if s.HostOnly.Overlaps(s.NAT) {
+		return fmt.Errorf("%w: the host-only subnet %s and the NAT subnet %s overlap", ErrBadConfig, s.HostOnly, s.NAT)
+	}
+	if !s.ULA.Addr().Is6() || s.ULA.Bits() != 48 {
+		return fmt.Errorf("%w: the ULA prefix %s is not an IPv6 /48", ErrBadConfig, s.ULA)
+	}
+	if s.NAT6.IsValid() && (!s.NAT6.Addr().Is6() || s.NAT6.Bits() != 64) {
+		return fmt.Errorf("%w: the NAT IPv6 prefix %s is not an IPv6 /64", ErrBadConfig, s.NAT6)
+	}
+	for _, n := range []struct {
+		what, name string
+		max        int // an interface's name has 15 bytes (IFNAMSIZ); nft allows 255
+	}{{"bridge", s.BridgeHostOnly, 15}, {"bridge", s.BridgeNAT, 15}, {"table", s.Table, 255}} {
+		if n.name == "" || len(n.name) > n.max || strings.Trim(n.name, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" {
+			return fmt.Errorf("%w: the %s name %q is not 1-%d of a-z, 0-9 and '-'", ErrBadConfig, n.what, n.name, n.max)
+		}
+	}
+	return nil
 }
 
 // natSubnet6 is the NAT bridge's IPv6 subnet.

@@ -48,6 +48,10 @@ func (s Store) Load() (State, error) {
 	err := atomicfile.ReadJSON(s.Path, &st)
 	if errors.Is(err, fs.ErrNotExist) {
 		st.Settings, err = NewSettings(s.ID, s.Config)
+	} else if err == nil {
+		if err = st.Settings.check(); err != nil {
+			err = fmt.Errorf("%s: %w; repair its settings", s.Path, err)
+		}
 	}
 	if err != nil {
 		return st, fmt.Errorf("network state: %w", err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -123,6 +124,11 @@ func SelectForDeletion(gens []Generation, current int, args []string, now time.T
 			days, err := strconv.Atoi(strings.TrimSuffix(a, "d"))
 			if err != nil || days < 0 {
 				return nil, fmt.Errorf("%w: %q: Nd needs a number of days", ErrBadGenerations, a)
+			}
+			// A time.Duration holds 292 years: more days would wrap it
+			// (and select young generations); nothing is that old.
+			if days > int(math.MaxInt64/int64(24*time.Hour)) {
+				break
 			}
 			cutoff := now.Add(-time.Duration(days) * 24 * time.Hour)
 			var older []Generation

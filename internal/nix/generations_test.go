@@ -34,6 +34,7 @@ func TestSelectForDeletion(t *testing.T) {
 		{2, []string{"30d"}, []int{1}},
 		{1, []string{"30d"}, nil}, // the current one is never selected
 		{7, []string{"0d"}, []int{1, 2, 3, 5}},
+		{7, []string{"106752d"}, nil}, // more days than a time.Duration holds
 		{7, []string{"1", "old"}, []int{1, 2, 3, 5, 6}},
 	}
 	for _, c := range cases {

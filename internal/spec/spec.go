@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net/netip"
 	"path"
@@ -464,7 +465,10 @@ func (d *decoder) bindMounts(raw json.RawMessage, at string) []BindMount {
 		return nil
 	}
 	var mounts []BindMount
-	for dest, item := range m {
+	// In sorted order, as object visits attributes: the first error is the
+	// same on every run.
+	for _, dest := range slices.Sorted(maps.Keys(m)) {
+		item := m[dest]
 		where := fmt.Sprintf("%s.%q", at, dest)
 		b := BindMount{Destination: dest, HostPath: dest, IsReadOnly: true}
 		d.object(item, where, map[string]func(json.RawMessage, string){
@@ -609,7 +613,7 @@ func (d *decoder) limits(raw json.RawMessage, at string) Limits {
 func parseBytes(raw json.RawMessage) (uint64, error) {
 	var n float64
 	if json.Unmarshal(raw, &n) == nil {
-		if n < 1 || n != math.Trunc(n) {
+		if n < 1 || n != math.Trunc(n) || n >= 1<<63 {
 			return 0, fmt.Errorf("must be a positive number of bytes, not %v", n)
 		}
 		return uint64(n), nil
@@ -631,8 +635,10 @@ func ParseSize(s string) (uint64, error) {
 			t = t[:len(t)-1]
 		}
 	}
+	// At least one byte (a fraction of one is no size), and below 2^63 so
+	// that it fits an int64 (NaN fails both).
 	f, err := strconv.ParseFloat(t, 64)
-	if err != nil || f <= 0 || f*mult > math.MaxInt64 {
+	if err != nil || !(f*mult >= 1 && f*mult < 1<<63) {
 		return 0, fmt.Errorf("%q is not a size such as \"512M\" or \"2G\"", s)
 	}
 	return uint64(f * mult), nil

@@ -129,6 +129,9 @@ func TestParseErrors(t *testing.T) {
 		`{"tmpfs": ["/dev"]}`:                                                                      "mounted by nixcell itself",
 		`{"tmpfs": ["/data"], "bindMounts": {"/data": {}}}`:                                        "both a bind mount and a tmpfs",
 		`{"limits": {"memory": "lots"}}`:                                                           `"lots" is not a size`,
+		`{"limits": {"memory": 1e30}}`:                                                             "positive number of bytes",
+		`{"limits": {"memory": "NaN"}}`:                                                            `"NaN" is not a size`,
+		`{"consoleLogSize": 1e300}`:                                                                "positive number of bytes",
 		`{"limits": {"cpus": 0}}`:                                                                  "positive number of CPUs",
 		`{"limits": {"pids": 1.5}}`:                                                                "positive whole number",
 		`{"store": "some"}`:                                                                        `"full" or "closure"`,
@@ -150,7 +153,7 @@ func TestParseSize(t *testing.T) {
 			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "M", "-1M", "0", "12X", "1e400"} {
+	for _, in := range []string{"", "M", "-1M", "0", "12X", "1e400", "NaN", "0.5", "9223372036854775807", "8192P"} {
 		if _, err := ParseSize(in); err == nil {
 			t.Errorf("ParseSize(%q) succeeded, want error", in)
 		}

@@ -106,7 +106,8 @@ func (s Store) LoadRuns() (Runs, error) {
 	if err != nil {
 		return nil, err
 	}
-	if json.Unmarshal(data, &runs) != nil {
+	// A table of "null" decodes as a nil map, which no start could add to.
+	if json.Unmarshal(data, &runs) != nil || runs == nil {
 		return Runs{}, nil
 	}
 	return runs, nil

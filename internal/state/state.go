@@ -297,12 +297,18 @@ func (s Store) Lock(ctx context.Context, name string) (*lockfile.Handle, error) 
 // Load reads the container's record.
 func (s Store) Load(name string) (*Container, error) {
 	var c Container
-	err := atomicfile.ReadJSON(filepath.Join(s.Dir(name), "container.json"), &c)
+	path := filepath.Join(s.Dir(name), "container.json")
+	err := atomicfile.ReadJSON(path, &c)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %q", ErrNotFound, name)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading record of %q: %w", name, err)
+	}
+	// Commands act on the record's name (Save writes to its directory): a
+	// damaged or misplaced record must not make them act on another.
+	if c.Name != name {
+		return nil, fmt.Errorf("reading record of %q: %s is the record of %q; repair it", name, path, c.Name)
 	}
 	return &c, nil
 }
