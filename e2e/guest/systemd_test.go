@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -76,6 +77,54 @@ func TestSystemdHost(t *testing.T) {
 		if r := vm.Run(t, "systemctl is-active nixcell-detached.scope"); r.Code == 0 {
 			t.Errorf("the scope outlived the container: %s", r)
 		}
+	})
+
+	t.Run("checkpoint", func(t *testing.T) {
+		// Debian 12's CRIU 3.17 works on this kernel: a process that
+		// counts in its memory counts on after a checkpoint and a restore
+		// of the (unprivileged) container.
+		create("ckpt", `{ services.httpd.enable = true; services.httpd.text = "ckpt\n"; }`)
+		vm.Must(t, nc+" start ckpt")
+		vm.Must(t, nc+` exec ckpt -- sh -c "setsid sh -c 'i=0; while :; do i=\$((i+1)); echo \$i > /run/count; sleep 0.1; done' </dev/null >/dev/null 2>&1 &"`)
+		count := func() int {
+			t.Helper()
+			n, err := strconv.Atoi(strings.TrimSpace(vm.Must(t, nc+" exec ckpt -- cat /run/count")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		time.Sleep(time.Second)
+		logs := func() string {
+			return "; CRIU's log: " + vm.Run(t, "tail -20 /var/lib/nixcell/containers/ckpt/checkpoint.*/*.log").Stdout
+		}
+
+		before := count()
+		r := vm.Run(t, nc+" checkpoint ckpt")
+		if r.Code != 0 || !strings.Contains(r.Stderr, "stopped it") {
+			t.Fatalf("checkpoint: %s%s", r, logs())
+		}
+		if r := vm.Run(t, nc+" state ckpt"); r.Code != 3 {
+			t.Errorf("after the checkpoint: %s, want it stopped", r)
+		}
+		r = vm.Run(t, nc+" restore-checkpoint ckpt")
+		if r.Code != 0 {
+			t.Fatalf("restore-checkpoint: %s%s", r, logs())
+		}
+		c1 := count()
+		time.Sleep(time.Second)
+		c2 := count()
+		t.Logf("count %d at the checkpoint, %d and a second later %d after the restore", before, c1, c2)
+		if c1 < before || c2 <= c1 {
+			t.Errorf("the count after the restore: %d, then %d; it was %d before", c1, c2, before)
+		}
+		if vm.Run(t, "ls /var/lib/nixcell/containers/ckpt/checkpoint.json").Code == 0 {
+			t.Errorf("the checkpoint stays after its restore")
+		}
+		if r := vm.Run(t, nc+" restore-checkpoint ckpt"); r.Code == 0 {
+			t.Errorf("a second restore-checkpoint: %s", r)
+		}
+		vm.Must(t, nc+" stop ckpt && "+nc+" destroy ckpt")
 	})
 
 	t.Run("units", func(t *testing.T) {
