@@ -42,7 +42,7 @@ checkpoint; a later checkpoint replaces it.
 			return printJSON(a.stdout, info)
 		}
 		if !a.quiet {
-			fmt.Fprintf(a.stderr, "%s: checkpointed generation %d with CRIU %s and stopped it\n", args[0], info.Generation, info.CRIU)
+			fmt.Fprintf(a.stderr, "%s: checkpointed generation %d with %s and stopped it\n", args[0], info.Generation, info.CRIU)
 		}
 		return nil
 	}

@@ -44,7 +44,7 @@ import (
 // CRIUError is a checkpoint or restore that CRIU refused or failed, with
 // CRIU's own reason: the error lines of its log.
 type CRIUError struct {
-	Op string // "checkpoint", "restore" or "check"
+	Op string // "checkpoint", "restore", "check" or "install"
 	// Reason is CRIU's error lines.
 	Reason string
 	// Log is CRIU's whole log, kept for a closer look ("" when none).
@@ -57,8 +57,11 @@ func (e *CRIUError) Is(target error) bool { return target == fault.Unsupported }
 
 func (e *CRIUError) Error() string {
 	s := "CRIU cannot " + e.Op + " it: " + e.Reason
-	if e.Op == "check" {
+	switch e.Op {
+	case "check":
 		s = "criu cannot run on this kernel: " + e.Reason
+	case "install":
+		s = "criu is not installed (Debian: apt-get install criu iptables)"
 	}
 	if e.Log != "" {
 		s += " (CRIU's log: " + e.Log + ")"
@@ -72,12 +75,13 @@ func (e *CRIUError) Error() string {
 func CheckCRIU() (string, error) {
 	path, err := exec.LookPath("criu")
 	if err != nil {
-		return "", &CRIUError{Op: "check", Reason: "criu is not installed (Debian's package criu)"}
+		return "", &CRIUError{Op: "install"}
 	}
-	version, _ := exec.Command(path, "--version").Output()
-	out, err := exec.Command(path, "check").CombinedOutput()
+	out, _ := exec.Command(path, "--version").Output()
+	version := "CRIU " + strings.TrimPrefix(strings.TrimSpace(firstLine(out)), "Version: ")
+	out, err = exec.Command(path, "check").CombinedOutput()
 	if err != nil {
-		reason := strings.TrimSpace(firstLine(version)) + ": " + errorLines(out)
+		reason := version + ": " + errorLines(out)
 		if newKernel() {
 			// Linux 6.13 split the vvar mapping, which CRIU before 4.1
 			// cannot parse (CRIU PR #2539).
@@ -85,7 +89,7 @@ func CheckCRIU() (string, error) {
 		}
 		return "", &CRIUError{Op: "check", Reason: reason}
 	}
-	return strings.TrimSpace(firstLine(version)), nil
+	return version, nil
 }
 
 // newKernel reports a kernel from 6.13 on.
