@@ -67,6 +67,15 @@ func TestDoctor(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer syscall.Unmount(mnt, syscall.MNT_DETACH)
+	// What writes of the container's record and of the run table leave
+	// when killed between their create and rename (atomicfile's names;
+	// TestLeftoversOfKilledWriters makes them by killing writers).
+	partial := []string{filepath.Join(in.store.Dir(name), ".container.json.tmp-4242"), filepath.Join(in.store.Run, ".runs.json.tmp-4242")}
+	for _, f := range partial {
+		if err := os.WriteFile(f, []byte("{\"half"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -90,6 +99,11 @@ func TestDoctor(t *testing.T) {
 			t.Errorf("doctor's %s: %+v, want a fixable failure naming %q", check, r, want)
 		}
 	}
+	for _, f := range partial {
+		if r := results["partial-files"]; r.Status != "fail" || !strings.Contains(r.Found, f) || !r.Fixable {
+			t.Errorf("doctor's partial-files: %+v, want a fixable failure naming %s", r, f)
+		}
+	}
 	if r := in.run("doctor", "--fix"); r.code != 0 || !strings.Contains(r.stderr, "fixed: ") {
 		t.Errorf("doctor --fix: %s", r)
 	}
@@ -101,6 +115,11 @@ func TestDoctor(t *testing.T) {
 	}
 	if code != 0 {
 		t.Errorf("doctor exited %d after --fix", code)
+	}
+	for _, f := range partial {
+		if _, err := os.Lstat(f); err == nil {
+			t.Errorf("%s is left after doctor --fix", f)
+		}
 	}
 	in.must("start", name)
 }

@@ -78,6 +78,13 @@ func TestBadInput(t *testing.T) {
 		{"bad pids limit", []string{"create", fresh, "-c", "{ }", "--pids", "-5"}, 2, `--pids: "-5" is not a positive whole number of processes`},
 		{"bad limit in the file", append([]string{"create", fresh, nixFile(t, "badcpus.nix", `{ limits.cpus = 0.001; configuration = { }; }`)}, nixArgs...), 1, "limits.cpus: must be at least 0.01 CPUs"},
 		{"stats of a stopped container", []string{"stats", stopped}, 1, "nixcell: stats " + stopped + ": it is not running"},
+		// Limits the kernel refuses, or with which nothing boots: refused
+		// at create and update, not at start (issue 13, item 4).
+		{"cpus beyond the kernel's", []string{"create", fresh, "-c", "{ }", "--cpus", "1e9"}, 2, "--cpus: must be at most 175921860 CPUs (the kernel's largest quota), not 1e+09"},
+		{"memory nothing boots in", []string{"update", stopped, "--memory", "1"}, 2, "--memory: must be at least 4MiB (what starting a container takes before its init runs), not 1B"},
+		{"pids beyond the kernel's", []string{"update", stopped, "--pids", "5000000"}, 2, "--pids: must be at most 4194304 processes"},
+		{"cpus beyond the kernel's in the file", append([]string{"create", fresh, nixFile(t, "bigcpus.nix", `{ limits.cpus = 1000000000.0; configuration = { }; }`)}, nixArgs...), 1, "limits.cpus: must be at most 175921860 CPUs"},
+		{"memory nothing boots in, in the file", append([]string{"update", stopped, nixFile(t, "tinymem.nix", `{ limits.memory = 1; configuration = { }; }`)}, nixArgs...), 1, "limits.memory: must be at least 4MiB"},
 	}
 	for _, c := range cases {
 		t.Run(strings.ReplaceAll(c.what, " ", "-"), func(t *testing.T) {
@@ -100,8 +107,11 @@ func TestBadInput(t *testing.T) {
 			}
 		})
 	}
-	if r := in.run("create", fresh, "-c", `{ system.fixture.label = throw "broken on purpose"; }`, "-n", testutil.NixArgs()); !strings.Contains(r.stderr, "broken on purpose") {
-		t.Errorf("Nix's own error message is not shown: %s", r)
+	for _, quiet := range [][]string{nil, {"-q"}} {
+		r := in.run(append(quiet, "create", fresh, "-c", `{ system.fixture.label = throw "broken on purpose"; }`, "-n", testutil.NixArgs())...)
+		if !strings.Contains(r.stderr, "error:") || !strings.Contains(r.stderr, "broken on purpose") {
+			t.Errorf("nixcell %v create: Nix's own error message is not shown: %s", quiet, r)
+		}
 	}
 }
 

@@ -278,7 +278,7 @@ in
         ++ lib.optional (!c.network.enableIPv6) "enableIPv6";
     in
     lib.optional (c.config == null && c.path == null) "${at "config"}: set config (a NixOS module) or path (a built system)"
-    ++ lib.optional (match "[a-z]([a-z0-9-]{0,61}[a-z0-9])?" name == null) "nixcell.containers.${name}: \"${name}\" is not a container name: a DNS label of lower-case letters, digits and inner hyphens (at most 63), starting with a letter"
+    ++ lib.optional (match "[a-z]([a-z0-9-]{0,61}[a-z0-9])?" name == null || name == "localhost") "nixcell.containers.${name}: \"${name}\" is not a container name: a DNS label of lower-case letters, digits and inner hyphens (at most 63), starting with a letter, other than localhost"
     ++ lib.optional (c.additionalCapabilities != [ ]) "${at "additionalCapabilities"}: nixcell gives every container systemd-nspawn's default capability set and cannot add to it (privileged = true is the only way to more)"
     ++ lib.optional (c.extraFlags != [ ]) "${at "extraFlags"}: nixcell does not run systemd-nspawn, so it takes no nspawn flags; use its options (bindMounts, tmpfs, allowedDevices, network, limits, ...)"
     ++ lib.optional (c.extraVeths != { }) "${at "extraVeths"}: nixcell gives a container one veth pair or bridge port (plus the NAT bridge's); extra veth pairs are not supported"

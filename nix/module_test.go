@@ -464,7 +464,7 @@ func TestActivationScript(t *testing.T) {
 // does (spec.ValidateName), so a bad name fails at evaluation, not at start.
 func TestModuleNames(t *testing.T) {
 	names := []string{"web", "a", "a-b", "a1", "x" + strings.Repeat("y", 62), "x" + strings.Repeat("y", 63),
-		"1a", "-a", "a-", "A", "Web", "a_b", "a.b", "a b", "ä"}
+		"1a", "-a", "a-", "A", "Web", "a_b", "a.b", "a b", "ä", "localhost", "tasks", "global"}
 	var quoted []string
 	for _, n := range names {
 		quoted = append(quoted, `"`+n+`"`)

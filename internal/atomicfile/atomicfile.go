@@ -137,3 +137,26 @@ func ReadJSON(path string, v any) error {
 	}
 	return nil
 }
+
+// Leftovers lists the temporary files that writes of path left when they
+// were killed before their rename.
+func Leftovers(path string) []string {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	found, _ := filepath.Glob(filepath.Join(dir, "."+base+".tmp-*"))
+	return found
+}
+
+// RemoveLeftovers removes what Leftovers lists. Preconditions: the caller
+// holds the lock that every writer of path holds, so none of them is
+// being written.
+func RemoveLeftovers(path string) error {
+	for _, f := range Leftovers(path) {
+		if err := os.Remove(f); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+	}
+	return nil
+}

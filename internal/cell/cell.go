@@ -246,8 +246,14 @@ func (m *Manager) locked(ctx context.Context, name string, op lifecycle.Op) (rec
 	}
 	unlock = func() { _ = lock.Unlock() }
 	rec, err = m.Store.Load(name)
+	if err == nil && rec.Phase == state.Created {
+		err = m.Store.RemovePartial(name)
+	}
 	if err == nil {
 		st, _, err = m.stateOf(rec)
+	}
+	if err == nil && st == lifecycle.Stopped {
+		err = m.finishStopped(ctx, name)
 	}
 	if err == nil {
 		err = lifecycle.Check(st, op)
@@ -262,6 +268,26 @@ func (m *Manager) locked(ctx context.Context, name string, op lifecycle.Op) (rec
 		return nil, "", nil, err
 	}
 	return rec, st, unlock, nil
+}
+
+// finishStopped removes what a start or stop that was killed, or an init
+// that died on its own, left of a container that does not run: its
+// runtime state, cgroups and host directory, and its run record with the
+// network that served it. So every command that takes the lock finds the
+// container as a clean stop leaves it. Preconditions: the container's
+// lock is held and it does not run.
+func (m *Manager) finishStopped(ctx context.Context, name string) error {
+	if err := runtime.Cleanup(m.place(name)); err != nil {
+		return fmt.Errorf("removing what a stopped run of %s left: %w", name, err)
+	}
+	runs, err := m.Store.LoadRuns()
+	if err != nil {
+		return err
+	}
+	if _, ok := runs[name]; ok {
+		return m.netStop(ctx, name, true)
+	}
+	return nil
 }
 
 // lock validates the name and takes the container's lock.
@@ -284,12 +310,13 @@ func (m *Manager) unlockMissing(lock *lockfile.Handle, name string) {
 
 // runtimeContainer is what the runtime needs to boot rec.
 func (m *Manager) runtimeContainer(rec *state.Container) (*runtime.Container, error) {
+	p := m.place(rec.Name)
 	c := &runtime.Container{
 		Name:           rec.Name,
-		StateRoot:      m.Store.RuntimeRoot(),
-		HostDir:        m.Store.HostDir(rec.Name),
+		StateRoot:      p.StateRoot,
+		HostDir:        p.HostDir,
 		RootFS:         m.Store.RootFS(rec.Name),
-		CgroupPath:     m.Store.CgroupPath(rec.Name),
+		CgroupPath:     p.CgroupPath,
 		ConsoleLog:     m.Store.ConsoleLog(rec.Name),
 		ConsoleLogSize: rec.Spec.ConsoleLogSize,
 		ConsoleAgent:   m.consoleAgent(),
@@ -313,10 +340,7 @@ func (m *Manager) runtimeContainer(rec *state.Container) (*runtime.Container, er
 		c.Binds = append(c.Binds, runtime.Bind{Source: b.HostPath, Destination: b.Destination, ReadOnly: b.IsReadOnly, Create: b.Create, HostIDs: b.WriteAsHostRoot})
 	}
 	c.DeviceDir = m.Store.DeviceDir(rec.Name)
-	if systemd.Host() && kernel.Cgroups() == kernel.CgroupV2 {
-		// systemd makes the cgroup: a scope in the instance's slice.
-		c.SystemdSlice, c.SystemdScopePrefix = systemd.Slice(m.Store.CgroupParent)
-	}
+	c.SystemdSlice, c.SystemdScopePrefix = p.SystemdSlice, p.SystemdScopePrefix
 	for _, d := range rec.Spec.AllowedDevices {
 		c.Devices = append(c.Devices, runtime.Device{Path: d.Node, Permissions: d.Modifier})
 	}
@@ -352,10 +376,20 @@ func (m *Manager) runtimeContainer(rec *state.Container) (*runtime.Container, er
 	return c, nil
 }
 
+// place is where the container's runtime state is, or would be.
+func (m *Manager) place(name string) runtime.Place {
+	p := runtime.Place{StateRoot: m.Store.RuntimeRoot(), Name: name, HostDir: m.Store.HostDir(name), CgroupPath: m.Store.CgroupPath(name)}
+	if systemd.Host() && kernel.Cgroups() == kernel.CgroupV2 {
+		// systemd makes the cgroup: a scope in the instance's slice.
+		p.SystemdSlice, p.SystemdScopePrefix = systemd.Slice(m.Store.CgroupParent)
+	}
+	return p
+}
+
 // consoleAgent is the instance's console agent, which keeps the consoles
 // of its detached containers.
 func (m *Manager) consoleAgent() console.Agent {
-	return console.Agent{Socket: filepath.Join(m.Store.Run, "console.sock"), Lock: filepath.Join(m.Store.Run, "console.lock")}
+	return console.Agent{Socket: m.Store.ConsoleSocketPath(), Lock: m.Store.ConsoleLockPath()}
 }
 
 // closure returns the store paths of system's closure, from the

@@ -157,10 +157,11 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 	if err := m.Store.Save(rec); err != nil {
 		return err
 	}
-	u.Push("removing the record", func(context.Context) error {
+	u.Push("removing the record", func(ctx context.Context) error {
 		if err := m.Store.Remove(req.Name); err != nil {
 			return err
 		}
+		defer m.tidyRun(ctx)
 		return lock.Remove()
 	})
 	if err := failpoint.Hit("create/recorded"); err != nil {

@@ -46,6 +46,7 @@ func (m *Manager) Destroy(ctx context.Context, name string, timeout time.Duratio
 	if err := m.removeAll(ctx, rec, name); err != nil {
 		return err
 	}
+	defer m.tidyRun(ctx)
 	if rec != nil && rec.Spec.Autostart {
 		m.autostartUnit(ctx, name, false)
 	}
@@ -62,7 +63,7 @@ func (m *Manager) removeAll(ctx context.Context, rec *state.Container, name stri
 		name string
 		do   func() error
 	}{
-		{"destroy/runtime", func() error { return runtime.Cleanup(m.Store.RuntimeRoot(), name) }},
+		{"destroy/runtime", func() error { return runtime.Cleanup(m.place(name)) }},
 		{"destroy/marked", func() error { return m.markDestroying(rec, name) }},
 		{"destroy/host-dir", func() error { return runtime.RemoveHostDir(m.Store.HostDir(name)) }},
 		{"destroy/root", func() error { return m.Store.RemoveRoot(name) }},

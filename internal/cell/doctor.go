@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nixcell/nixcell/internal/atomicfile"
 	"github.com/nixcell/nixcell/internal/doctor"
 	"github.com/nixcell/nixcell/internal/lockfile"
 	"github.com/nixcell/nixcell/internal/network"
@@ -74,6 +75,7 @@ var leftoverChecks = []struct{ name, none string }{
 	{"locks", "no lock file of a container that does not exist"},
 	{"addresses", "no address or port held for a container that does not exist"},
 	{"id-ranges", "no ID range of a removed instance"},
+	{"partial-files", "no file half-written by a command that was killed"},
 }
 
 // Fix removes what Doctor reports as left over and returns what it
@@ -152,7 +154,7 @@ func (m *Manager) leftovers() ([]leftover, error) {
 		fix         func(name string) func(context.Context) error
 	}{
 		{"runtime-state", m.Store.RuntimeRoot(), func(name string) func(context.Context) error {
-			return func(context.Context) error { return runtime.Cleanup(m.Store.RuntimeRoot(), name) }
+			return func(context.Context) error { return runtime.Cleanup(m.place(name)) }
 		}},
 		{"host-dirs", filepath.Join(m.Store.Run, "host"), func(name string) func(context.Context) error {
 			return func(context.Context) error { return runtime.RemoveHostDir(m.Store.HostDir(name)) }
@@ -168,11 +170,11 @@ func (m *Manager) leftovers() ([]leftover, error) {
 			}
 		}
 	}
-	for _, name := range runtime.CgroupsUnder(m.Store.CgroupParent) {
-		if !running[name] {
-			name := name
-			add("container-cgroups", fmt.Sprintf("cgroup %s/%s of a container that does not run", m.Store.CgroupParent, name), func(context.Context) error {
-				return runtime.RemoveCgroup(m.Store.CgroupPath(name))
+	for _, leaf := range runtime.CgroupsUnder(m.Store.CgroupParent) {
+		if !running[state.ContainerOfCgroup(leaf)] {
+			path := m.Store.CgroupParent + "/" + leaf
+			add("container-cgroups", fmt.Sprintf("cgroup %s of a container that does not run", path), func(context.Context) error {
+				return runtime.RemoveCgroup(path)
 			})
 		}
 	}
@@ -199,7 +201,7 @@ func (m *Manager) leftovers() ([]leftover, error) {
 	locks, _ := filepath.Glob(filepath.Join(m.Store.Root, "locks", "*.lock"))
 	for _, l := range locks {
 		name := strings.TrimSuffix(filepath.Base(l), ".lock")
-		if l == m.Store.GlobalLockPath() || exists[name] {
+		if exists[name] {
 			continue
 		}
 		if h, err := lockfile.TryLock(l); err == nil {
@@ -211,6 +213,48 @@ func (m *Manager) leftovers() ([]leftover, error) {
 					return err
 				}
 				return h.Remove()
+			})
+		}
+	}
+	// Half-written files, of files nobody writes now: a writer holds
+	// the lock that the check takes.
+	if lock, err := lockfile.TryLock(m.Store.GlobalLockPath()); err == nil {
+		var found []string
+		for _, f := range []string{m.Net.Path, m.Store.RunsPath()} {
+			found = append(found, atomicfile.Leftovers(f)...)
+		}
+		_ = lock.Unlock()
+		for _, f := range found {
+			f := f
+			add("partial-files", f+", half-written", func(ctx context.Context) error {
+				lock, err := lockfile.Lock(ctx, m.Store.GlobalLockPath())
+				if err != nil {
+					return err
+				}
+				defer lock.Unlock()
+				return m.removeInstanceLeftovers()
+			})
+		}
+	}
+	for _, name := range names {
+		if rec, err := m.Store.Load(name); err != nil || rec.Phase != state.Created {
+			continue // a create or destroy that did not finish: the locks check or the next destroy
+		}
+		lock, err := lockfile.TryLock(m.Store.ContainerLockPath(name))
+		if err != nil {
+			continue
+		}
+		found := m.Store.Partial(name)
+		_ = lock.Unlock()
+		for _, f := range found {
+			name := name
+			add("partial-files", f+", left by a command on "+name+" that was killed", func(ctx context.Context) error {
+				lock, err := m.Store.Lock(ctx, name)
+				if err != nil {
+					return err
+				}
+				defer lock.Unlock()
+				return m.Store.RemovePartial(name)
 			})
 		}
 	}

@@ -360,7 +360,7 @@ func (m *Manager) applyLocked(ctx context.Context, rec *state.Container, st life
 		return "", err
 	}
 	was, known := runOf(runs, rec.Name, status)
-	if known && was.System == system {
+	if known && was.System == system && was.Switching == "" {
 		return AppliedNothing, nil
 	}
 	if rec.Spec.Store == "closure" && !restart {
@@ -373,12 +373,27 @@ func (m *Manager) applyLocked(ctx context.Context, rec *state.Container, st life
 		return AppliedRestarted, m.restartLocked(ctx, rec, lifecycle.Running, DefaultStopTimeout)
 	}
 	fmt.Fprintf(m.Log, "switching %s to generation %d in place\n", rec.Name, gen)
+	// Said before the switch: a command killed during it leaves the run
+	// table saying that the init may run either system, and the next
+	// apply switches again instead of trusting System.
+	if err := m.changeRuns(ctx, func(runs state.Runs) error {
+		if r, ok := runs[rec.Name]; ok {
+			r.Switching = system
+			runs[rec.Name] = r
+		}
+		return nil
+	}); err != nil {
+		return "", err
+	}
 	if err := m.switchInPlace(rec.Name, system); err != nil {
 		back := "the generation it ran"
-		if known {
+		if known && was.System != "" {
 			back = fmt.Sprintf("generation %d", was.Generation)
 			if serr := m.switchInPlace(rec.Name, was.System); serr != nil {
 				return "", fmt.Errorf("%w; switching back to %s failed too: %v", err, back, serr)
+			}
+			if rerr := m.recordSwitch(ctx, rec.Name, was.Generation, was.System); rerr != nil {
+				return "", fmt.Errorf("%w; %s was switched back in, but not recorded: %v", err, back, rerr)
 			}
 		}
 		return "", fmt.Errorf("%w; %s was switched back in", err, back)
@@ -394,7 +409,7 @@ func (m *Manager) applyLocked(ctx context.Context, rec *state.Container, st life
 func (m *Manager) recordSwitch(ctx context.Context, name string, gen int, system string) error {
 	return m.changeRuns(ctx, func(runs state.Runs) error {
 		if r, ok := runs[name]; ok {
-			r.Generation, r.System = gen, system
+			r.Generation, r.System, r.Switching = gen, system, ""
 			runs[name] = r
 		}
 		return nil

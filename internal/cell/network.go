@@ -8,11 +8,11 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"syscall"
 	"time"
 
+	"github.com/nixcell/nixcell/internal/atomicfile"
 	"github.com/nixcell/nixcell/internal/lockfile"
 	"github.com/nixcell/nixcell/internal/network"
 	"github.com/nixcell/nixcell/internal/runtime"
@@ -63,6 +63,9 @@ func (m *Manager) changeNetwork(ctx context.Context, f func(st *network.State, r
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	err := m.Net.Update(ctx, func(st *network.State) error {
+		if err := m.removeInstanceLeftovers(); err != nil {
+			return err
+		}
 		runs, err := m.Store.LoadRuns()
 		if err != nil {
 			return err
@@ -76,7 +79,11 @@ func (m *Manager) changeNetwork(ctx context.Context, f func(st *network.State, r
 		if err := st.Apply(members(runs), m.host); err != nil {
 			return err
 		}
-		return m.Store.SaveRuns(runs)
+		if err := m.Store.SaveRuns(runs); err != nil {
+			return err
+		}
+		m.removeCgroupParent(runs)
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("network: %w", err)
@@ -95,6 +102,9 @@ func (m *Manager) changeRuns(ctx context.Context, f func(runs state.Runs) error)
 		return err
 	}
 	defer lock.Unlock()
+	if err := m.removeInstanceLeftovers(); err != nil {
+		return err
+	}
 	runs, err := m.Store.LoadRuns()
 	if err != nil {
 		return err
@@ -102,7 +112,33 @@ func (m *Manager) changeRuns(ctx context.Context, f func(runs state.Runs) error)
 	if err := f(runs); err != nil {
 		return err
 	}
-	return m.Store.SaveRuns(runs)
+	if err := m.Store.SaveRuns(runs); err != nil {
+		return err
+	}
+	m.removeCgroupParent(runs)
+	return nil
+}
+
+// removeCgroupParent removes the cgroup its containers' cgroups are made
+// in once none runs or starts (runs, the run table, holds none): a start
+// enters the run table under the global lock before it makes its cgroup,
+// so none makes one meanwhile. Preconditions: the global lock is held.
+func (m *Manager) removeCgroupParent(runs state.Runs) {
+	if len(runs) == 0 {
+		runtime.RemoveEmptyCgroup(m.Store.CgroupParent)
+	}
+}
+
+// removeInstanceLeftovers removes what writes of the instance's files
+// that were killed before their rename left. Preconditions: the global
+// lock is held.
+func (m *Manager) removeInstanceLeftovers() error {
+	for _, f := range []string{m.Net.Path, m.Store.RunsPath()} {
+		if err := atomicfile.RemoveLeftovers(f); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // members are the containers of the run table that have nixcell's network
@@ -276,7 +312,35 @@ func (m *Manager) NetworkStatus() (NetworkStatus, error) {
 }
 
 // dnsLock is held by the instance's name server while it runs.
-func (m *Manager) dnsLock() string { return filepath.Join(m.Store.Run, "dns.lock") }
+func (m *Manager) dnsLock() string { return m.Store.NameServerLockPath() }
+
+// tidyRun removes the instance's run directory once no container of it
+// exists and nothing is left there, so that nothing of a destroyed
+// instance stays in /run. Errors are warnings: nothing depends on it.
+func (m *Manager) tidyRun(ctx context.Context) {
+	if names, err := m.Store.Names(); err != nil || len(names) > 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	lock, err := lockfile.Lock(ctx, m.Store.GlobalLockPath())
+	if err != nil {
+		m.warnf("removing the run directory %s: %v", m.Store.Run, err)
+		return
+	}
+	defer lock.Unlock()
+	// A create may have made a container meanwhile; it makes nothing in the
+	// run directory without the global lock.
+	if names, err := m.Store.Names(); err != nil || len(names) > 0 {
+		return
+	}
+	if err := m.Store.RemoveRunIfEmpty(); err != nil {
+		m.warnf("removing the run directory %s: %v", m.Store.Run, err)
+	}
+	if runs, err := m.Store.LoadRuns(); err == nil {
+		m.removeCgroupParent(runs)
+	}
+}
 
 // ensureDNS starts the instance's name server unless it runs: a detached
 // `nixcell network dns-serve`, which ends by itself when no container runs.
@@ -325,7 +389,10 @@ func (m *Manager) ServeDNS(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer lock.Unlock()
+	defer func() {
+		_ = lock.Remove()
+		m.tidyRun(ctx)
+	}()
 	return network.ServeDNS(ctx, []string{m.Net.Path, m.Store.RunsPath()}, func() (network.Desired, bool, error) {
 		st, err := m.Net.Load()
 		if err != nil {

@@ -99,7 +99,7 @@ func (m *Manager) startLocked(ctx context.Context, rec *state.Container, req sta
 	}
 	c.Trace = tr
 	tr.Mark("profile and ID range")
-	if err := runtime.Cleanup(m.Store.RuntimeRoot(), rec.Name); err != nil {
+	if err := runtime.Cleanup(c.Place()); err != nil {
 		return Init{}, err
 	}
 	tr.Mark("leftovers checked")
@@ -173,7 +173,7 @@ func (m *Manager) startLocked(ctx context.Context, rec *state.Container, req sta
 	if err != nil && !errors.As(err, &notReady) {
 		return Init{}, err
 	}
-	u.Push("killing the init", func(ctx context.Context) error { return runtime.Kill(m.Store.RuntimeRoot(), rec.Name) })
+	u.Push("killing the init", func(ctx context.Context) error { return runtime.Kill(c.Place()) })
 	if ferr := failpoint.Hit("start/init-running"); ferr != nil {
 		return Init{}, ferr
 	}
@@ -284,7 +284,7 @@ func (m *Manager) Terminate(ctx context.Context, name string) error {
 		return err
 	}
 	defer unlock()
-	if err := runtime.Kill(m.Store.RuntimeRoot(), name); err != nil {
+	if err := runtime.Kill(m.place(name)); err != nil {
 		return err
 	}
 	return m.netStop(ctx, name, false)

@@ -12,7 +12,8 @@
 // when it would pass half the cap, and when the init ends it writes the
 // init's wait status to the request's exit_name in the state directory, if
 // the kernel says it (PIDFD_INFO_EXIT, Linux 6.15). It exits once it has
-// kept no console for IDLE_MS.
+// kept no console for IDLE_MS, removing its socket and lock, and the
+// directory that held them when it is left empty.
 
 #define _GNU_SOURCE
 #include <errno.h>
@@ -350,6 +351,12 @@ static void serve(const char *lock_path)
 	int lock = open(lock_path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (lock < 0 || flock(lock, LOCK_EX | LOCK_NB) < 0)
 		_exit(0); /* another agent serves this instance, or is leaving */
+	/* A leaving agent unlinks its lock while holding it (below): a lock
+	 * taken on the unlinked file is no lock, as internal/lockfile says. */
+	struct stat held, named;
+	if (fstat(lock, &held) < 0 || stat(lock_path, &named) < 0 ||
+	    held.st_dev != named.st_dev || held.st_ino != named.st_ino)
+		_exit(0);
 	signal(SIGPIPE, SIG_IGN);
 	if (chdir("/") < 0)
 		_exit(1);
@@ -375,8 +382,24 @@ static void serve(const char *lock_path)
 			/* Idle: leave, unless a console arrived meanwhile. */
 			unlink(sock_path);
 			accept_all();
-			if (kept == 0)
+			if (kept == 0) {
+				/* Nothing of the agent stays in the instance's
+				 * run directory, and the directory itself goes
+				 * when the agent was the last thing in it (its
+				 * last container destroyed): rmdir leaves a
+				 * directory that holds anything. */
+				unlink(lock_path);
+				char dir[4096];
+				if (strlen(lock_path) < sizeof(dir)) {
+					strcpy(dir, lock_path);
+					char *slash = strrchr(dir, '/');
+					if (slash && slash != dir) {
+						*slash = 0;
+						rmdir(dir);
+					}
+				}
 				_exit(0);
+			}
 			epoll_ctl(epfd, EPOLL_CTL_DEL, listener, NULL);
 			close(listener);
 			if ((listener = listen_on(sock_path)) < 0)

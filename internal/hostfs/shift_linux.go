@@ -15,8 +15,12 @@ import (
 // by directory handles and changes each entry through its parent's handle
 // without following links, so a link in the tree never turns it onto
 // another file. The set-user-ID, set-group-ID bits and file capabilities
-// that chown clears are put back (a capability's root ID is shifted too).
-// The tree must not change meanwhile (its container stopped or frozen).
+// that chown clears are put back, a capability's root ID shifted too
+// (revision 2 capabilities, which name ID 0, become revision 3 ones for the
+// root ID 0 shifts to: otherwise a tree moved from a privileged container
+// into a range would keep capabilities its new root cannot use). The named
+// users and groups of POSIX ACLs are shifted as owners are. The tree must
+// not change meanwhile (its container stopped or frozen).
 type Shift struct {
 	From, Size, To uint32
 }
@@ -114,28 +118,45 @@ func (s Shift) entry(dir *os.File, name, path string, out *OutOfRangeError) erro
 		return nil
 	}
 	kind := st.Mode & unix.S_IFMT
-	var caps []byte
-	if kind == unix.S_IFREG {
-		caps = readCaps(dir, name)
-	}
-	if err := unix.Fchownat(int(dir.Fd()), name, int(uid), int(gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return fmt.Errorf("chown %s: %w", path, err)
-	}
-	if kind != unix.S_IFREG || st.Mode&(unix.S_ISUID|unix.S_ISGID) == 0 && caps == nil {
+	if kind != unix.S_IFREG && kind != unix.S_IFDIR {
+		if err := unix.Fchownat(int(dir.Fd()), name, int(uid), int(gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return fmt.Errorf("chown %s: %w", path, err)
+		}
 		return nil
 	}
-	// chown cleared them: through a handle of the file itself (a regular
-	// file, opened without following a link), put them back.
-	f, err := OpenIn(dir, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	// Regular files and directories, the ones with attributes to carry:
+	// through a handle of the file itself, opened without following a
+	// link.
+	flags := unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_NONBLOCK
+	if kind == unix.S_IFDIR {
+		flags |= unix.O_DIRECTORY
+	}
+	f, err := OpenIn(dir, name, flags, 0)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
+	fd := int(f.Fd())
+	caps := getxattr(fd, capabilityXattr)
+	if err := unix.Fchown(fd, int(uid), int(gid)); err != nil {
+		return fmt.Errorf("chown %s: %w", path, err)
+	}
+	for _, acl := range []string{aclAccessXattr, aclDefaultXattr} {
+		if v := getxattr(fd, acl); v != nil {
+			if err := unix.Fsetxattr(fd, acl, s.shiftACL(v), 0); err != nil {
+				return fmt.Errorf("shifting the ACL of %s: %w", path, err)
+			}
+		}
+	}
+	if kind != unix.S_IFREG || st.Mode&(unix.S_ISUID|unix.S_ISGID) == 0 && caps == nil {
+		return nil
+	}
+	// chown cleared them: put them back.
 	if err := f.Chmod(os.FileMode(st.Mode&0o777) | modeBits(st.Mode)); err != nil {
 		return fmt.Errorf("chmod %s: %w", path, err)
 	}
 	if caps != nil {
-		if err := unix.Fsetxattr(int(f.Fd()), "security.capability", s.shiftCaps(caps), 0); err != nil {
+		if err := unix.Fsetxattr(fd, capabilityXattr, s.shiftCaps(caps), 0); err != nil {
 			return fmt.Errorf("restoring the capabilities of %s: %w", path, err)
 		}
 	}
@@ -156,33 +177,84 @@ func modeBits(m uint32) os.FileMode {
 	return b
 }
 
-// readCaps returns a regular file's security.capability attribute, nil
-// when it has none.
-func readCaps(dir *os.File, name string) []byte {
-	f, err := OpenIn(dir, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
-	if err != nil {
-		return nil
+// Extended attributes that name IDs.
+const (
+	capabilityXattr = "security.capability"
+	aclAccessXattr  = "system.posix_acl_access"
+	aclDefaultXattr = "system.posix_acl_default"
+)
+
+// getxattr returns an attribute of the open file, nil when it has none.
+func getxattr(fd int, name string) []byte {
+	buf := make([]byte, 1024)
+	n, err := unix.Fgetxattr(fd, name, buf)
+	if err == unix.ERANGE {
+		if n, err = unix.Fgetxattr(fd, name, nil); err == nil {
+			buf = make([]byte, n)
+			n, err = unix.Fgetxattr(fd, name, buf)
+		}
 	}
-	defer f.Close()
-	buf := make([]byte, 64)
-	n, err := unix.Fgetxattr(int(f.Fd()), "security.capability", buf)
 	if err != nil || n == 0 {
 		return nil
 	}
 	return buf[:n]
 }
 
-// A version 3 capability attribute (VFS_CAP_REVISION_3) ends with the
-// host ID of the root of the user namespace it belongs to.
-const vfsCapV3Size = 24
+// The layout of security.capability (linux/capability.h): a little-endian
+// magic word whose top byte is the revision, permitted and inheritable
+// sets, and in revision 3 the host ID of the root of the user namespace
+// the capabilities are for.
+const (
+	vfsCapRevisionMask = 0xff000000
+	vfsCapRevision2    = 0x02000000
+	vfsCapRevision3    = 0x03000000
+	vfsCapV2Size       = 20
+	vfsCapV3Size       = 24
+)
 
 func (s Shift) shiftCaps(caps []byte) []byte {
-	if len(caps) != vfsCapV3Size || binary.LittleEndian.Uint32(caps)&0xff000000 != 0x03000000 {
+	magic := binary.LittleEndian.Uint32(caps)
+	var rootID uint32 // revision 2: the host's root
+	switch {
+	case len(caps) == vfsCapV2Size && magic&vfsCapRevisionMask == vfsCapRevision2:
+	case len(caps) == vfsCapV3Size && magic&vfsCapRevisionMask == vfsCapRevision3:
+		rootID = binary.LittleEndian.Uint32(caps[20:])
+	default:
 		return caps
 	}
-	out := append([]byte(nil), caps...)
-	if root, ok := s.move(binary.LittleEndian.Uint32(caps[20:])); ok {
-		binary.LittleEndian.PutUint32(out[20:], root)
+	root, ok := s.move(rootID)
+	if !ok {
+		return caps
+	}
+	out := make([]byte, vfsCapV3Size)
+	copy(out, caps)
+	binary.LittleEndian.PutUint32(out, magic&^vfsCapRevisionMask|vfsCapRevision3)
+	binary.LittleEndian.PutUint32(out[20:], root)
+	return out
+}
+
+// The layout of a POSIX ACL attribute (linux/posix_acl_xattr.h): a version
+// word, then entries of a 16-bit tag, 16-bit permissions and a 32-bit ID,
+// which means something for named users and groups only.
+const (
+	aclHeaderSize = 4
+	aclEntrySize  = 8
+	aclUser       = 0x02
+	aclGroup      = 0x08
+)
+
+// shiftACL moves the named users and groups of an ACL that are in the
+// range; others are left as they are, as owners outside it are.
+func (s Shift) shiftACL(v []byte) []byte {
+	if len(v) < aclHeaderSize || (len(v)-aclHeaderSize)%aclEntrySize != 0 {
+		return v
+	}
+	out := append([]byte(nil), v...)
+	for off := aclHeaderSize; off < len(out); off += aclEntrySize {
+		if tag := binary.LittleEndian.Uint16(out[off:]); tag == aclUser || tag == aclGroup {
+			id, _ := s.move(binary.LittleEndian.Uint32(out[off+4:]))
+			binary.LittleEndian.PutUint32(out[off+4:], id)
+		}
 	}
 	return out
 }

@@ -234,6 +234,11 @@ func (a *Allocator) change(ctx context.Context, fn func(*registry) (changed bool
 		return err
 	}
 	defer l.Unlock()
+	// What a write killed before its rename left (every writer holds the
+	// lock).
+	if err := atomicfile.RemoveLeftovers(a.cfg.RegistryPath); err != nil {
+		return err
+	}
 
 	reg, err := a.read()
 	if err != nil {

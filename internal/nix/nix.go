@@ -26,7 +26,8 @@ import (
 var containerExpr string
 
 // ErrNix is the class of failures of a Nix command; Nix's own message has
-// already been streamed to the caller's writer.
+// already been streamed to the caller's writer, or, when the caller shows
+// none of Nix's output (quiet), is part of the error.
 var ErrNix = fault.New(fault.Nix, "nix failed")
 
 // Invocation is what every evaluation and build of one container shares.
@@ -147,17 +148,63 @@ func run(ctx context.Context, log io.Writer, name string, args ...string) ([]byt
 	cmd.WaitDelay = 30 * time.Second
 	var stdout bytes.Buffer
 	cmd.Stdout = &stdout
-	if log == nil {
-		log = io.Discard
+	quiet := log == nil || log == io.Discard
+	var said tail
+	cmd.Stderr = &said
+	if !quiet {
+		cmd.Stderr = io.MultiWriter(log, &said)
 	}
-	cmd.Stderr = log
 	if err := cmd.Run(); err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%s interrupted: %w", name, ctx.Err())
 		}
+		if quiet {
+			if msg := said.lastError(); msg != "" {
+				return nil, fmt.Errorf("%w: %s: %v; Nix said:\n%s", ErrNix, name, err, msg)
+			}
+			return nil, fmt.Errorf("%w: %s: %v (Nix printed nothing)", ErrNix, name, err)
+		}
 		return nil, fmt.Errorf("%w: %s: %v (Nix's output is above)", ErrNix, name, err)
 	}
 	return stdout.Bytes(), nil
+}
+
+// tail keeps the end of what Nix writes to stderr, for an error when its
+// output is not shown as it comes.
+type tail struct{ buf []byte }
+
+// tailSize bounds what tail keeps: a build's log can be long; its error
+// is at the end.
+const tailSize = 64 << 10
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > tailSize {
+		t.buf = append(t.buf[:0], t.buf[len(t.buf)-tailSize:]...)
+	}
+	return len(p), nil
+}
+
+// maxErrorLines bounds the lines of Nix's message an error repeats.
+const maxErrorLines = 30
+
+// lastError is Nix's last error message: from its last line that starts
+// with "error:" to the end (a trace may follow), or the last lines when
+// there is none; at most maxErrorLines lines either way.
+func (t *tail) lastError() string {
+	lines := strings.Split(strings.TrimRight(string(t.buf), "\n"), "\n")
+	from := max(0, len(lines)-10)
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.HasPrefix(strings.TrimLeft(lines[i], " "), "error:") {
+			from = i
+			break
+		}
+	}
+	lines = lines[from:]
+	if len(lines) > maxErrorLines {
+		lines = append(lines[:maxErrorLines], "…")
+	}
+	return strings.TrimSpace(strings.Join(lines, "\n"))
 }
 
 // FlakeRef completes a --flake argument: "REF#NAME" as given, or "REF"

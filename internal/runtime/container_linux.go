@@ -55,7 +55,20 @@ func Inspect(stateRoot, name string) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
+	if st == libcontainer.Created && waitsOnExecFifo(s.InitProcessPid) {
+		// A start in progress, or the leftover of one killed before it
+		// let its init run: the container's init does not run.
+		return Status{}, nil
+	}
 	return Status{Running: true, Pid: s.InitProcessPid, StartedAt: bootTime().Add(ticksToDuration(s.InitProcessStartTime))}, nil
+}
+
+// waitsOnExecFifo tells whether the container init pid is still
+// libcontainer's own init stage, which waits on the exec fifo to execute
+// the container's init; runc names that stage runc:[2:INIT].
+func waitsOnExecFifo(pid int) bool {
+	comm, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+	return err == nil && strings.TrimSpace(string(comm)) == libcontainerInitName
 }
 
 // Start boots the container detached: it returns once the init runs, or,
@@ -90,7 +103,7 @@ func (c *Container) Start() error {
 	}
 	err = c.waitReady(s, c.ReadyTimeout)
 	if errors.Is(err, errInitGone) {
-		_ = Cleanup(c.StateRoot, c.Name)
+		_ = Cleanup(c.Place())
 		return fmt.Errorf("%w: its init exited before it was ready (its output is in %s)", ErrNotReady, c.ConsoleLog)
 	}
 	if err != nil {
@@ -163,12 +176,7 @@ func (c *Container) Run(stdio Stdio, stop <-chan os.Signal, timeout time.Duratio
 	}
 	defer func() {
 		s.closeConsole()
-		_ = s.lc.Signal(unix.SIGKILL)
-		if err := s.lc.Destroy(); err != nil && retErr == nil {
-			retErr = err
-		}
-		c.removeCgroupParents()
-		if err := removeHostDir(c.HostDir); err != nil && retErr == nil {
+		if err := Cleanup(c.Place()); err != nil && retErr == nil {
 			retErr = err
 		}
 	}()
@@ -244,10 +252,7 @@ func (s *started) closeConsole() {
 func (s *started) abort(c *Container) {
 	s.closeConsole()
 	s.notify.Close()
-	_ = s.lc.Signal(unix.SIGKILL)
-	_ = s.lc.Destroy()
-	c.removeCgroupParents()
-	_ = removeHostDir(c.HostDir)
+	_ = Cleanup(c.Place())
 }
 
 // create makes the libcontainer container and starts its init, which then
@@ -352,7 +357,8 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 		if errors.Is(err, libcontainer.ErrExist) {
 			// Left by an init that died on its own; the caller checked that
 			// the container does not run.
-			if err := cleanupState(c.StateRoot, c.Name); err != nil {
+			p := c.Place()
+			if err := cleanupState(&p); err != nil {
 				return err
 			}
 			lc, err = libcontainer.Create(c.StateRoot, c.Name, cfg)
@@ -362,7 +368,6 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 		}
 		if err := c.startInit(lc, proc); err != nil {
 			_ = lc.Destroy()
-			c.removeCgroupParents()
 			return fmt.Errorf("starting container: %w", err)
 		}
 		c.Trace.Mark("namespaces, cgroup, mounts")
@@ -440,174 +445,6 @@ func (c *Container) prepareBinds() error {
 		}
 	}
 	return nil
-}
-
-// Cleanup removes the runtime state, cgroups and host directory of a
-// container whose init is gone, killing whatever is left. It is idempotent.
-func Cleanup(stateRoot, name string) error {
-	lc, err := libcontainer.Load(stateRoot, name)
-	if errors.Is(err, libcontainer.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		// State that cannot even be loaded is of no use to anyone.
-		return os.RemoveAll(filepath.Join(stateRoot, name))
-	}
-	hostDir := labelValue(lc.Config().Labels, hostDirLabel)
-	if err := cleanupState(stateRoot, name); err != nil {
-		return err
-	}
-	return removeHostDir(hostDir)
-}
-
-// cleanupState removes the libcontainer state and cgroups of a container,
-// killing whatever is left of it.
-func cleanupState(stateRoot, name string) error {
-	lc, err := libcontainer.Load(stateRoot, name)
-	if errors.Is(err, libcontainer.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return os.RemoveAll(filepath.Join(stateRoot, name))
-	}
-	_ = lc.Signal(unix.SIGKILL)
-	if err := waitGone(lc, 10*time.Second); err != nil {
-		return err
-	}
-	recordExit(lc, exitRecord{}, false)
-	cgroup := lc.Config().Cgroups.Path
-	if err := lc.Destroy(); err != nil {
-		return fmt.Errorf("removing runtime state: %w", err)
-	}
-	removeCgroupParents(cgroup)
-	return nil
-}
-
-// RemoveHostDir removes what a container's HostDir holds; Cleanup does it
-// for a container with runtime state, this is for one without (a start
-// killed before libcontainer recorded anything).
-func RemoveHostDir(dir string) error { return removeHostDir(dir) }
-
-func labelValue(labels []string, key string) string {
-	for _, l := range labels {
-		if v, ok := strings.CutPrefix(l, key+"="); ok {
-			return v
-		}
-	}
-	return ""
-}
-
-// Kill sends SIGKILL to the init, which takes every process of the PID
-// namespace with it, waits until it is gone and removes the runtime state.
-func Kill(stateRoot, name string) error {
-	if lc, err := libcontainer.Load(stateRoot, name); err == nil {
-		if st, err := lc.Status(); err == nil && st != libcontainer.Stopped {
-			_ = lc.Signal(unix.SIGKILL)
-			if waitGone(lc, 10*time.Second) == nil {
-				recordExit(lc, exitRecord{Stopped: true}, true)
-			}
-		}
-	}
-	return Cleanup(stateRoot, name)
-}
-
-func waitGone(lc *libcontainer.Container, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		st, err := lc.Status()
-		if err != nil || st == libcontainer.Stopped {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("init still running %v after SIGKILL", timeout)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func (c *Container) removeCgroupParents() { removeCgroupParents(c.CgroupPath) }
-
-// CgroupsUnder lists the container cgroups below parent (a path such as
-// /nixcell) in any hierarchy, by name.
-func CgroupsUnder(parent string) []string {
-	seen := map[string]bool{}
-	var names []string
-	dirs, _ := filepath.Glob("/sys/fs/cgroup/*" + parent)
-	if fi, err := os.Stat("/sys/fs/cgroup" + parent); err == nil && fi.IsDir() {
-		dirs = append(dirs, "/sys/fs/cgroup"+parent)
-	}
-	for _, d := range dirs {
-		entries, _ := os.ReadDir(d)
-		for _, e := range entries {
-			if e.IsDir() && !seen[e.Name()] {
-				seen[e.Name()] = true
-				names = append(names, e.Name())
-			}
-		}
-	}
-	return names
-}
-
-// RemoveCgroup removes a container's cgroup, and its parents when empty,
-// in every hierarchy, killing what still runs in it. It is for a cgroup
-// whose runtime state is gone (Cleanup removes the others).
-func RemoveCgroup(path string) error {
-	dirs, _ := filepath.Glob("/sys/fs/cgroup/*" + path)
-	dirs = append(dirs, "/sys/fs/cgroup"+path)
-	var errs []error
-	for _, d := range dirs {
-		if _, err := os.Stat(d); err != nil {
-			continue
-		}
-		if procs, err := os.ReadFile(filepath.Join(d, "cgroup.procs")); err == nil {
-			for _, p := range strings.Fields(string(procs)) {
-				if pid, err := strconv.Atoi(p); err == nil {
-					_ = unix.Kill(pid, unix.SIGKILL)
-				}
-			}
-		}
-		// Children first (systemd inside makes its own).
-		var sub []string
-		_ = filepath.WalkDir(d, func(p string, e fs.DirEntry, err error) error {
-			if err == nil && e.IsDir() {
-				sub = append(sub, p)
-			}
-			return nil
-		})
-		for i := len(sub) - 1; i >= 0; i-- {
-			if err := unix.Rmdir(sub[i]); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				errs = append(errs, fmt.Errorf("removing cgroup %s: %w", sub[i], err))
-			}
-		}
-	}
-	removeCgroupParents(path)
-	return errors.Join(errs...)
-}
-
-// removeCgroupParents removes the now empty parent directories that
-// libcontainer created for an absolute cgroup path, in every mounted
-// hierarchy; libcontainer removes only the leaf. Directories still in use
-// by other containers stay (rmdir fails on them).
-func removeCgroupParents(path string) {
-	const mnt = "/sys/fs/cgroup"
-	hierarchies, _ := os.ReadDir(mnt)
-	parents := []string{}
-	for p := filepath.Dir(path); p != "/" && p != "."; p = filepath.Dir(p) {
-		parents = append(parents, p)
-	}
-	dirs := []string{mnt}
-	for _, h := range hierarchies {
-		if h.IsDir() {
-			dirs = append(dirs, filepath.Join(mnt, h.Name()))
-		}
-	}
-	for _, d := range dirs {
-		for _, p := range parents {
-			if err := unix.Rmdir(filepath.Join(d, p)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				break
-			}
-		}
-	}
 }
 
 // RebootStatus is run's exit status when the container rebooted itself,

@@ -15,6 +15,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	goruntime "runtime"
 	"strconv"
@@ -526,19 +527,28 @@ func (cg *cgroupFiles) close() {
 }
 
 // initCgroup2 opens the cgroup2 directory the init is in now, if it is
-// below the container's.
+// below the container's. /proc/PID/cgroup names it from the cgroup2
+// root; the container's directory is known by its absolute path, whose
+// mount point is found as what precedes the deepest ancestor of the
+// init's cgroup it ends with (the systemd driver records no relative
+// path in the configuration).
 func initCgroup2(st execState) (int, error) {
 	f, err := os.Open("/proc/" + strconv.Itoa(st.InitPid) + "/cgroup")
 	if err != nil {
 		return -1, err
 	}
 	defer f.Close()
-	base := st.Config.Cgroup.Path
-	mnt, ok := strings.CutSuffix(st.Cgroups[""], base)
+	dir := st.Cgroups[""]
 	s := bufio.NewScanner(f)
-	for ok && s.Scan() {
-		if p, found := strings.CutPrefix(s.Text(), "0::"); found && strings.HasPrefix(p, base+"/") {
-			return unix.Open(mnt+p, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	for s.Scan() {
+		p, found := strings.CutPrefix(s.Text(), "0::")
+		if !found {
+			continue
+		}
+		for r := path.Dir(p); r != "/" && r != "."; r = path.Dir(r) {
+			if mnt, ok := strings.CutSuffix(dir, r); ok && !strings.HasSuffix(mnt, "/") {
+				return unix.Open(mnt+p, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			}
 		}
 	}
 	return -1, errors.New("the init has no cgroup2 directory below the container's")

@@ -25,6 +25,9 @@ func TestMain(m *testing.M) {
 	if IsInit() {
 		Init() // never returns
 	}
+	if helper := os.Getenv(startHelperEnv); helper != "" {
+		os.Exit(startHelper(helper))
+	}
 	os.Exit(m.Run())
 }
 
@@ -75,16 +78,9 @@ func testContainer(t *testing.T) *Container {
 	if err := os.Chmod(run, 0o711); err != nil {
 		t.Fatal(err)
 	}
-	name := testutil.Name("rt")
-	c := &Container{
-		Name: name, StateRoot: filepath.Join(run, "containers"), HostDir: filepath.Join(run, "host", name),
-		RootFS: root, PlainRoot: true, Init: "/sbin/init", ConsoleLog: filepath.Join(base, "console.log"),
-		CgroupPath: "/nixcell-rttest-" + name + "/" + name, IDs: IDRange{Start: start, Size: 1 << 16},
-		DeviceDir: filepath.Join(base, "devices"), HostNetwork: false,
-		ConsoleAgent: console.Agent{Socket: filepath.Join(run, "console.sock"), Lock: filepath.Join(run, "console.lock")},
-	}
+	c := containerAt(base, run, testutil.Name("rt"), start)
 	t.Cleanup(func() {
-		if err := Cleanup(c.StateRoot, c.Name); err != nil {
+		if err := Cleanup(c.Place()); err != nil {
 			t.Errorf("cleanup: %v", err)
 		}
 		if entries, _ := os.ReadDir(c.StateRoot); len(entries) > 0 {
@@ -96,8 +92,24 @@ func testContainer(t *testing.T) *Container {
 		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/pids", c.CgroupPath)); err == nil {
 			t.Errorf("cgroup %s left", c.CgroupPath)
 		}
+		RemoveEmptyCgroup(filepath.Dir(c.CgroupPath))
+		if left := cgroupDirs(filepath.Dir(c.CgroupPath)); len(left) > 0 {
+			t.Errorf("cgroups %v left", left)
+		}
 	})
 	return c
+}
+
+// containerAt is the test container of name whose root is below base,
+// its run directory run and its ID range at start.
+func containerAt(base, run, name string, start uint32) *Container {
+	return &Container{
+		Name: name, StateRoot: filepath.Join(run, "containers"), HostDir: filepath.Join(run, "host", name),
+		RootFS: filepath.Join(base, "root"), PlainRoot: true, Init: "/sbin/init", ConsoleLog: filepath.Join(base, "console.log"),
+		CgroupPath: "/nixcell-rttest-" + name + "/" + name, IDs: IDRange{Start: start, Size: 1 << 16},
+		DeviceDir: filepath.Join(base, "devices"), HostNetwork: false,
+		ConsoleAgent: console.Agent{Socket: filepath.Join(run, "console.sock"), Lock: filepath.Join(run, "console.lock")},
+	}
 }
 
 func TestStartExecStop(t *testing.T) {
@@ -149,7 +161,7 @@ func TestKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	st, _ := Inspect(c.StateRoot, c.Name)
-	if err := Kill(c.StateRoot, c.Name); err != nil {
+	if err := Kill(c.Place()); err != nil {
 		t.Fatal(err)
 	}
 	if Alive(st.Pid, st.StartedAt) {

@@ -48,7 +48,7 @@ func Stop(stateRoot, name string, timeout time.Duration) (StopResult, error) {
 		return res, err
 	}
 	recordExit(lc, exitRecord{Stopped: true}, true)
-	return res, Cleanup(stateRoot, name)
+	return res, Cleanup(Place{StateRoot: stateRoot, Name: name})
 }
 
 // shutdown delivers the stop signal to pid and waits for it to exit, calling
@@ -86,6 +86,9 @@ func shutdown(pid int, timeout time.Duration, kill func()) (StopResult, error) {
 	for {
 		m := readSignalMasks(pid)
 		switch {
+		case m.beforeExec:
+			// Still libcontainer's init, a Go program that catches every
+			// signal: one sent now is lost with its execve.
 		case !res.Signalled && (m.handles(StopSignal) || m.blocks(StopSignal)):
 			if err := send(); err != nil {
 				return res, err
@@ -98,7 +101,7 @@ func shutdown(pid int, timeout time.Duration, kill func()) (StopResult, error) {
 			resent = true
 		}
 		wait := time.Until(deadline)
-		if (!res.Signalled || onlyBlocked && !resent) && wait > 10*time.Millisecond {
+		if (!res.Signalled || onlyBlocked && !resent || m.beforeExec) && wait > 10*time.Millisecond {
 			wait = 10 * time.Millisecond // poll for the handler
 		}
 		if exited(pidfd, wait) {
@@ -132,7 +135,15 @@ func exited(pidfd int, d time.Duration) bool {
 // signalMasks are a process's signal masks from /proc/PID/status.
 type signalMasks struct {
 	blocked, caught, pendingMask uint64
+	// beforeExec: the process is still libcontainer's init stage (start
+	// can return before it has executed the container's init), whose masks
+	// say nothing of the init's.
+	beforeExec bool
 }
+
+// libcontainerInitName is the name libcontainer's init stage gives itself
+// (nsexec.c) until it executes the container's init.
+const libcontainerInitName = "runc:[2:INIT]"
 
 func bit(sig unix.Signal) uint64 { return uint64(1) << (uint(sig) - 1) }
 
@@ -158,6 +169,10 @@ func readSignalMasks(pid int) signalMasks {
 	for s.Scan() {
 		k, v, ok := strings.Cut(s.Text(), ":")
 		if !ok {
+			continue
+		}
+		if k == "Name" {
+			m.beforeExec = strings.TrimSpace(v) == libcontainerInitName
 			continue
 		}
 		mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)

@@ -7,9 +7,25 @@ import (
 	"strings"
 )
 
-// MinCPUs is the smallest CPU limit: the kernel's smallest CFS quota is
-// 1 ms per period, and nixcell uses a period of 100 ms.
-const MinCPUs = 0.01
+// Bounds of the limits: values the kernel refuses, or with which nothing
+// can boot, are refused at create and update instead of failing at start.
+const (
+	// MinCPUs is the smallest CPU limit: the kernel's smallest CFS quota
+	// is 1 ms per period, and nixcell uses a period of 100 ms.
+	MinCPUs = 0.01
+	// MaxCPUs is the largest: the kernel's largest CFS quota is 2^44-1 µs
+	// (kernel/sched/core.c, max_cfs_runtime), per period of 100 ms.
+	MaxCPUs = float64(1<<44-1) / 100_000
+	// MinMemoryBytes is the smallest memory limit. Before the container's
+	// init runs, the runtime's own start-up in the container (libcontainer's
+	// init stage, the nixcell binary) is charged to its cgroup, about 3 MiB;
+	// the kernel refuses a limit below what is charged, and an init needs
+	// some room above it.
+	MinMemoryBytes = 4 << 20
+	// MaxPids is the largest process limit the kernel takes in pids.max
+	// (PID_MAX_LIMIT on 64-bit systems).
+	MaxPids = 4 << 20
+)
 
 // unlimited is how a limit flag says "no limit".
 const unlimited = "max"
@@ -85,6 +101,9 @@ func ParseMemoryLimit(s string) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%w, or max for no limit", err)
 	}
+	if err := checkMemory(n); err != nil {
+		return 0, err
+	}
 	return n, nil
 }
 
@@ -114,12 +133,32 @@ func ParsePidsLimit(s string) (int64, error) {
 	if err != nil || n < 1 {
 		return 0, fmt.Errorf("%q is not a positive whole number of processes, or max for no limit", s)
 	}
+	if err := checkPids(n); err != nil {
+		return 0, err
+	}
 	return n, nil
 }
 
 func checkCPUs(f float64) error {
 	if f < MinCPUs {
 		return fmt.Errorf("must be at least %v CPUs (the kernel's smallest quota), not %v", MinCPUs, f)
+	}
+	if f > MaxCPUs {
+		return fmt.Errorf("must be at most %d CPUs (the kernel's largest quota), not %v; max means no limit", int64(math.Floor(MaxCPUs)), f)
+	}
+	return nil
+}
+
+func checkMemory(n uint64) error {
+	if n < MinMemoryBytes {
+		return fmt.Errorf("must be at least %s (what starting a container takes before its init runs), not %s", FormatSize(MinMemoryBytes), FormatSize(n))
+	}
+	return nil
+}
+
+func checkPids(n int64) error {
+	if n > MaxPids {
+		return fmt.Errorf("must be at most %d processes (the kernel's largest limit), not %d; max means no limit", MaxPids, n)
 	}
 	return nil
 }

@@ -30,6 +30,9 @@ func ValidateName(name string) error {
 		return fmt.Errorf("%w %q: must start with a lower-case letter", ErrInvalidName, name)
 	case name[len(name)-1] == '-':
 		return fmt.Errorf("%w %q: must not end with '-'", ErrInvalidName, name)
+	case name == "localhost":
+		// Container names are published in the host's hosts file.
+		return fmt.Errorf("%w %q: it names the host itself (RFC 6761); choose another", ErrInvalidName, name)
 	}
 	for _, c := range name {
 		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {

@@ -569,6 +569,8 @@ func (d *decoder) limits(raw json.RawMessage, at string) Limits {
 			var err error
 			if l.MemoryBytes, err = parseBytes(raw); err != nil {
 				d.fail(at, "%v", err)
+			} else if err := checkMemory(l.MemoryBytes); err != nil {
+				d.fail(at, "%v", err)
 			}
 		},
 		"cpus": func(raw json.RawMessage, at string) {
@@ -583,6 +585,8 @@ func (d *decoder) limits(raw json.RawMessage, at string) Limits {
 			f := d.number(raw, at)
 			if f != math.Trunc(f) || f < 1 {
 				d.fail(at, "must be a positive whole number, not %v", f)
+			} else if f > MaxPids {
+				d.fail(at, "%v", checkPids(MaxPids+1))
 			}
 			l.Pids = int64(f)
 		},

@@ -9,7 +9,9 @@ import (
 )
 
 func TestValidateName(t *testing.T) {
-	good := []string{"a", "web", "web-1", "a1b2", strings.Repeat("a", MaxNameLen)}
+	// Names of nixcell's own files and of cgroup files are container names
+	// like any other (see state's CgroupLeaf).
+	good := []string{"a", "web", "web-1", "a1b2", strings.Repeat("a", MaxNameLen), "global", "tasks", "containers", "host", "locks"}
 	for _, n := range good {
 		if err := ValidateName(n); err != nil {
 			t.Errorf("ValidateName(%q) = %v, want nil", n, err)
@@ -28,6 +30,7 @@ func TestValidateName(t *testing.T) {
 		"a.b":                             "is not allowed",
 		"a b":                             "is not allowed",
 		"wéb":                             "is not allowed",
+		"localhost":                       "names the host itself",
 	}
 	for n, want := range bad {
 		err := ValidateName(n)
@@ -203,6 +206,53 @@ func TestParseLimitFlags(t *testing.T) {
 	}
 	if _, err := Parse([]byte(`{"limits": {"cpus": 0.001}}`)); err == nil || !strings.Contains(err.Error(), "limits.cpus: must be at least 0.01 CPUs") {
 		t.Errorf("Parse(cpus 0.001) = %v", err)
+	}
+}
+
+// TestLimitBounds: limits the kernel refuses, or with which nothing can
+// boot, are refused when parsed (at create and update), not at start
+// (issue 13, item 4); the bounds themselves are accepted.
+func TestLimitBounds(t *testing.T) {
+	for _, c := range []struct {
+		flag  string
+		parse func(string) error
+		good  []string
+		bad   map[string]string
+	}{
+		{"--cpus", func(s string) error { _, err := ParseCPULimit(s); return err },
+			[]string{"0.01", "175921860", "1000"},
+			map[string]string{"1e9": "at most 175921860 CPUs", "175921861": "at most", "1e300": "at most"}},
+		{"--memory", func(s string) error { _, err := ParseMemoryLimit(s); return err },
+			[]string{"4M", "4194304", "1T"},
+			map[string]string{"1": "at least 4MiB", "4194303": "at least 4MiB", "1K": "at least", "3M": "at least"}},
+		{"--pids", func(s string) error { _, err := ParsePidsLimit(s); return err },
+			[]string{"1", "4194304"},
+			map[string]string{"4194305": "at most 4194304 processes", "9999999999": "at most"}},
+	} {
+		for _, g := range c.good {
+			if err := c.parse(g); err != nil {
+				t.Errorf("%s %s: %v", c.flag, g, err)
+			}
+		}
+		for b, want := range c.bad {
+			if err := c.parse(b); err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("%s %s: %v, want an error containing %q", c.flag, b, err, want)
+			}
+		}
+	}
+	for in, want := range map[string]string{
+		`{"limits": {"cpus": 1e9}}`:       "limits.cpus: must be at most 175921860 CPUs",
+		`{"limits": {"memory": 1}}`:       "limits.memory: must be at least 4MiB",
+		`{"limits": {"memory": "1M"}}`:    "limits.memory: must be at least 4MiB",
+		`{"limits": {"pids": 4194305}}`:   "limits.pids: must be at most 4194304",
+		`{"limits": {"memory": "4M"}}`:    "",
+		`{"limits": {"pids": 4194304}}`:   "",
+		`{"limits": {"cpus": 175921860}}`: "",
+	} {
+		_, err := Parse([]byte(in))
+		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
+			t.Errorf("Parse(%s) = %v, want %q", in, err, want)
+		}
 	}
 }
 

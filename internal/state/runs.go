@@ -8,7 +8,10 @@ import (
 	"path/filepath"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/nixcell/nixcell/internal/atomicfile"
+	"github.com/nixcell/nixcell/internal/lockfile"
 	"github.com/nixcell/nixcell/internal/spec"
 )
 
@@ -59,6 +62,11 @@ type Run struct {
 	// switched to in place (0 and "" for a plain root file system).
 	Generation int    `json:"generation,omitempty"`
 	System     string `json:"system,omitempty"`
+	// Switching is the system a switch in place was begun to and not
+	// recorded as done (a killed update or rollback): what the init runs
+	// is then System, Switching or a mix of both, so the next switch must
+	// run whatever System says.
+	Switching string `json:"switching,omitempty"`
 	// Network is the network it started with: its settings, plus the
 	// forwards of this run alone (a Nomad allocation's ports).
 	Network spec.Network `json:"network"`
@@ -104,7 +112,69 @@ func (s Store) LoadRuns() (Runs, error) {
 	return runs, nil
 }
 
-// SaveRuns replaces the run table. Preconditions: the global lock is held.
+// SaveRuns replaces the run table, making the run directory if needed
+// (container users must be able to search it: 0711). Preconditions: the
+// global lock is held.
 func (s Store) SaveRuns(runs Runs) error {
+	if err := os.MkdirAll(s.Run, 0o711); err != nil {
+		return err
+	}
 	return atomicfile.WriteVolatileJSON(s.runsPath(), runs, 0o600)
+}
+
+// NameServerLockPath is held by the instance's name server while it runs.
+func (s Store) NameServerLockPath() string { return filepath.Join(s.Run, "dns.lock") }
+
+// ConsoleSocketPath and ConsoleLockPath are the console agent's socket
+// and lock (see internal/console).
+func (s Store) ConsoleSocketPath() string { return filepath.Join(s.Run, "console.sock") }
+func (s Store) ConsoleLockPath() string   { return filepath.Join(s.Run, "console.lock") }
+
+// RemoveRunIfEmpty removes the instance's run directory when it holds
+// nothing: no container's runtime state or host directory, an empty run
+// table, no name server or console agent running (the agent removes the
+// directory as it leaves). What is not empty stays.
+// Preconditions: the global lock is held and no container of the instance
+// exists (so no start makes anything there meanwhile).
+func (s Store) RemoveRunIfEmpty() error {
+	runs, err := s.LoadRuns()
+	if err != nil || len(runs) > 0 {
+		return err
+	}
+	if _, err := os.Stat(s.NameServerLockPath()); err == nil {
+		ns, err := lockfile.TryLock(s.NameServerLockPath())
+		if err != nil {
+			return nil // the name server runs: it calls this as it ends
+		}
+		if err := ns.Remove(); err != nil {
+			return err
+		}
+	}
+	// The console agent outlives the last console it kept by a moment; it
+	// removes its files, and the directory once empty, as it leaves. A
+	// killed one left them.
+	if _, err := os.Stat(s.ConsoleLockPath()); err == nil {
+		if agent, err := lockfile.TryLock(s.ConsoleLockPath()); err == nil {
+			if err := os.Remove(s.ConsoleSocketPath()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				agent.Unlock()
+				return err
+			}
+			if err := agent.Remove(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := os.Remove(s.runsPath()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := atomicfile.RemoveLeftovers(s.runsPath()); err != nil {
+		return err
+	}
+	for _, d := range []string{s.RuntimeRoot(), filepath.Join(s.Run, "host"), s.Run} {
+		err := os.Remove(d)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST) {
+			return err
+		}
+	}
+	return nil
 }

@@ -14,7 +14,8 @@
 //	STATE/containers/NAME/root/            the container's root, owned by its ID range
 //	STATE/idmap.json                       ID ranges of before they were host-wide (idmap adopts and removes it)
 //	STATE/network.json                     network settings and addresses held by containers
-//	STATE/locks/NAME.lock, global.lock     flock(2) locks
+//	STATE/locks/NAME.lock                  the containers' flock(2) locks (nothing else)
+//	STATE/global.lock                      the instance's lock (network, run table)
 //	RUN/containers/NAME/                   libcontainer's state of a running container
 //	RUN/host/NAME/                         files the host gives a running container (HostDir)
 //	RUN/runs.json                          which containers start or run, and what (Runs)
@@ -31,6 +32,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nixcell/nixcell/internal/fault"
@@ -146,14 +149,16 @@ func New(root string) (Store, error) {
 	return Store{Root: abs, Run: DefaultRun + "-" + id, CgroupParent: "/nixcell-" + id, ID: id}, nil
 }
 
-// Init creates the directories and checks that container users can reach
-// their roots below Root: their user IDs are not the host's root, so every
-// directory above a root must be searchable by others.
+// Init creates the persistent directories and checks that container users
+// can reach their roots below Root: their user IDs are not the host's
+// root, so every directory above a root must be searchable by others. The
+// run directory is made by the first start (SaveRuns) and goes when
+// nothing of the instance is left (RemoveRunIfEmpty).
 func (s Store) Init() error {
 	for _, d := range []struct {
 		path string
 		mode os.FileMode
-	}{{s.Root, 0o711}, {s.containersDir(), 0o711}, {s.locksDir(), 0o700}, {s.Run, 0o711}} {
+	}{{s.Root, 0o711}, {s.containersDir(), 0o711}, {s.locksDir(), 0o700}} {
 		if err := os.MkdirAll(d.path, d.mode); err != nil {
 			return fmt.Errorf("creating state directory: %w", err)
 		}
@@ -212,7 +217,33 @@ func (s Store) RuntimeRoot() string { return filepath.Join(s.Run, "containers") 
 func (s Store) HostDir(name string) string { return filepath.Join(s.Run, "host", name) }
 
 // CgroupPath is the container's absolute cgroup path.
-func (s Store) CgroupPath(name string) string { return s.CgroupParent + "/" + name }
+func (s Store) CgroupPath(name string) string { return s.CgroupParent + "/" + CgroupLeaf(name) }
+
+// cgroupFiles are the files of a cgroup directory whose names are valid
+// container names, or could become so (the others have a dot, as
+// cgroup.procs and memory.max): cgroup v1's.
+var cgroupFiles = map[string]bool{"tasks": true, "notify_on_release": true, "release_agent": true}
+
+// CgroupLeaf is the name of the container's cgroup directory below the
+// instance's: its name, with a "_" before it when a cgroup's own file has
+// that name (a container named tasks gets _tasks), as systemd escapes
+// unit names. Container names never start with "_", so the escaped ones
+// stay apart.
+func CgroupLeaf(name string) string {
+	if cgroupFiles[name] || strings.HasPrefix(name, "_") {
+		return "_" + name
+	}
+	return name
+}
+
+// ContainerOfCgroup is the container whose cgroup directory is leaf
+// (CgroupLeaf's inverse).
+func ContainerOfCgroup(leaf string) string {
+	if name, ok := strings.CutPrefix(leaf, "_"); ok && CgroupLeaf(name) == leaf {
+		return name
+	}
+	return leaf
+}
 
 // IDMapPath is the instance's own ID range allocation file of before ranges
 // were host-wide; package idmap adopts its ranges and removes it.
@@ -221,13 +252,20 @@ func (s Store) IDMapPath() string { return filepath.Join(s.Root, "idmap.json") }
 // NetworkPath is the network settings and address allocation file.
 func (s Store) NetworkPath() string { return filepath.Join(s.Root, "network.json") }
 
-// GlobalLockPath is the lock of instance-wide allocations.
-func (s Store) GlobalLockPath() string { return filepath.Join(s.locksDir(), "global.lock") }
+// GlobalLockPath is the lock of instance-wide allocations. It is outside
+// the locks directory, which holds only containers' locks: a container's
+// name, whatever it is, never names one of nixcell's own files.
+func (s Store) GlobalLockPath() string { return filepath.Join(s.Root, "global.lock") }
+
+// ContainerLockPath is the container's lock file.
+func (s Store) ContainerLockPath(name string) string {
+	return filepath.Join(s.locksDir(), name+".lock")
+}
 
 // Lock takes the container's lock, waiting until ctx ends. Every change to
 // a container holds it, including create and destroy.
 func (s Store) Lock(ctx context.Context, name string) (*lockfile.Handle, error) {
-	h, err := lockfile.Lock(ctx, filepath.Join(s.locksDir(), name+".lock"))
+	h, err := lockfile.Lock(ctx, s.ContainerLockPath(name))
 	if err != nil {
 		return nil, fmt.Errorf("locking container %q: %w", name, err)
 	}
@@ -256,10 +294,52 @@ func (s Store) Save(c *Container) error {
 	return atomicfile.WriteJSON(filepath.Join(s.Dir(c.Name), "container.json"), c, 0o600)
 }
 
+// Partial lists what commands on the container that were killed midway
+// left in its directory: half-written files of its record, closure cache
+// and inline configuration, an update's new inline configuration, a
+// build's link to its result (a garbage collector root).
+func (s Store) Partial(name string) []string {
+	var found []string
+	for _, f := range []string{"container.json", "closure.json", "configuration.nix", "configuration.nix.new"} {
+		found = append(found, atomicfile.Leftovers(filepath.Join(s.Dir(name), f))...)
+	}
+	for _, f := range []string{s.InlineConfig(name) + ".new", s.BuildLink(name)} {
+		if _, err := os.Lstat(f); err == nil {
+			found = append(found, f)
+		}
+	}
+	return found
+}
+
+// RemovePartial removes what Partial lists. Preconditions: the
+// container's lock is held and its create finished (a command makes these
+// only while it holds the lock).
+func (s Store) RemovePartial(name string) error {
+	for _, f := range s.Partial(name) {
+		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
 // Remove deletes the container's state directory, root included. The
 // caller holds the container's lock and has stopped it.
+//
+// The console agent may still be finishing with a stopped init: its last
+// output and its exit status land in the directory shortly after the stop
+// (up to the agent's 5 s wait for the init to be reaped). A file it adds
+// while the directory is being removed makes the removal fail with "not
+// empty", so the removal is tried again; once the directory is gone the
+// agent's writes fail harmlessly.
 func (s Store) Remove(name string) error {
-	if err := os.RemoveAll(s.Dir(name)); err != nil {
+	var err error
+	for deadline := time.Now().Add(6 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if err = os.RemoveAll(s.Dir(name)); !errors.Is(err, syscall.ENOTEMPTY) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("removing state of %q: %w", name, err)
 	}
 	return nil

@@ -166,10 +166,14 @@ func TestServiceTask(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	res, err := h.ExecTask(task.ID, []string{"cat", "/etc/nixcell-fixture/label"}, 10*time.Second)
-	if err != nil || res.ExitResult.ExitCode != 0 || strings.TrimSpace(string(res.Stdout)) != "web1" {
-		t.Errorf("ExecTask cat label: %+v, %v", res, err)
-	}
+	// The task runs once its init does; the system's activation (which
+	// writes /etc) follows, and an exec can come first.
+	var res *drivers.ExecTaskResult
+	var err error
+	eventually(t, 10*time.Second, "ExecTask cat label to say web1", func() bool {
+		res, err = h.ExecTask(task.ID, []string{"cat", "/etc/nixcell-fixture/label"}, 10*time.Second)
+		return err == nil && res.ExitResult.ExitCode == 0 && strings.TrimSpace(string(res.Stdout)) == "web1"
+	})
 	start := time.Now()
 	res, err = h.ExecTask(task.ID, []string{"sleep", "30"}, time.Second)
 	if err != nil || res.ExitResult.ExitCode != 128+9 || time.Since(start) > 10*time.Second {
