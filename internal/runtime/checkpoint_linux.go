@@ -222,7 +222,7 @@ func Checkpoint(stateRoot, name string, opts CheckpointOptions) error {
 	if err != nil {
 		return criuFailure("checkpoint", work, "dump.log", err)
 	}
-	return Cleanup(stateRoot, name)
+	return Cleanup(Place{StateRoot: stateRoot, Name: name})
 }
 
 // quietLibcontainer stops libcontainer's log, which would repeat CRIU's
