@@ -371,8 +371,24 @@ func giveImages(dir string, uid int) error {
 			return fmt.Errorf("giving the checkpoint to the container's root: %w", err)
 		}
 	}
+	// CRIU 3.17 opens the time namespace's image (the clocks' offsets,
+	// nothing secret) from the restored root task at a moment when its
+	// user namespace may not have its ID maps yet, so that it is nobody
+	// there and owners' rights do not apply: it fails "Unable to open
+	// timens-0.img: Permission denied" now and then. Others may read
+	// that one image, and search the directory (every other image stays
+	// 0600).
+	if err := unix.Fchmodat(int(d.Fd()), timensImage, 0o644, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("giving the checkpoint to the container's root: %w", err)
+	}
+	if err := d.Chmod(0o711); err != nil {
+		return err
+	}
 	return d.Chown(uid, uid)
 }
+
+// timensImage is CRIU's image of the time namespace's clock offsets.
+const timensImage = "timens-0.img"
 
 // restoreHooks give a restored container its network once CRIU has made
 // its namespaces, as BeforeInit does before a started init runs.
