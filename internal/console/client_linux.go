@@ -86,8 +86,11 @@ func (a Agent) send(c Console) (retry bool, err error) {
 		return false, err
 	}
 	defer unix.Close(fd)
+	// The Go runtime's own signals interrupt these calls (EINTR), which
+	// Go's raw system calls do not restart: an interrupted connect is
+	// tried again with a new socket, a send or read again as it was.
 	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: a.Socket}); err != nil {
-		return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ECONNREFUSED), err
+		return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ECONNREFUSED) || errors.Is(err, unix.EINTR), err
 	}
 	for _, name := range []string{c.LogName, c.ExitName} {
 		if len(name) >= 64 || name == "" || name == "." || name == ".." || strings.Contains(name, "/") {
@@ -101,13 +104,17 @@ func (a Agent) send(c Console) (retry bool, err error) {
 	copy(req[16:], c.LogName)
 	copy(req[16+64:], c.ExitName)
 	rights := unix.UnixRights(int(c.Master.Fd()), int(c.Init.Fd()), int(c.Dir.Fd()), int(c.Log.Fd()))
-	if err := unix.Sendmsg(fd, req, rights, nil, 0); err != nil {
+	if err := ignoringEINTR(func() error { return unix.Sendmsg(fd, req, rights, nil, 0) }); err != nil {
 		return true, err
 	}
 	tv := unix.Timeval{Sec: 5}
 	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
 	answer := make([]byte, 1)
-	n, err := unix.Read(fd, answer)
+	var n int
+	err = ignoringEINTR(func() (err error) {
+		n, err = unix.Read(fd, answer)
+		return err
+	})
 	switch {
 	case n == 1 && answer[0] == 0:
 		return false, nil
@@ -117,6 +124,15 @@ func (a Agent) send(c Console) (retry bool, err error) {
 		return true, errors.New("it closed the connection") // it was leaving
 	}
 	return false, err
+}
+
+// ignoringEINTR calls f again while a signal interrupts it.
+func ignoringEINTR(f func() error) error {
+	for {
+		if err := f(); !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
 }
 
 // spawn starts an agent for the instance, detached: it exits at once when

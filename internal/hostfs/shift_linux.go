@@ -1,12 +1,13 @@
 package hostfs
 
 import (
-	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nixcell/nixcell/internal/idxattr"
 )
 
 // Shift moves the owners of every file in the tree at root (root
@@ -16,8 +17,8 @@ import (
 // without following links, so a link in the tree never turns it onto
 // another file. The set-user-ID, set-group-ID bits and file capabilities
 // that chown clears are put back, a capability's root ID shifted too
-// (revision 2 capabilities, which name ID 0, become revision 3 ones for the
-// root ID 0 shifts to: otherwise a tree moved from a privileged container
+// (revision 2 capabilities, the host root's, become revision 3 ones for
+// To, the range's root: otherwise a tree moved from a privileged container
 // into a range would keep capabilities its new root cannot use). The named
 // users and groups of POSIX ACLs are shifted as owners are. The tree must
 // not change meanwhile (its container stopped or frozen).
@@ -137,13 +138,15 @@ func (s Shift) entry(dir *os.File, name, path string, out *OutOfRangeError) erro
 	}
 	defer f.Close()
 	fd := int(f.Fd())
-	caps := getxattr(fd, capabilityXattr)
+	caps := getxattr(fd, idxattr.Capability)
 	if err := unix.Fchown(fd, int(uid), int(gid)); err != nil {
 		return fmt.Errorf("chown %s: %w", path, err)
 	}
-	for _, acl := range []string{aclAccessXattr, aclDefaultXattr} {
+	for _, acl := range []string{idxattr.ACLAccess, idxattr.ACLDefault} {
 		if v := getxattr(fd, acl); v != nil {
-			if err := unix.Fsetxattr(fd, acl, s.shiftACL(v), 0); err != nil {
+			// Named IDs outside the range stay, as owners outside it do.
+			v, _ = idxattr.ShiftACL(v, s.move)
+			if err := unix.Fsetxattr(fd, acl, v, 0); err != nil {
 				return fmt.Errorf("shifting the ACL of %s: %w", path, err)
 			}
 		}
@@ -156,7 +159,11 @@ func (s Shift) entry(dir *os.File, name, path string, out *OutOfRangeError) erro
 		return fmt.Errorf("chmod %s: %w", path, err)
 	}
 	if caps != nil {
-		if err := unix.Fsetxattr(fd, capabilityXattr, s.shiftCaps(caps), 0); err != nil {
+		// Capabilities for a root outside the range stay as they were.
+		if shifted, ok := idxattr.ShiftCapability(caps, s.move, s.To); ok {
+			caps = shifted
+		}
+		if err := unix.Fsetxattr(fd, idxattr.Capability, caps, 0); err != nil {
 			return fmt.Errorf("restoring the capabilities of %s: %w", path, err)
 		}
 	}
@@ -177,13 +184,6 @@ func modeBits(m uint32) os.FileMode {
 	return b
 }
 
-// Extended attributes that name IDs.
-const (
-	capabilityXattr = "security.capability"
-	aclAccessXattr  = "system.posix_acl_access"
-	aclDefaultXattr = "system.posix_acl_default"
-)
-
 // getxattr returns an attribute of the open file, nil when it has none.
 func getxattr(fd int, name string) []byte {
 	buf := make([]byte, 1024)
@@ -198,63 +198,4 @@ func getxattr(fd int, name string) []byte {
 		return nil
 	}
 	return buf[:n]
-}
-
-// The layout of security.capability (linux/capability.h): a little-endian
-// magic word whose top byte is the revision, permitted and inheritable
-// sets, and in revision 3 the host ID of the root of the user namespace
-// the capabilities are for.
-const (
-	vfsCapRevisionMask = 0xff000000
-	vfsCapRevision2    = 0x02000000
-	vfsCapRevision3    = 0x03000000
-	vfsCapV2Size       = 20
-	vfsCapV3Size       = 24
-)
-
-func (s Shift) shiftCaps(caps []byte) []byte {
-	magic := binary.LittleEndian.Uint32(caps)
-	var rootID uint32 // revision 2: the host's root
-	switch {
-	case len(caps) == vfsCapV2Size && magic&vfsCapRevisionMask == vfsCapRevision2:
-	case len(caps) == vfsCapV3Size && magic&vfsCapRevisionMask == vfsCapRevision3:
-		rootID = binary.LittleEndian.Uint32(caps[20:])
-	default:
-		return caps
-	}
-	root, ok := s.move(rootID)
-	if !ok {
-		return caps
-	}
-	out := make([]byte, vfsCapV3Size)
-	copy(out, caps)
-	binary.LittleEndian.PutUint32(out, magic&^vfsCapRevisionMask|vfsCapRevision3)
-	binary.LittleEndian.PutUint32(out[20:], root)
-	return out
-}
-
-// The layout of a POSIX ACL attribute (linux/posix_acl_xattr.h): a version
-// word, then entries of a 16-bit tag, 16-bit permissions and a 32-bit ID,
-// which means something for named users and groups only.
-const (
-	aclHeaderSize = 4
-	aclEntrySize  = 8
-	aclUser       = 0x02
-	aclGroup      = 0x08
-)
-
-// shiftACL moves the named users and groups of an ACL that are in the
-// range; others are left as they are, as owners outside it are.
-func (s Shift) shiftACL(v []byte) []byte {
-	if len(v) < aclHeaderSize || (len(v)-aclHeaderSize)%aclEntrySize != 0 {
-		return v
-	}
-	out := append([]byte(nil), v...)
-	for off := aclHeaderSize; off < len(out); off += aclEntrySize {
-		if tag := binary.LittleEndian.Uint16(out[off:]); tag == aclUser || tag == aclGroup {
-			id, _ := s.move(binary.LittleEndian.Uint32(out[off+4:]))
-			binary.LittleEndian.PutUint32(out[off+4:], id)
-		}
-	}
-	return out
 }

@@ -139,7 +139,7 @@ func (e Exec) runFast(stateRoot, name string) (int, error) {
 	}
 	// libcontainer's Status: an init not started yet (its exec fifo is
 	// there) or frozen is not running.
-	if _, err := os.Lstat(filepath.Join(dir, "exec.fifo")); err == nil || frozen(st.Cgroups) {
+	if exists(filepath.Join(dir, execFifo)) || frozen(st.Cgroups) {
 		return 0, lifecycle.ErrNotRunning
 	}
 	pidfd, err := unix.PidfdOpen(st.InitPid, 0)

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nixcell/nixcell/internal/idxattr"
 	"github.com/nixcell/nixcell/internal/testutil"
 )
 
@@ -23,6 +24,15 @@ const (
 
 // capV3 is a revision 3 file capability (CAP_NET_BIND_SERVICE, effective)
 // for the user namespace whose root is rootid.
+// The attributes' layouts (linux/capability.h, linux/posix_acl_xattr.h).
+const (
+	capRevision2, capRevision3 = 0x02000000, 0x03000000
+	capSize2, capSize3         = 20, 24
+	aclHeaderSize              = 4
+	aclEntrySize               = 8
+	aclUser, aclGroup          = 0x02, 0x08
+)
+
 func capV3(rootid uint32) []byte {
 	v := make([]byte, capSize3)
 	binary.LittleEndian.PutUint32(v, capRevision3|1)
@@ -86,8 +96,8 @@ func sourceTree(t *testing.T) (src, victim string) {
 	}))
 	must(os.Lchown(src, from, from))
 	must(unix.Chmod(filepath.Join(src, "bin/su"), 0o4755))
-	must(unix.Setxattr(filepath.Join(src, "bin/ping"), capabilityXattr, capV3(from), 0))
-	must(unix.Setxattr(filepath.Join(src, "etc/hostname"), aclAccessXattr, acl(from+33, from+44), 0))
+	must(unix.Setxattr(filepath.Join(src, "bin/ping"), idxattr.Capability, capV3(from), 0))
+	must(unix.Setxattr(filepath.Join(src, "etc/hostname"), idxattr.ACLAccess, acl(from+33, from+44), 0))
 	must(unix.Setxattr(filepath.Join(src, "etc/hostname"), "user.note", []byte("kept"), 0))
 	return src, victim
 }
@@ -150,11 +160,11 @@ func checkCopy(t *testing.T, dst, victim string, base uint32) {
 		t.Errorf("the sparse file has size %d and %d blocks", st.Size, st.Blocks)
 	}
 	buf := make([]byte, 64)
-	n, err := unix.Getxattr(filepath.Join(dst, "bin/ping"), capabilityXattr, buf)
+	n, err := unix.Getxattr(filepath.Join(dst, "bin/ping"), idxattr.Capability, buf)
 	if err != nil || !bytes.Equal(buf[:n], capV3(base)) {
 		t.Errorf("file capability %x (%v), want rootid %d: %x", buf[:n], err, base, capV3(base))
 	}
-	n, err = unix.Getxattr(filepath.Join(dst, "etc/hostname"), aclAccessXattr, buf)
+	n, err = unix.Getxattr(filepath.Join(dst, "etc/hostname"), idxattr.ACLAccess, buf)
 	if err != nil || !bytes.Equal(buf[:n], acl(base+33, base+44)) {
 		t.Errorf("ACL %x (%v), want %x", buf[:n], err, acl(base+33, base+44))
 	}
@@ -287,12 +297,12 @@ func TestShiftMap(t *testing.T) {
 	// A revision 2 capability (the host's root) becomes the target root's.
 	v2 := capV3(0)[:capSize2]
 	binary.LittleEndian.PutUint32(v2, capRevision2|1)
-	out, keep, _ := s.shiftXattr(capabilityXattr, v2)
+	out, keep, _ := s.shiftXattr(idxattr.Capability, v2)
 	if !keep || !bytes.Equal(out, capV3(to)) {
 		t.Errorf("v2 capability became %x, keep %v; want %x", out, keep, capV3(to))
 	}
 	// Capabilities for a namespace root outside the range are dropped.
-	if _, keep, unmapped := s.shiftXattr(capabilityXattr, capV3(7)); keep || !unmapped {
+	if _, keep, unmapped := s.shiftXattr(idxattr.Capability, capV3(7)); keep || !unmapped {
 		t.Errorf("a foreign rootid was kept")
 	}
 }
