@@ -155,7 +155,7 @@ func TestSystemdHost(t *testing.T) {
 			time.Sleep(200 * time.Millisecond)
 		}
 		vm.Must(t, "rm -f /tmp/tin /tmp/tout && mkfifo /tmp/tin")
-		vm.Must(t, "setsid sh -c 'sleep 600 > /tmp/tin & busybox nc "+addr+" 7 < /tmp/tin > /tmp/tout 2>/tmp/tout.err; echo nc ended $? >> /tmp/tout.err' </dev/null >/dev/null 2>&1 &")
+		vm.Must(t, "setsid sh -c 'sleep 600 > /tmp/tin & echo $! > /tmp/tin.pid; busybox nc "+addr+" 7 < /tmp/tin > /tmp/tout 2>/tmp/tout.err; echo nc ended $? >> /tmp/tout.err' </dev/null >/dev/null 2>&1 &")
 		send := func(line string) {
 			t.Helper()
 			// Bounded: with no reader (the client gone) the write would
@@ -189,7 +189,7 @@ func TestSystemdHost(t *testing.T) {
 		}
 		send("two")
 		echoed("one\ntwo\n")
-		vm.Run(t, "pkill -f 'sleep 600'; rm -f /tmp/tin /tmp/tout /tmp/tout.err")
+		vm.Run(t, "kill $(cat /tmp/tin.pid); rm -f /tmp/tin /tmp/tin.pid /tmp/tout /tmp/tout.err")
 		vm.Must(t, nc+" stop ckpt && "+nc+" destroy ckpt")
 	})
 
