@@ -8,7 +8,7 @@ set -euo pipefail
 command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
 command -v go >/dev/null || { echo "setup-host.sh: Go >= 1.26 is required (https://go.dev/dl)" >&2; exit 1; }
 
-pkgs=(nix-bin busybox-static libseccomp-dev pkg-config gcc nftables iproute2 uidmap debootstrap curl groff-base e2fsprogs btrfs-progs)
+pkgs=(nix-bin busybox-static libseccomp-dev pkg-config gcc nftables iproute2 uidmap debootstrap curl groff-base e2fsprogs btrfs-progs criu iptables)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -76,6 +77,120 @@ func TestSystemdHost(t *testing.T) {
 		if r := vm.Run(t, "systemctl is-active nixcell-detached.scope"); r.Code == 0 {
 			t.Errorf("the scope outlived the container: %s", r)
 		}
+	})
+
+	t.Run("checkpoint", func(t *testing.T) {
+		// Debian 12's CRIU 3.17 works on this kernel: a process that
+		// counts in its memory counts on after a checkpoint and a restore
+		// of the (unprivileged) container.
+		create("ckpt", `{ services.httpd.enable = true; services.httpd.text = "ckpt\n"; services.echo.enable = true; }`)
+		vm.Must(t, nc+" start ckpt")
+		vm.Must(t, nc+` exec ckpt -- sh -c "setsid sh -c 'i=0; while :; do i=\$((i+1)); echo \$i > /run/count; sleep 0.1; done' </dev/null >/dev/null 2>&1 &"`)
+		count := func() int {
+			t.Helper()
+			n, err := strconv.Atoi(strings.TrimSpace(vm.Must(t, nc+" exec ckpt -- cat /run/count")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		time.Sleep(time.Second)
+		logs := func() string {
+			return "; CRIU's log: " + vm.Run(t, "tail -20 /var/lib/nixcell/containers/ckpt/checkpoint.*/*.log").Stdout
+		}
+
+		// Its service answers on its address before and after: the
+		// restored network namespace gets its interfaces again, and the
+		// listening socket comes back.
+		addr := strings.TrimSpace(vm.Must(t, nc+` show-ip --json ckpt | sed -n 's/.*"ipv4": *"\([0-9.]*\)".*/\1/p'`))
+		// (Debian 12's static busybox wget crashes with -T.)
+		get := "timeout 10 busybox wget -q -O - http://" + addr + "/"
+		if got := vm.Must(t, get); got != "ckpt\n" {
+			t.Fatalf("the service before the checkpoint: %q", got)
+		}
+
+		before := count()
+		r := vm.Run(t, nc+" checkpoint ckpt")
+		if r.Code != 0 || !strings.Contains(r.Stderr, "stopped it") {
+			t.Fatalf("checkpoint: %s%s", r, logs())
+		}
+		if r := vm.Run(t, nc+" state ckpt"); r.Code != 3 {
+			t.Errorf("after the checkpoint: %s, want it stopped", r)
+		}
+		r = vm.Run(t, nc+" restore-checkpoint ckpt")
+		if r.Code != 0 {
+			t.Fatalf("restore-checkpoint: %s%s", r, logs())
+		}
+		c1 := count()
+		time.Sleep(time.Second)
+		c2 := count()
+		t.Logf("count %d at the checkpoint, %d and a second later %d after the restore", before, c1, c2)
+		if c1 < before || c2 <= c1 {
+			t.Errorf("the count after the restore: %d, then %d; it was %d before", c1, c2, before)
+		}
+		if r := vm.Run(t, get); r.Code != 0 || r.Stdout != "ckpt\n" {
+			t.Errorf("the service after the restore, at %s: %s", addr, r)
+		}
+		if vm.Run(t, "ls /var/lib/nixcell/containers/ckpt/checkpoint.json").Code == 0 {
+			t.Errorf("the checkpoint stays after its restore")
+		}
+		if r := vm.Run(t, nc+" restore-checkpoint ckpt"); r.Code == 0 {
+			t.Errorf("a second restore-checkpoint: %s", r)
+		}
+
+		// An established TCP connection: a client on the host keeps one
+		// open to the container's echo service. A checkpoint without
+		// --tcp-established refuses with CRIU's reason and leaves the
+		// container running; with it, the connection goes on after the
+		// restore. (On a container started afresh: CRIU 3.17 cannot
+		// restore a second checkpoint of restored processes, whose console
+		// it re-made: "Can't re-create deleted file .../dev/pts/0".)
+		vm.Must(t, nc+" restart ckpt")
+		for i := 0; ; i++ {
+			if r := vm.Run(t, "echo ping | timeout 5 busybox nc "+addr+" 7"); r.Stdout == "ping\n" {
+				break
+			} else if i == 50 {
+				t.Fatalf("the echo service after the restart: %s", r)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		vm.Must(t, "rm -f /tmp/tin /tmp/tout && mkfifo /tmp/tin")
+		vm.Must(t, "setsid sh -c 'sleep 600 > /tmp/tin & echo $! > /tmp/tin.pid; busybox nc "+addr+" 7 < /tmp/tin > /tmp/tout 2>/tmp/tout.err; echo nc ended $? >> /tmp/tout.err' </dev/null >/dev/null 2>&1 &")
+		send := func(line string) {
+			t.Helper()
+			// Bounded: with no reader (the client gone) the write would
+			// wait for ever.
+			if r := vm.Run(t, "timeout 10 sh -c 'echo "+line+" > /tmp/tin'"); r.Code != 0 {
+				t.Fatalf("sending %q to the client: %s; its errors: %s", line, r, vm.Run(t, "cat /tmp/tout.err"))
+			}
+		}
+		echoed := func(want string) {
+			t.Helper()
+			var got string
+			for i := 0; i < 50; i++ {
+				if got = vm.Must(t, "cat /tmp/tout"); got == want {
+					return
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			t.Fatalf("echoed over the connection: %q, want %q; the client's errors: %s", got, want, vm.Run(t, "cat /tmp/tout.err"))
+		}
+		send("one")
+		echoed("one\n")
+		if r := vm.Run(t, nc+" checkpoint ckpt"); r.Code == 0 || !strings.Contains(r.Stderr, "CRIU cannot checkpoint it") {
+			t.Errorf("a checkpoint with a connection open, without --tcp-established: %s", r)
+		}
+		vm.Must(t, nc+" exec ckpt -- true")
+		if r := vm.Run(t, nc+" checkpoint --tcp-established ckpt"); r.Code != 0 {
+			t.Fatalf("checkpoint --tcp-established: %s%s", r, logs())
+		}
+		if r := vm.Run(t, nc+" restore-checkpoint ckpt"); r.Code != 0 {
+			t.Fatalf("restore-checkpoint of established connections: %s%s", r, logs())
+		}
+		send("two")
+		echoed("one\ntwo\n")
+		vm.Run(t, "kill $(cat /tmp/tin.pid); rm -f /tmp/tin /tmp/tin.pid /tmp/tout /tmp/tout.err")
+		vm.Must(t, nc+" stop ckpt && "+nc+" destroy ckpt")
 	})
 
 	t.Run("units", func(t *testing.T) {

@@ -61,6 +61,9 @@ type startRequest struct {
 	// wait, when positive, waits that long for readiness (StartWait).
 	wait time.Duration
 	opts StartOptions
+	// restore brings the init back from a CRIU checkpoint instead of
+	// starting it (RestoreCheckpoint).
+	restore *runtime.RestoreFrom
 	// foreground runs the init with stdio and returns when it ends (Run):
 	// stop delivers the signals that shut it down, and timeout is how long
 	// that shutdown waits before it kills.
@@ -161,7 +164,11 @@ func (m *Manager) startLocked(ctx context.Context, rec *state.Container, req sta
 	}
 
 	c.ReadyTimeout = req.wait
-	err = c.Start()
+	if req.restore != nil {
+		err = c.Restore(*req.restore)
+	} else {
+		err = c.Start()
+	}
 	var notReady *runtime.NotReadyError
 	if err != nil && !errors.As(err, &notReady) {
 		return Init{}, err

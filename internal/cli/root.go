@@ -188,7 +188,7 @@ State lives in /var/lib/nixcell (--state-dir, NIXCELL_STATE_DIR).
 		a.switchGenerationCommand(), a.rollbackCommand(), a.deleteGenerationsCommand(), a.showIPCommand(), a.networkCommand(),
 		a.statsCommand(), a.autostartCommand(), a.doctorCommand(), a.adoptCommand(), a.installUnitsCommand(), a.reloadCommand(),
 		a.cloneCommand(), a.snapshotCommand(), a.listSnapshotsCommand(), a.restoreCommand(), a.deleteSnapshotCommand(),
-		a.exportCommand(), a.importCommand(),
+		a.exportCommand(), a.importCommand(), a.checkpointCommand(), a.restoreCheckpointCommand(),
 	)
 	return root
 }

@@ -45,6 +45,10 @@ const (
 	// Restore brings back a snapshot (a running container is stopped
 	// first and started again).
 	Restore Op = "restore"
+	// Checkpoint saves a running container's processes with CRIU and
+	// stops it; RestoreCheckpoint brings them back.
+	Checkpoint        Op = "checkpoint"
+	RestoreCheckpoint Op = "restore-checkpoint"
 )
 
 // The reasons an operation is refused, by the state that refuses it; all
@@ -86,8 +90,8 @@ func (e *TransitionError) Unwrap() error { return e.err }
 var allowed = map[State][]Op{
 	Creating:   {Destroy},
 	Destroying: {Destroy},
-	Stopped:    {Start, Restart, Destroy, Update, Copy, Restore},
-	Running:    {Stop, Terminate, Restart, Exec, Login, Destroy, Update, Stats, Signal, Reload, Copy, Restore},
+	Stopped:    {Start, Restart, Destroy, Update, Copy, Restore, RestoreCheckpoint},
+	Running:    {Stop, Terminate, Restart, Exec, Login, Destroy, Update, Stats, Signal, Reload, Copy, Restore, Checkpoint},
 }
 
 // refusal is why a state refuses what it does not allow.

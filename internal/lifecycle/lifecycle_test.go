@@ -8,12 +8,12 @@ import (
 )
 
 func TestCheck(t *testing.T) {
-	all := []Op{Start, Stop, Terminate, Restart, Exec, Login, Destroy, Update, Stats, Signal, Reload, Copy, Restore, "some-new-op"}
+	all := []Op{Start, Stop, Terminate, Restart, Exec, Login, Destroy, Update, Stats, Signal, Reload, Copy, Restore, Checkpoint, RestoreCheckpoint, "some-new-op"}
 	allowed := map[State][]Op{
 		Creating:   {Destroy},
 		Destroying: {Destroy},
-		Stopped:    {Start, Restart, Destroy, Update, Copy, Restore},
-		Running:    {Stop, Terminate, Restart, Exec, Login, Destroy, Update, Stats, Signal, Reload, Copy, Restore},
+		Stopped:    {Start, Restart, Destroy, Update, Copy, Restore, RestoreCheckpoint},
+		Running:    {Stop, Terminate, Restart, Exec, Login, Destroy, Update, Stats, Signal, Reload, Copy, Restore, Checkpoint},
 	}
 	for st, ok := range allowed {
 		okSet := map[Op]bool{}

@@ -122,6 +122,10 @@ type Container struct {
 	// DeviceDir holds an unprivileged container's copies of Devices; it
 	// must be on a host file system that is not mounted nodev.
 	DeviceDir string
+
+	// restore, set by Restore, brings the init back from a CRIU
+	// checkpoint instead of starting it (checkpoint_linux.go).
+	restore *RestoreFrom
 }
 
 // Bind is a host path mounted into the container. By default it is a
@@ -280,7 +284,8 @@ func (c *Container) config() (*configs.Config, []hostMount, error) {
 	}
 	cfg := &configs.Config{
 		Rootfs:     c.bootRoot(),
-		Labels:     []string{hostDirLabel + "=" + c.HostDir, consoleDirLabel + "=" + filepath.Dir(c.ConsoleLog)},
+		Labels:     []string{hostDirLabel + "=" + c.HostDir, consoleDirLabel + "=" + filepath.Dir(c.ConsoleLog), criuConfigLabel + "=" + c.criuConfig()},
+		Hooks:      c.restoreHooks(),
 		Hostname:   c.Name,
 		Namespaces: namespaces,
 		Capabilities: &configs.Capabilities{

@@ -414,7 +414,7 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 		if err != nil {
 			return fmt.Errorf("creating runtime state: %w", err)
 		}
-		if err := lc.Start(proc); err != nil {
+		if err := c.startInit(lc, proc); err != nil {
 			_ = lc.Destroy()
 			return fmt.Errorf("starting container: %w", err)
 		}
@@ -441,7 +441,7 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 	}
 	c.Trace.Mark("cgroup delegated")
 	pid, err := proc.Pid()
-	if err == nil {
+	if err == nil && c.restore == nil { // CRIU restored the guest's view
 		err = c.setupGuestView(pid)
 	}
 	if err != nil {
@@ -449,7 +449,7 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 		return nil, err
 	}
 	c.Trace.Mark("guest view")
-	if c.BeforeInit != nil {
+	if c.BeforeInit != nil && c.restore == nil { // a restore ran it from a hook
 		if err := c.BeforeInit(pid); err != nil {
 			s.abort(c)
 			return nil, err

@@ -66,7 +66,10 @@ func (c *Container) setupGuestView(pid int) error {
 	}
 	defer unix.Close(bootID)
 	attrs := uint64(unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOEXEC)
-	if err := unix.MountSetattr(bootID, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: attrs}); err != nil {
+	// Private: a clone is in its source's peer group, which the
+	// container's /run/host is a slave of, and CRIU cannot restore that
+	// sharing with a mount it binds from outside (a checkpoint's boot ID).
+	if err := unix.MountSetattr(bootID, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: attrs, Propagation: unix.MS_PRIVATE}); err != nil {
 		return fmt.Errorf("boot ID: mount_setattr: %w", err)
 	}
 	ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/mnt", pid))

@@ -79,11 +79,13 @@ cp /etc/resolv.conf "$tree/etc/resolv.conf"
 
 log "installing the kernel and the packages"
 inroot apt-get update -qq
-# strace and procps are for looking at a test that went wrong.
+# strace and procps are for looking at a test that went wrong; criu is for
+# checkpoint and restore-checkpoint (which need a kernel before 6.13), and
+# iptables for CRIU, which locks a container's network with it.
 inroot apt-get install -y -qq --no-install-recommends \
   linux-image-amd64 initramfs-tools udev kmod \
   nix-bin nix-setup-systemd busybox-static nftables iproute2 uidmap systemd-container libseccomp2 \
-  openssh-server procps strace >"$work/apt.log" 2>&1 || { cat "$work/apt.log" >&2; exit 1; }
+  openssh-server procps strace criu iptables >"$work/apt.log" 2>&1 || { cat "$work/apt.log" >&2; exit 1; }
 inroot apt-get clean
 rm -rf "$tree"/var/lib/apt/lists/*
 rm -f "$tree/usr/sbin/policy-rc.d" "$tree/etc/resolv.conf"
