@@ -67,6 +67,7 @@ func Open(cfg Config) (*Manager, error) {
 		Store: st,
 		IDs:   idmap.New(idmap.Config{Instance: st.Root, LegacyPath: st.IDMapPath()}),
 		Net: network.Store{Path: st.NetworkPath(), LockPath: st.GlobalLockPath(), ID: st.ID,
+			HostPorts: network.DefaultHostPortsPath, Instance: st.Root,
 			Config: network.Config{HostOnly: n.HostOnlySubnet, NAT: n.NATSubnet, ULA: n.ULAPrefix, NAT6: n.NATIPv6Prefix}},
 		host:   network.Host{Uplink: n.Uplink, HostsFile: n.HostsFile},
 		Log:    io.Discard,

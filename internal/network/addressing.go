@@ -165,14 +165,21 @@ func CheckPorts(name string, ports []spec.PortForward, claims map[string][]spec.
 		}
 		for _, f := range ports {
 			for _, g := range claims[other] {
-				sameAddr := f.HostAddress == g.HostAddress || !f.HostAddress.IsValid() || !g.HostAddress.IsValid()
-				if f.Protocol == g.Protocol && f.HostPort == g.HostPort && sameAddr {
+				if collide(f, g) {
 					return fmt.Errorf("%w: %s port %d is forwarded to container %q", ErrPortInUse, f.Protocol, f.HostPort, other)
 				}
 			}
 		}
 	}
 	return nil
+}
+
+// collide tells whether two forwards take the same host port: protocol and
+// port match, and their host addresses are equal or either is "every
+// address".
+func collide(f, g spec.PortForward) bool {
+	sameAddr := f.HostAddress == g.HostAddress || !f.HostAddress.IsValid() || !g.HostAddress.IsValid()
+	return f.Protocol == g.Protocol && f.HostPort == g.HostPort && sameAddr
 }
 
 // sortedNames returns the keys of m in order, for deterministic output.

@@ -39,6 +39,11 @@ type Store struct {
 	ID string
 	// Config shapes the settings of an instance that has none yet.
 	Config Config
+	// HostPorts is the host-wide registry of forwarded ports
+	// (DefaultHostPortsPath), which every instance on a host shares; the
+	// instance is named there by its state directory, Instance. Empty: no
+	// check across instances (tests of this package alone).
+	HostPorts, Instance string
 }
 
 // Load reads the state; an instance that never had a network gets fresh
@@ -76,12 +81,18 @@ func (s Store) Update(ctx context.Context, f func(*State) error) error {
 		return err
 	}
 	before, _ := json.Marshal(st)
+	ports, _ := json.Marshal(st.Ports)
 	if err := f(&st); err != nil {
 		return err
 	}
 	// Most starts and stops change nothing of it: no write, no sync.
 	if after, _ := json.Marshal(st); bytes.Equal(before, after) {
 		return nil
+	}
+	if after, _ := json.Marshal(st.Ports); s.HostPorts != "" && !bytes.Equal(ports, after) {
+		if err := syncHostPorts(ctx, s.HostPorts, s.Instance, st.Ports); err != nil {
+			return err
+		}
 	}
 	return atomicfile.WriteJSON(s.Path, st, 0o600)
 }
