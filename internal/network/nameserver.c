@@ -59,7 +59,8 @@ static int nsockets;
 // -1; wait_ms bounds the wait for a held lock (0: none).
 static int take_lock(const char *path, int flags, int wait_ms)
 {
-	for (int waited = 0;; waited += 10) {
+	int waited = 0;
+	for (int tries = 0; tries < 100; tries++) {
 		int fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC | flags, 0600);
 		if (fd < 0)
 			return -1;
@@ -74,10 +75,9 @@ static int take_lock(const char *path, int flags, int wait_ms)
 		struct stat held, named;
 		if (fstat(fd, &held) == 0 && stat(path, &named) == 0 && held.st_dev == named.st_dev && held.st_ino == named.st_ino)
 			return fd;
-		close(fd);
-		if (waited >= wait_ms)
-			return -1;
+		close(fd); /* its holder removed it meanwhile: try what path names now */
 	}
+	return -1;
 }
 
 // listen_on binds a socket to port 53 of a (16 bytes, IPv4 as
@@ -195,6 +195,8 @@ static int changed(int ifd)
 			struct inotify_event *ev = (struct inotify_event *)p;
 			if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED))
 				what = 2;
+			else if ((ev->mask & IN_Q_OVERFLOW) && what == 0)
+				what = 1; /* events were lost: read the table again */
 			else if (ev->len > 0 && strcmp(ev->name, base) == 0 && what == 0)
 				what = 1;
 			p += sizeof(*ev) + ev->len;
