@@ -115,14 +115,14 @@ static void listen_on(const uint8_t a[16])
 	sockets[nsockets++].fd = fd;
 }
 
-// load reads the table; it returns 1 when something runs (and serves the
-// new table), 0 when the table says nothing runs, is gone or is no table
-// of this version (then the old one stays until the server leaves).
-static int load(void)
+// read_table reads the table and returns its bytes, t pointing into them,
+// when something runs; NULL when it says nothing runs, is gone or is no
+// table of this version.
+static uint8_t *read_table(struct nametable *t)
 {
 	int fd = open(table_path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
-		return 0;
+		return NULL;
 	struct stat st;
 	uint8_t *data = NULL;
 	size_t got = 0;
@@ -138,11 +138,21 @@ static int load(void)
 		}
 	}
 	close(fd);
-	struct nametable t;
-	if (!data || got != (size_t)st.st_size || nt_parse(&t, data, got) < 0 || t.runs == 0) {
+	if (!data || got != (size_t)st.st_size || nt_parse(t, data, got) < 0 || t->runs == 0) {
 		free(data);
-		return 0;
+		return NULL;
 	}
+	return data;
+}
+
+// load serves the table as it is now and returns 1, or returns 0 when it
+// says nothing runs (the old one stays until the server leaves).
+static int load(void)
+{
+	struct nametable t;
+	uint8_t *data = read_table(&t);
+	if (!data)
+		return 0;
 	free(table_data);
 	table_data = data;
 	table = t;
@@ -204,22 +214,30 @@ static int changed(int ifd)
 	}
 }
 
-// leave ends the server once nothing runs: it removes its lock, and the
-// directory when nothing else is left in it. A start that wrote a new table
-// meanwhile found the lock held and started no server: so after the lock
-// is gone the table is read once more, and the server stays when something
-// runs and it gets the lock again (otherwise the one that start began has
-// it).
+// leave ends the server once nothing runs: it closes its sockets (so a
+// new server can have the addresses), removes its lock, and the directory
+// when nothing else is left in it. A start that wrote a new table meanwhile
+// found the lock held and started no server: so after the lock is gone the
+// table is read once more, and the server stays when something runs and it
+// gets the lock again (otherwise the one that start began has it).
 static void leave(void)
 {
-	unlink(lock_path); /* held: see internal/lockfile */
-	close(lock_fd);
-	lock_fd = -1;
-	if (load()) {
-		lock_fd = take_lock(lock_path, O_CREAT, 0);
-		if (lock_fd >= 0)
+	for (;;) {
+		for (int i = 0; i < nsockets; i++)
+			close(sockets[i].fd);
+		nsockets = 0;
+		unlink(lock_path); /* held: see internal/lockfile */
+		close(lock_fd);
+		lock_fd = -1;
+		struct nametable t;
+		uint8_t *data = read_table(&t);
+		if (!data)
+			break;
+		free(data);
+		if ((lock_fd = take_lock(lock_path, O_CREAT, 0)) < 0)
+			_exit(0); /* the server that start began serves */
+		if (load())
 			return;
-		_exit(0);
 	}
 	int global = take_lock(global_path, O_CREAT, GLOBAL_LOCK_WAIT_MS);
 	if (global >= 0) {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/nixcell/nixcell/internal/lockfile"
 )
 
 // TestNameServer runs the name server in a fresh namespace whose
@@ -51,20 +53,26 @@ func TestNameServer(t *testing.T) {
 	if err := WriteNameTable(ns.Table, d, len(d.Containers)); err != nil {
 		t.Fatal(err)
 	}
-	start := func() *exec.Cmd {
+	// start starts a server; what it returns gives how it exited, once,
+	// and is closed then.
+	start := func() <-chan error {
 		t.Helper()
 		cmd := exec.Command("/proc/self/exe", ns.Args()...)
 		cmd.Env = []string{NameServerEnv}
 		host.do(cmd.Start) // forked from the namespace's thread: it serves there
+		ended := make(chan error, 1)
+		go func() {
+			ended <- cmd.Wait()
+			close(ended)
+		}()
 		t.Cleanup(func() {
 			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
+			<-ended
 		})
-		return cmd
+		return ended
 	}
-	server := start()
-	ended := make(chan error, 1)
-	go func() { ended <- server.Wait() }()
+	servers := []<-chan error{start()}
+
 	ask := func(from *testNS, server netip.Addr, name string, typ dnsmessage.Type) (dnsmessage.RCode, []netip.Addr) {
 		t.Helper()
 		query := dnsQuery(t, 9, name, typ)
@@ -119,8 +127,13 @@ func TestNameServer(t *testing.T) {
 	}
 
 	// A second one for the instance leaves at once.
-	if err := start().Wait(); err != nil {
-		t.Errorf("a second name server: %v", err)
+	select {
+	case err := <-start():
+		if err != nil {
+			t.Errorf("a second name server: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a second name server for the instance still runs")
 	}
 
 	// The NAT bridge appears; after the next change it is served too.
@@ -147,18 +160,47 @@ func TestNameServer(t *testing.T) {
 		}
 	}
 
+	// The last container stops and another starts at once, as nixcell
+	// does it (cell's changeNetwork, then ensureDNS): whether the server
+	// was leaving or not, one answers. (The run table keeps the directory
+	// from being removed meanwhile.)
+	runs := filepath.Join(run, "runs.json")
+	if err := os.WriteFile(runs, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		if err := WriteNameTable(ns.Table, d, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := WriteNameTable(ns.Table, d, len(d.Containers)); err != nil {
+			t.Fatal(err)
+		}
+		if lock, err := lockfile.TryLock(ns.Lock); err == nil {
+			_ = lock.Unlock()
+			servers = append(servers, start())
+		}
+		if rcode, got := ask(cNS, hostOnly.IPv4.Addr(), "e.", dnsmessage.TypeA); rcode != dnsmessage.RCodeSuccess || !slices.Equal(got, []netip.Addr{d4}) {
+			t.Fatalf("after a stop and a start: %v %v, want %v", rcode, got, d4)
+		}
+	}
+	if err := os.Remove(runs); err != nil {
+		t.Fatal(err)
+	}
+
 	// Nothing runs any more: the server ends, and removes its lock and
 	// the run directory, which nothing else holds.
 	if err := WriteNameTable(ns.Table, d, 0); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-ended:
-		if err != nil {
-			t.Errorf("the name server: %v", err)
+	for _, ended := range servers {
+		select {
+		case err := <-ended:
+			if err != nil {
+				t.Errorf("the name server: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the name server still runs after nothing runs")
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the name server still runs after nothing runs")
 	}
 	if _, err := os.Lstat(run); !errors.Is(err, fs.ErrNotExist) {
 		left, _ := filepath.Glob(filepath.Join(run, "*"))
