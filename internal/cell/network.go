@@ -82,6 +82,10 @@ func (m *Manager) changeNetwork(ctx context.Context, f func(st *network.State, r
 		if err := m.Store.SaveRuns(runs); err != nil {
 			return err
 		}
+		// The name server follows the run table through its own table.
+		if err := network.WriteNameTable(m.Store.NameServerTablePath(), st.Desired(members(runs), m.host), len(runs)); err != nil {
+			return err
+		}
 		m.removeCgroupParent(runs)
 		return nil
 	})
@@ -133,7 +137,7 @@ func (m *Manager) removeCgroupParent(runs state.Runs) {
 // that were killed before their rename left. Preconditions: the global
 // lock is held.
 func (m *Manager) removeInstanceLeftovers() error {
-	for _, f := range []string{m.Net.Path, m.Store.RunsPath()} {
+	for _, f := range []string{m.Net.Path, m.Store.RunsPath(), m.Store.NameServerTablePath()} {
 		if err := atomicfile.RemoveLeftovers(f); err != nil {
 			return err
 		}
@@ -343,7 +347,9 @@ func (m *Manager) tidyRun(ctx context.Context) {
 }
 
 // ensureDNS starts the instance's name server unless it runs: a detached
-// `nixcell network dns-serve`, which ends by itself when no container runs.
+// process of this binary (see network.NameServer), which ends by itself
+// when no container runs. The table it serves is written before (by
+// netStart).
 func (m *Manager) ensureDNS() error {
 	lock, err := lockfile.TryLock(m.dnsLock())
 	if errors.Is(err, lockfile.ErrLocked) {
@@ -357,57 +363,25 @@ func (m *Manager) ensureDNS() error {
 	if err != nil {
 		return err
 	}
-	args := []string{exe, "--state-dir", m.Store.Root, "network", "dns-serve"}
+	ns := network.NameServer{Table: m.Store.NameServerTablePath(), Lock: m.dnsLock(), GlobalLock: m.Store.GlobalLockPath()}
 	if systemd.Host() {
 		// A unit of its own: started from a container's unit, it would
 		// otherwise live in that unit's cgroup and go when it stops.
-		_, prefix := systemd.Slice(m.Store.CgroupParent)
-		args = append([]string{"systemd-run", "--quiet", "--collect", "--unit=" + prefix + "-names",
-			"--description=nixcell's name server for " + m.Store.Root, "--slice=" + prefix + ".slice"}, args...)
-	}
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if systemd.Host() {
 		// systemd-run returns once the unit runs; a unit of that name
 		// running already is the name server another command started.
-		_ = cmd.Run()
+		_, prefix := systemd.Slice(m.Store.CgroupParent)
+		args := append([]string{"--quiet", "--collect", "--unit=" + prefix + "-names",
+			"--description=nixcell's name server for " + m.Store.Root, "--slice=" + prefix + ".slice",
+			"--setenv=" + network.NameServerEnv, exe}, ns.Args()...)
+		_ = exec.Command("systemd-run", args...).Run()
 		return nil
 	}
+	cmd := exec.Command(exe, ns.Args()...)
+	cmd.Args[0] = "nixcell" // as ps shows it
+	cmd.Env = []string{network.NameServerEnv}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting the name server: %w", err)
 	}
 	return cmd.Process.Release()
-}
-
-// ServeDNS runs the instance's name server until no container runs; a
-// second one exits at once.
-func (m *Manager) ServeDNS(ctx context.Context) error {
-	lock, err := lockfile.TryLock(m.dnsLock())
-	if errors.Is(err, lockfile.ErrLocked) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	defer func() {
-		_ = lock.Remove()
-		m.tidyRun(ctx)
-	}()
-	return network.ServeDNS(ctx, []string{m.Net.Path, m.Store.RunsPath()}, func() (network.Desired, bool, error) {
-		st, err := m.Net.Load()
-		if err != nil {
-			return network.Desired{}, false, err
-		}
-		runs, err := m.Store.LoadRuns()
-		if err != nil {
-			return network.Desired{}, false, err
-		}
-		alive := func(p state.Process) bool { return runtime.Alive(p.Pid, p.StartedAt) }
-		for name, r := range runs {
-			if !r.Holds(alive) {
-				delete(runs, name)
-			}
-		}
-		return st.Desired(members(runs), m.host), len(runs) > 0, nil
-	})
 }

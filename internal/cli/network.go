@@ -51,19 +51,6 @@ next start of a container repairs what is missing.`,
 		},
 	}
 	status.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	serve := &cobra.Command{
-		Use:    "dns-serve",
-		Short:  "Answer container-name queries on the bridges (started by start; ends when no container runs)",
-		Hidden: true,
-		Args:   cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := a.manager()
-			if err != nil {
-				return err
-			}
-			return m.ServeDNS(cmd.Context())
-		},
-	}
-	cmd.AddCommand(status, serve)
+	cmd.AddCommand(status)
 	return cmd
 }

@@ -16,7 +16,7 @@
 //
 // Files, by what they own. Netlink, nft and sysctl calls are in
 // *_linux.go; settings, addressing, plans, the desired state, the ruleset
-// and the resolver are pure, tested without root; everything is also
+// and the name table are pure, tested without root; everything is also
 // tested as root, each test in fresh network namespaces of its own
 // (netns_linux_test.go).
 //
@@ -31,8 +31,13 @@
 //     firewall_linux.go: applying it with nft, only when it changed.
 //   - links_linux.go: bridges, veth pairs, macvlans, addresses, routes and
 //     sysctls.
-//   - hostsfile.go: the block of names in the hosts file; resolver.go: DNS
-//     answers for container names; nameserver.go: the name server.
+//   - hostsfile.go: the block of names in the hosts file.
+//   - nametable.go: the table of names the name server serves, with who
+//     may resolve whom decided here; nametable.c (nametable.h): its
+//     parser and the DNS answers, plain C without I/O (nametable_cgo.go
+//     lets the tests compare them with a Go resolver's and fuzz them);
+//     nameserver.c (nameserver.go): the name server, a C event loop run
+//     before the Go runtime starts.
 //   - apply_linux.go: Apply, the orchestration of all of the above.
 //   - status_linux.go: the network as the kernel has it.
 package network

@@ -1,24 +1,28 @@
 package network
 
 import (
-	"context"
+	"errors"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/nixcell/nixcell/internal/lockfile"
 )
 
 // TestNameServer runs the name server in a fresh namespace whose
 // host-only bridge carries two containers' interfaces, each in a namespace
 // of its own, and asks it over real UDP, as those containers' resolvers
 // do: each sees the names it may reach. A bridge that appears later is
-// served after the next change, and the server ends when nothing runs.
+// served after the next change of the table, so is a change of who runs,
+// and the server ends when nothing runs, leaving nothing behind.
 func TestNameServer(t *testing.T) {
 	host, cNS, aNS := newTestNS(t), newTestNS(t), newTestNS(t)
 	d := peersDesired(t) // a, c (allowPeers), d (allowPeers)
@@ -39,21 +43,35 @@ func TestNameServer(t *testing.T) {
 		return nil
 	})
 
-	watched := filepath.Join(t.TempDir(), "network.json")
-	if err := os.WriteFile(watched, nil, 0o600); err != nil {
+	// The server is this test binary, as it is the nixcell binary: the
+	// constructor in nameserver.c serves before the Go runtime starts.
+	run := filepath.Join(t.TempDir(), "run")
+	if err := os.Mkdir(run, 0o711); err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	running := true
-	current := func() (Desired, bool, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		return d, running, nil
+	ns := NameServer{Table: filepath.Join(run, "dns.table"), Lock: filepath.Join(run, "dns.lock"), GlobalLock: filepath.Join(t.TempDir(), "global.lock")}
+	if err := WriteNameTable(ns.Table, d, len(d.Containers)); err != nil {
+		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	ended := make(chan error, 1)
-	host.goIn(func() { ended <- ServeDNS(ctx, []string{watched}, current) })
+	// start starts a server; what it returns gives how it exited, once,
+	// and is closed then.
+	start := func() <-chan error {
+		t.Helper()
+		cmd := exec.Command("/proc/self/exe", ns.Args()...)
+		cmd.Env = []string{NameServerEnv}
+		host.do(cmd.Start) // forked from the namespace's thread: it serves there
+		ended := make(chan error, 1)
+		go func() {
+			ended <- cmd.Wait()
+			close(ended)
+		}()
+		t.Cleanup(func() {
+			_ = cmd.Process.Kill()
+			<-ended
+		})
+		return ended
+	}
+	servers := []<-chan error{start()}
 
 	ask := func(from *testNS, server netip.Addr, name string, typ dnsmessage.Type) (dnsmessage.RCode, []netip.Addr) {
 		t.Helper()
@@ -108,32 +126,84 @@ func TestNameServer(t *testing.T) {
 		}
 	}
 
+	// A second one for the instance leaves at once.
+	select {
+	case err := <-start():
+		if err != nil {
+			t.Errorf("a second name server: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a second name server for the instance still runs")
+	}
+
 	// The NAT bridge appears; after the next change it is served too.
 	host.do(func() error { _, err := ensureBridge(nat); return err })
-	// A change: the watched file's modification time moves.
-	touch := func(by time.Duration) {
-		t.Helper()
-		later := time.Now().Add(by)
-		if err := os.Chtimes(watched, later, later); err != nil {
-			t.Fatal(err)
-		}
+	if err := WriteNameTable(ns.Table, d, len(d.Containers)); err != nil {
+		t.Fatal(err)
 	}
-	touch(time.Hour)
 	if rcode, _ := ask(host, nat.IPv4.Addr(), "c.", dnsmessage.TypeA); rcode != dnsmessage.RCodeNameError {
 		t.Errorf("the host (not a container) asked on the NAT bridge: %v, want NXDOMAIN", rcode)
 	}
-
-	// Nothing runs any more: the server ends.
-	mu.Lock()
-	running = false
-	mu.Unlock()
-	touch(2 * time.Hour)
-	select {
-	case err := <-ended:
-		if err != nil {
-			t.Errorf("ServeDNS: %v", err)
+	// Who runs changes: d is gone, a new one takes its address.
+	d.Containers[2].Name = "e"
+	if err := WriteNameTable(ns.Table, d, len(d.Containers)); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		rcodeD, _ := ask(cNS, hostOnly.IPv4.Addr(), "d.", dnsmessage.TypeA)
+		rcodeE, got := ask(cNS, hostOnly.IPv4.Addr(), "e.", dnsmessage.TypeA)
+		if rcodeD == dnsmessage.RCodeNameError && rcodeE == dnsmessage.RCodeSuccess && slices.Equal(got, []netip.Addr{d4}) {
+			break
 		}
-	case <-time.After(10 * time.Second):
-		t.Error("ServeDNS still runs after nothing runs")
+		if time.Now().After(deadline) {
+			t.Fatalf("after the change: d %v, e %v %v; want NXDOMAIN, %v", rcodeD, rcodeE, got, d4)
+		}
+	}
+
+	// The last container stops and another starts at once, as nixcell
+	// does it (cell's changeNetwork, then ensureDNS): whether the server
+	// was leaving or not, one answers. (The run table keeps the directory
+	// from being removed meanwhile.)
+	runs := filepath.Join(run, "runs.json")
+	if err := os.WriteFile(runs, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		if err := WriteNameTable(ns.Table, d, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := WriteNameTable(ns.Table, d, len(d.Containers)); err != nil {
+			t.Fatal(err)
+		}
+		if lock, err := lockfile.TryLock(ns.Lock); err == nil {
+			_ = lock.Unlock()
+			servers = append(servers, start())
+		}
+		if rcode, got := ask(cNS, hostOnly.IPv4.Addr(), "e.", dnsmessage.TypeA); rcode != dnsmessage.RCodeSuccess || !slices.Equal(got, []netip.Addr{d4}) {
+			t.Fatalf("after a stop and a start: %v %v, want %v", rcode, got, d4)
+		}
+	}
+	if err := os.Remove(runs); err != nil {
+		t.Fatal(err)
+	}
+
+	// Nothing runs any more: the server ends, and removes its lock and
+	// the run directory, which nothing else holds.
+	if err := WriteNameTable(ns.Table, d, 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, ended := range servers {
+		select {
+		case err := <-ended:
+			if err != nil {
+				t.Errorf("the name server: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the name server still runs after nothing runs")
+		}
+	}
+	if _, err := os.Lstat(run); !errors.Is(err, fs.ErrNotExist) {
+		left, _ := filepath.Glob(filepath.Join(run, "*"))
+		t.Errorf("the run directory is left, holding %v (%v)", left, err)
 	}
 }

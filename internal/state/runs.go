@@ -126,6 +126,10 @@ func (s Store) SaveRuns(runs Runs) error {
 // NameServerLockPath is held by the instance's name server while it runs.
 func (s Store) NameServerLockPath() string { return filepath.Join(s.Run, "dns.lock") }
 
+// NameServerTablePath is what the instance's name server serves, while a
+// container runs (see network.WriteNameTable).
+func (s Store) NameServerTablePath() string { return filepath.Join(s.Run, "dns.table") }
+
 // ConsoleSocketPath and ConsoleLockPath are the console agent's socket
 // and lock (see internal/console).
 func (s Store) ConsoleSocketPath() string { return filepath.Join(s.Run, "console.sock") }
@@ -133,8 +137,9 @@ func (s Store) ConsoleLockPath() string   { return filepath.Join(s.Run, "console
 
 // RemoveRunIfEmpty removes the instance's run directory when it holds
 // nothing: no container's runtime state or host directory, an empty run
-// table, no name server or console agent running (the agent removes the
-// directory as it leaves). What is not empty stays.
+// table, no name server or console agent running (each removes the
+// directory as it leaves, when it is the last thing there). What is not
+// empty stays.
 // Preconditions: the global lock is held and no container of the instance
 // exists (so no start makes anything there meanwhile).
 func (s Store) RemoveRunIfEmpty() error {
@@ -142,12 +147,21 @@ func (s Store) RemoveRunIfEmpty() error {
 	if err != nil || len(runs) > 0 {
 		return err
 	}
+	// The name server leaves once the run table is empty, a moment later:
+	// it removes its lock, and the directory once empty, as it leaves. A
+	// killed one left its lock.
 	if _, err := os.Stat(s.NameServerLockPath()); err == nil {
-		ns, err := lockfile.TryLock(s.NameServerLockPath())
-		if err != nil {
-			return nil // the name server runs: it calls this as it ends
+		if ns, err := lockfile.TryLock(s.NameServerLockPath()); err == nil {
+			if err := ns.Remove(); err != nil {
+				return err
+			}
 		}
-		if err := ns.Remove(); err != nil {
+	}
+	for _, f := range []string{s.NameServerTablePath(), s.runsPath()} {
+		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		if err := atomicfile.RemoveLeftovers(f); err != nil {
 			return err
 		}
 	}
@@ -164,12 +178,6 @@ func (s Store) RemoveRunIfEmpty() error {
 				return err
 			}
 		}
-	}
-	if err := os.Remove(s.runsPath()); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	if err := atomicfile.RemoveLeftovers(s.runsPath()); err != nil {
-		return err
 	}
 	for _, d := range []string{s.RuntimeRoot(), filepath.Join(s.Run, "host"), s.Run} {
 		err := os.Remove(d)

@@ -13,14 +13,14 @@ import (
 
 // TestNoNameCollides: whatever a container is named, its files and its
 // cgroup are its own: none is a file of nixcell's own (the global lock,
-// the network state, the run table, the name server's lock) or a file of
-// the cgroup directory above it (cgroup v1's tasks).
+// the network state, the run table, the name server's lock and table) or
+// a file of the cgroup directory above it (cgroup v1's tasks).
 func TestNoNameCollides(t *testing.T) {
 	s, err := New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	own := []string{s.GlobalLockPath(), s.NetworkPath(), s.IDMapPath(), s.RunsPath(), filepath.Join(s.Run, "dns.lock")}
+	own := []string{s.GlobalLockPath(), s.NetworkPath(), s.IDMapPath(), s.RunsPath(), filepath.Join(s.Run, "dns.lock"), s.NameServerTablePath()}
 	names := []string{"global", "network", "idmap", "runs", "dns", "containers", "locks", "host", "tasks", "cgroup", "notify", "release"}
 	for _, n := range names {
 		if err := spec.ValidateName(n); err != nil {
