@@ -26,6 +26,7 @@ var specToModule = map[string]string{
 	"network.forwardPorts":   "forwardPorts",
 	"bindMounts.destination": "bindMounts.mountPoint", // and the attribute name
 	"limits.memoryBytes":     "limits.memory",
+	"limits.diskBytes":       "limits.disk",
 }
 
 // moduleOnly are the options that set no host-side setting, and why.
