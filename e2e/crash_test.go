@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -86,7 +87,7 @@ func spread(whole time.Duration, n int, f func(d time.Duration)) {
 }
 
 // killsEach is how many kills a command of TestKilledAnywhere takes,
-// out of full (280 in all, of which over 200 land in the command): all of
+// out of full (340 in all, of which over 200 land in the command): all of
 // them with NIXCELL_E2E_KILLS=all, which takes several minutes; a fifth by
 // default, so that the normal tier keeps to about a minute and still
 // kills every command at spread delays.
@@ -113,9 +114,9 @@ func (in *instance) timed(undo []string, args ...string) time.Duration {
 	return longest
 }
 
-// TestKilledAnywhere kills create, start, stop, update, rollback and
-// destroy with SIGKILL at delays spread over the whole command, 280
-// times in all with NIXCELL_E2E_KILLS=all, 56 by default (issue 13:
+// TestKilledAnywhere kills create, start, stop, update, rollback, clone,
+// export, import and destroy with SIGKILL at delays spread over the whole
+// command, 340 times in all with NIXCELL_E2E_KILLS=all, 68 by default (issue 13:
 // crash consistency; TestFailpoints kills at the named steps). After each kill the next command of the same kind
 // succeeds (or says clearly why not: the killed one finished first),
 // doctor finds nothing left over, and no file of the container's root is
@@ -253,6 +254,63 @@ func TestKilledAnywhere(t *testing.T) {
 			if got := in.label(name); got != "two" {
 				t.Errorf("%s, then switched back: the container runs %q, want two", when, got)
 			}
+			after(when)
+		})
+	})
+
+	// clone of the running container (frozen for the copy), export and
+	// import.
+	t.Run("clone", func(t *testing.T) {
+		probe := testutil.Name("kl")
+		whole := in.timed([]string{"destroy", probe}, "clone", name, probe)
+		spread(whole, killsEach(20), func(d time.Duration) {
+			when := fmt.Sprintf("clone killed after %v", d)
+			dst := testutil.Name("kl")
+			kill(d, "clone", name, dst)
+			// The source runs on, thawed, whatever the clone did.
+			if got := in.info(name).State; got != "running" {
+				t.Errorf("%s: the source is %s", when, got)
+			}
+			in.exec(name, "true")
+			if r := in.run("clone", name, dst); r.code != 0 && !(r.code == 1 && strings.Contains(r.stderr, "already exists")) {
+				t.Errorf("%s: clone again: %s", when, r)
+			}
+			in.must("destroy", dst)
+			after(when)
+		})
+	})
+
+	t.Run("export and import", func(t *testing.T) {
+		dir := t.TempDir()
+		archive := filepath.Join(dir, "whole.nixcell")
+		whole := in.timed(nil, "export", name, "-o", archive)
+		spread(whole, killsEach(20), func(d time.Duration) {
+			when := fmt.Sprintf("export killed after %v", d)
+			out := filepath.Join(dir, "killed.nixcell")
+			_ = os.Remove(out)
+			kill(d, "export", name, "-o", out)
+			// The archive is there whole (an import takes it) or not at
+			// all.
+			if _, err := os.Stat(out); err == nil {
+				dst := testutil.Name("ki")
+				if r := in.run("import", out, dst); r.code != 0 {
+					t.Errorf("%s: import of what it left: %s", when, r)
+				}
+				in.must("destroy", dst)
+			}
+			after(when)
+		})
+		probe := testutil.Name("ki")
+		whole = in.timed([]string{"destroy", probe}, "import", archive, probe)
+		spread(whole, killsEach(20), func(d time.Duration) {
+			when := fmt.Sprintf("import killed after %v", d)
+			dst := testutil.Name("ki")
+			kill(d, "import", archive, dst)
+			if r := in.run("import", archive, dst); r.code != 0 && !(r.code == 1 && strings.Contains(r.stderr, "already exists")) {
+				t.Errorf("%s: import again: %s", when, r)
+			}
+			in.must("destroy", dst)
+			in.expectTraces(when+", imported again and destroyed", dst)
 			after(when)
 		})
 	})
