@@ -15,8 +15,8 @@ import (
 )
 
 // TestExecEarly checks the exec early path (a plain `exec NAME -- CMD` run
-// before the Go runtime starts, from the plan the fast path left for the
-// running init) against the Go path: it runs only when it has a plan of
+// before the Go runtime starts, from the plan start or the fast path left
+// for the running init) against the Go path: it runs only when it has a plan of
 // this init, gives the command's output and status, forwards signals, and
 // leaves to Go, with Go's messages, whatever it should not do: a plan of
 // an earlier init, a container whose record is not "created", a stopped
@@ -56,11 +56,19 @@ func TestExecEarly(t *testing.T) {
 		return result{stdout: out.String(), stderr: strings.Join(rest, ""), code: code}, !goRan
 	}
 
-	if _, err := os.Stat(plan); err == nil {
-		t.Fatal("a plan before any exec")
+	// start leaves the plan: the first exec takes the early path.
+	if _, err := os.Stat(plan); err != nil {
+		t.Fatalf("start left no plan: %v", err)
+	}
+	if r, was := early("", "true"); r.code != 0 || !was {
+		t.Fatalf("first exec: %s, early path %v", r, was)
+	}
+	// Without a plan, Go execs and leaves one.
+	if err := os.Remove(plan); err != nil {
+		t.Fatal(err)
 	}
 	if r, was := early("", "true"); r.code != 0 || was {
-		t.Fatalf("first exec: %s, early path %v", r, was)
+		t.Fatalf("exec without a plan: %s, early path %v", r, was)
 	}
 	if _, err := os.Stat(plan); err != nil {
 		t.Fatalf("the fast path left no plan: %v", err)

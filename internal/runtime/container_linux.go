@@ -146,6 +146,8 @@ func (c *Container) Start() error {
 		return fmt.Errorf("starting init: %w", err)
 	}
 	c.Trace.Mark("init running")
+	leaveExecPlan(c.StateRoot, c.Name)
+	c.Trace.Mark("exec plan")
 	if c.ReadyTimeout <= 0 {
 		return nil
 	}

@@ -156,15 +156,7 @@ func (e Exec) runFast(stateRoot, name string) (int, error) {
 	if !initAlive(st.InitPid, st.InitStart) {
 		return 0, lifecycle.ErrNotRunning
 	}
-	prog, err := cachedSeccompProgram(dir, st.Config.Seccomp)
-	if err != nil {
-		return 0, err
-	}
-	if len(prog) == 0 || len(prog) > 0xffff {
-		return 0, errUnsupported
-	}
-	c := st.Config.Capabilities
-	caps, err := capMasks(c.Bounding, c.Effective, c.Permitted)
+	prog, caps, err := execSettings(dir, st)
 	if err != nil {
 		return 0, err
 	}
@@ -245,6 +237,22 @@ func (e Exec) runFast(stateRoot, name string) (int, error) {
 	code := proc.wait()
 	streams.wait()
 	return code, nil
+}
+
+// execSettings are the seccomp program and capability masks (bounding,
+// effective, permitted) of an exec into the init of st, whose runtime
+// state directory is dir.
+func execSettings(dir string, st execState) ([]unix.SockFilter, [3]uint64, error) {
+	prog, err := cachedSeccompProgram(dir, st.Config.Seccomp)
+	if err != nil {
+		return nil, [3]uint64{}, err
+	}
+	if len(prog) == 0 || len(prog) > 0xffff {
+		return nil, [3]uint64{}, errUnsupported
+	}
+	c := st.Config.Capabilities
+	caps, err := capMasks(c.Bounding, c.Effective, c.Permitted)
+	return prog, caps, err
 }
 
 // fastProcess is a process the fast path started: a child of nixcell,

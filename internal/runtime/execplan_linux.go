@@ -10,6 +10,7 @@ import "C"
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -70,6 +71,30 @@ func newExecPlan(st execState, name string, caps [3]uint64, cgroup2 string, prog
 	sort.Strings(p.Tasks) // the same plan for the same init
 	p.FreezerKind, p.Freezer = freezerOf(st.Cgroups)
 	return p
+}
+
+// leaveExecPlan writes the exec plan of the init a start has just let
+// run, so that the first exec takes the early path too (one exec after
+// each start is a common pattern: health checks, scripts). It names the
+// container's own cgroup2 directory; for an init that gives it to its
+// children (systemd), the early path's clone fails, Go takes over and
+// writes the plan with the init's own cgroup. Failures only cost the
+// first exec its early path.
+func leaveExecPlan(stateRoot, name string) {
+	dir := filepath.Join(stateRoot, name)
+	data, err := os.ReadFile(filepath.Join(dir, "state.json"))
+	if err != nil {
+		return
+	}
+	var st execState
+	if json.Unmarshal(data, &st) != nil || !st.supported() {
+		return
+	}
+	prog, caps, err := execSettings(dir, st)
+	if err != nil {
+		return
+	}
+	writePlan(dir, newExecPlan(st, name, caps, st.Cgroups[""], prog))
 }
 
 // encode lays the plan out as execfast_linux.h describes.
