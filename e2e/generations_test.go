@@ -87,8 +87,11 @@ func stripRunning(s string) string { return strings.ReplaceAll(s, "r", "") }
 func (in *instance) label(name string) string {
 	in.t.Helper()
 	var r result
+	// After a start, the boot's activation links /etc and then
+	// /run/current-system: an exec can come before either (exec takes a
+	// few milliseconds), and /etc is still the previous boot's then.
 	waitFor(in.t, 20*time.Second, "the label of "+name, func() bool {
-		r = in.run("exec", name, "--", "cat", "/etc/nixcell-fixture/label")
+		r = in.run("exec", name, "--", "sh", "-c", "test -e /run/current-system && cat /etc/nixcell-fixture/label")
 		return r.code == 0
 	})
 	return strings.TrimSpace(r.stdout)
