@@ -257,7 +257,7 @@ func TestClosureStore(t *testing.T) {
 	if i.State != "running" || i.Generation != 2 {
 		t.Fatalf("after update: %+v", i)
 	}
-	if got := strings.TrimSpace(in.exec(name, "cat", "/etc/nixcell-fixture/label")); got != "two" {
+	if got := in.label(name); got != "two" {
 		t.Errorf("label after update = %q", got)
 	}
 	if got, want := storeNames(in.exec(name, "ls", "/nix/store")), closure(i.System); strings.Join(got, " ") != strings.Join(want, " ") {
