@@ -21,12 +21,17 @@ func (in *instance) startCounter(name string) {
 	in.exec(name, "sh", "-c", `setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /run/count; sleep 0.1; done' </dev/null >/dev/null 2>&1 &`)
 }
 
-// count reads the counter's last count.
+// count reads the counter's last count: 0 before its first (the exec
+// that starts the counter returns before the counter has written).
 func (in *instance) count(name string) int {
 	in.t.Helper()
-	n, err := strconv.Atoi(strings.TrimSpace(in.exec(name, "cat", "/run/count")))
-	if err != nil {
-		in.t.Fatalf("the counter's count: %v", err)
+	r := in.run("exec", name, "--", "cat", "/run/count")
+	if r.code != 0 && strings.Contains(r.stderr, "No such file") {
+		return 0
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(r.stdout))
+	if r.code != 0 || err != nil {
+		in.t.Fatalf("the counter's count: %s", r)
 	}
 	return n
 }

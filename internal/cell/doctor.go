@@ -235,7 +235,7 @@ func (m *Manager) leftovers() ([]leftover, error) {
 	// the lock that the check takes.
 	if lock, err := lockfile.TryLock(m.Store.GlobalLockPath()); err == nil {
 		var found []string
-		for _, f := range []string{m.Net.Path, m.Store.RunsPath()} {
+		for _, f := range m.instanceFiles() {
 			found = append(found, atomicfile.Leftovers(f)...)
 		}
 		_ = lock.Unlock()

@@ -369,6 +369,13 @@ func (m *Manager) applyLocked(ctx context.Context, rec *state.Container, st life
 	}
 	was, known := runOf(runs, rec.Name, status)
 	if known && was.System == system && was.Switching == "" {
+		// A switch killed while it recorded itself, before the rename,
+		// leaves the table right but its half-written copy beside it;
+		// nothing else of this command would write the table and take
+		// that copy away.
+		if m.instanceLeftovers() {
+			return AppliedNothing, m.changeRuns(ctx, func(state.Runs) error { return nil })
+		}
 		return AppliedNothing, nil
 	}
 	if rec.Spec.Store == "closure" && !restart {

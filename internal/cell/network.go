@@ -133,16 +133,32 @@ func (m *Manager) removeCgroupParent(runs state.Runs) {
 	}
 }
 
+// instanceFiles are the instance's files that the global lock guards.
+func (m *Manager) instanceFiles() []string {
+	return []string{m.Net.Path, m.Store.RunsPath(), m.Store.NameServerTablePath()}
+}
+
 // removeInstanceLeftovers removes what writes of the instance's files
 // that were killed before their rename left. Preconditions: the global
 // lock is held.
 func (m *Manager) removeInstanceLeftovers() error {
-	for _, f := range []string{m.Net.Path, m.Store.RunsPath(), m.Store.NameServerTablePath()} {
+	for _, f := range m.instanceFiles() {
 		if err := atomicfile.RemoveLeftovers(f); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// instanceLeftovers tells whether a write of the instance's files was
+// killed before its rename (without the lock: a write under way counts).
+func (m *Manager) instanceLeftovers() bool {
+	for _, f := range m.instanceFiles() {
+		if len(atomicfile.Leftovers(f)) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // members are the containers of the run table that have nixcell's network
