@@ -2,7 +2,6 @@ package network
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"net/netip"
 	"os"
@@ -11,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/nixcell/nixcell/internal/spec"
+	"github.com/nixcell/nixcell/internal/testutil"
 )
 
 // FuzzNetworkState: Store.Load of any network.json gives an error or a
@@ -51,7 +51,7 @@ func FuzzNetworkState(f *testing.F) {
 		if st.Addresses == nil {
 			t.Fatal("Load gave a nil address table, which no create can add to")
 		}
-		if first, second := reencodedState(t, st); !bytes.Equal(first, second) {
+		if first, second := testutil.Reencoded(t, st); !bytes.Equal(first, second) {
 			t.Fatalf("the state %s is saved as\n%s\nand then as\n%s", data, first, second)
 		}
 		var members []Member
@@ -83,23 +83,6 @@ func FuzzNetworkState(f *testing.F) {
 		}
 		_ = d.hostsBlock()
 	})
-}
-
-func reencodedState(t *testing.T, st State) (first, second []byte) {
-	t.Helper()
-	first, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		t.Fatalf("encoding %+v: %v", st, err)
-	}
-	var back State
-	if err := json.Unmarshal(first, &back); err != nil {
-		t.Fatalf("decoding what was encoded, %s: %v", first, err)
-	}
-	second, err = json.MarshalIndent(back, "", "  ")
-	if err != nil {
-		t.Fatalf("encoding %+v: %v", back, err)
-	}
-	return first, second
 }
 
 // checkAllocation checks that a lies in the bridges' subnets, on none of

@@ -2,7 +2,6 @@ package state
 
 import (
 	"bytes"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nixcell/nixcell/internal/spec"
+	"github.com/nixcell/nixcell/internal/testutil"
 )
 
 // The readers of the state files are fuzzed with the files' bytes, written
@@ -23,26 +23,6 @@ import (
 func fuzzStore(f *testing.F) Store {
 	dir := f.TempDir()
 	return Store{Root: filepath.Join(dir, "state"), Run: filepath.Join(dir, "run"), CgroupParent: "/nixcell-fuzz"}
-}
-
-// reencoded is v encoded as the store writes it, decoded into a fresh
-// value and encoded again: a value that survives being stored gives the
-// same bytes both times.
-func reencoded[T any](t *testing.T, v T) (first, second []byte) {
-	t.Helper()
-	first, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		t.Fatalf("encoding %+v: %v", v, err)
-	}
-	var back T
-	if err := json.Unmarshal(first, &back); err != nil {
-		t.Fatalf("decoding what was encoded, %s: %v", first, err)
-	}
-	second, err = json.MarshalIndent(back, "", "  ")
-	if err != nil {
-		t.Fatalf("encoding %+v: %v", back, err)
-	}
-	return first, second
 }
 
 // FuzzContainerRecord: Load of a container.json gives the record of that
@@ -80,7 +60,7 @@ func FuzzContainerRecord(f *testing.F) {
 			t.Fatalf("containers/web/container.json read as the record of %q", c.Name)
 		}
 		_ = c.Limits().String()
-		if first, second := reencoded(t, *c); !bytes.Equal(first, second) {
+		if first, second := testutil.Reencoded(t, *c); !bytes.Equal(first, second) {
 			t.Fatalf("the record %s is saved as\n%s\nand then as\n%s", data, first, second)
 		}
 	})
@@ -121,7 +101,7 @@ func FuzzRunTable(f *testing.F) {
 			}
 		}
 		runs["fuzz"] = Run{Phase: Starting, Owner: Process{Pid: os.Getpid(), StartedAt: time.Now()}}
-		if first, second := reencoded(t, runs); !bytes.Equal(first, second) {
+		if first, second := testutil.Reencoded(t, runs); !bytes.Equal(first, second) {
 			t.Fatalf("the run table %s is saved as\n%s\nand then as\n%s", data, first, second)
 		}
 	})

@@ -7,6 +7,7 @@ package testutil
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -88,4 +89,25 @@ func StateDir(t testing.TB) string {
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	return dir
+}
+
+// Reencoded is v encoded as nixcell's state files are (indented JSON),
+// decoded into a fresh value and encoded again: a value that survives
+// being stored gives the same bytes both times, which the fuzz targets of
+// the state readers check.
+func Reencoded[T any](t testing.TB, v T) (first, second []byte) {
+	t.Helper()
+	first, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		t.Fatalf("encoding %+v: %v", v, err)
+	}
+	var back T
+	if err := json.Unmarshal(first, &back); err != nil {
+		t.Fatalf("decoding what was encoded, %s: %v", first, err)
+	}
+	second, err = json.MarshalIndent(back, "", "  ")
+	if err != nil {
+		t.Fatalf("encoding %+v: %v", back, err)
+	}
+	return first, second
 }
