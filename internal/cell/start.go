@@ -93,6 +93,15 @@ func (m *Manager) startLocked(ctx context.Context, rec *state.Container, req sta
 	defer u.OnError(ctx, &retErr, m.warnf)
 	tr := trace.From(ctx)
 	tr.Mark("record and lock")
+	// From here the init's move into its cgroups is prepared in parallel
+	// (see WarmCgroupMoves); it ends once the init runs. Run starts it
+	// only once it has moved itself into its unit's supervisor cgroup,
+	// where it stays (it moves this process into the cgroup it is in).
+	warm := func() {}
+	if req.foreground == nil {
+		warm = runtime.WarmCgroupMoves()
+	}
+	defer func() { warm() }()
 	c, err := m.runtimeContainer(rec)
 	if err != nil {
 		return Init{}, err
@@ -144,8 +153,10 @@ func (m *Manager) startLocked(ctx context.Context, rec *state.Container, req sta
 			}
 			c.CgroupPath, c.SystemdSlice = payload, ""
 		}
+		warm = runtime.WarmCgroupMoves()
 		var recordErr error
 		exit, err := c.Run(f.stdio.runtime(), f.stop, f.timeout, func() {
+			warm()
 			recordErr = m.recordInit(ctx, rec.Name)
 			m.registerMachine(rec)
 			f.started()
@@ -169,6 +180,7 @@ func (m *Manager) startLocked(ctx context.Context, rec *state.Container, req sta
 	} else {
 		err = c.Start()
 	}
+	warm()
 	var notReady *runtime.NotReadyError
 	if err != nil && !errors.As(err, &notReady) {
 		return Init{}, err

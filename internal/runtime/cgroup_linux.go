@@ -6,6 +6,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
 	"golang.org/x/sys/unix"
@@ -61,4 +65,84 @@ func (c *Container) delegateCgroup(lc *libcontainer.Container) error {
 		}
 	}
 	return nil
+}
+
+// WarmCgroupMoves hides the wait that moving the new init into its
+// cgroups costs, by paying it in parallel with the rest of a start, and
+// returns the function that ends it (which may be called more than once).
+//
+// Every move of a process between cgroups takes one lock of the whole
+// kernel (cgroup_threadgroup_rwsem) for writing, and a writer that finds
+// it idle first waits an RCU grace period (5-15 ms here; the kernel skips
+// that only with the cgroup2 mount option favordynmods, which makes every
+// fork and exit on the host a little slower for good). Once a writer has
+// paid it, the lock stays in its writer-friendly mode for one more grace
+// period after the last writer left, and writers in that time do not
+// wait. So while a start runs, a goroutine moves this process into the
+// cgroup it already is in (which changes nothing) every millisecond:
+// the first of those pays the grace period while the start does other
+// work, and libcontainer's move of the init then finds the lock warm.
+// Forks and exits on the host take the slower path only for those
+// milliseconds. It does nothing where this process's own cgroup cannot be
+// found or written.
+func WarmCgroupMoves() (stop func()) {
+	procs := ownCgroupProcs()
+	done := make(chan struct{})
+	var once sync.Once
+	stop = func() { once.Do(func() { close(done) }) }
+	if procs == "" {
+		return stop
+	}
+	go func() {
+		f, err := os.OpenFile(procs, os.O_WRONLY, 0)
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		pid := []byte(strconv.Itoa(os.Getpid()))
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			if _, err := f.Write(pid); err != nil {
+				return
+			}
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return stop
+}
+
+// ownCgroupProcs returns the cgroup.procs file of this process's cgroup
+// in the cgroup2 hierarchy, or in a cgroup v1 hierarchy on a host without
+// one; "" when there is none.
+func ownCgroupProcs() string {
+	data, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return ""
+	}
+	unified := unifiedMount()
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		id, rest, _ := strings.Cut(line, ":")
+		controllers, path, ok := strings.Cut(rest, ":")
+		if !ok {
+			continue
+		}
+		var dir string
+		switch {
+		case id == "0" && controllers == "" && unified != "":
+			dir = filepath.Join(unified, path)
+		case unified == "" && controllers != "" && !strings.Contains(controllers, "="):
+			dir = filepath.Join("/sys/fs/cgroup", strings.Split(controllers, ",")[0], path)
+		default:
+			continue
+		}
+		if p := filepath.Join(dir, "cgroup.procs"); unix.Access(p, unix.W_OK) == nil {
+			return p
+		}
+	}
+	return ""
 }
