@@ -132,21 +132,24 @@ func (c *Container) Start() error {
 		return err
 	}
 	defer s.notify.Close()
+	finishPlan := planExec(c.StateRoot, c.Name)
 	if s.console != nil {
 		err := c.keepConsole(s)
 		s.closeConsole()
 		if err != nil {
+			finishPlan(false)
 			s.abort(c)
 			return err
 		}
 		c.Trace.Mark("console kept")
 	}
 	if err := s.lc.Exec(); err != nil {
+		finishPlan(false)
 		s.abort(c)
 		return fmt.Errorf("starting init: %w", err)
 	}
 	c.Trace.Mark("init running")
-	leaveExecPlan(c.StateRoot, c.Name)
+	finishPlan(true)
 	c.Trace.Mark("exec plan")
 	if c.ReadyTimeout <= 0 {
 		return nil

@@ -73,28 +73,44 @@ func newExecPlan(st execState, name string, caps [3]uint64, cgroup2 string, prog
 	return p
 }
 
-// leaveExecPlan writes the exec plan of the init a start has just let
-// run, so that the first exec takes the early path too (one exec after
-// each start is a common pattern: health checks, scripts). It names the
+// planExec computes, in parallel with the rest of a start, the exec plan
+// of the init the start has created (it keeps its PID when it runs the
+// container's init), so that the first exec takes the early path too (one
+// exec after each start is a common pattern: health checks, scripts).
+// finish waits for it and, with write, writes it: once the init runs; a
+// start that fails calls it without (it must not remove the init's runtime
+// state while the plan is being made there). The plan names the
 // container's own cgroup2 directory; for an init that gives it to its
 // children (systemd), the early path's clone fails, Go takes over and
 // writes the plan with the init's own cgroup. Failures only cost the
 // first exec its early path.
-func leaveExecPlan(stateRoot, name string) {
+func planExec(stateRoot, name string) (finish func(write bool)) {
 	dir := filepath.Join(stateRoot, name)
+	made := make(chan *execPlan, 1)
+	go func() { made <- execPlanIn(dir, name) }()
+	return func(write bool) {
+		if p := <-made; p != nil && write {
+			writePlan(dir, p)
+		}
+	}
+}
+
+// execPlanIn is the exec plan of the init whose runtime state is dir, nil
+// when it has none.
+func execPlanIn(dir, name string) *execPlan {
 	data, err := os.ReadFile(filepath.Join(dir, "state.json"))
 	if err != nil {
-		return
+		return nil
 	}
 	var st execState
 	if json.Unmarshal(data, &st) != nil || !st.supported() {
-		return
+		return nil
 	}
 	prog, caps, err := execSettings(dir, st)
 	if err != nil {
-		return
+		return nil
 	}
-	writePlan(dir, newExecPlan(st, name, caps, st.Cgroups[""], prog))
+	return newExecPlan(st, name, caps, st.Cgroups[""], prog)
 }
 
 // encode lays the plan out as execfast_linux.h describes.
