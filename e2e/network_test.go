@@ -577,6 +577,40 @@ func TestNetworkCollisions(t *testing.T) {
 	in.create(testutil.Name("udp"), fmt.Sprintf(`{ network.forwardPorts = [ { protocol = "udp"; hostPort = %d; } ]; configuration = { }; }`, 30000+tn.n))
 }
 
+// TestNetworkSubnetInUse: two instances given one subnet (as two with the
+// default subnets would be) do not break each other: the second to make
+// its bridge is refused, naming the first's bridge and the settings to
+// change, and leaves nothing; once the first's bridge is gone (it stays
+// while a container of the first has an address there) it starts.
+func TestNetworkSubnetInUse(t *testing.T) {
+	a, b := newInstance(t), newInstance(t)
+	b.env = a.env
+	first, second := testutil.Name("sub"), testutil.Name("sub")
+	a.create(first, labelled("a"))
+	b.create(second, labelled("b"))
+	a.must("start", first)
+	bridge := "nch-" + a.store.ID
+	r := b.run("start", second)
+	if r.code != 1 || !strings.Contains(r.stderr, "overlaps") || !strings.Contains(r.stderr, bridge) || !strings.Contains(r.stderr, "NIXCELL_HOSTONLY_SUBNET") {
+		t.Errorf("start in a second instance of the same subnet: %s; want a refusal naming %s", r, bridge)
+	}
+	if got := b.info(second).State; got != "stopped" {
+		t.Errorf("after the refused start: %s", got)
+	}
+	if leaks := b.leaks(); len(leaks) > 0 {
+		t.Errorf("the refused start left %v", leaks)
+	}
+	if got := a.label(first); got != "a" {
+		t.Errorf("the first instance's container runs %q", got)
+	}
+	a.must("destroy", first)
+	b.must("start", second)
+	if got := b.label(second); got != "b" {
+		t.Errorf("the second instance's container runs %q", got)
+	}
+	b.must("stop", second)
+}
+
 // TestNetworkModes checks the private veth pair, host network and macvlan
 // modes.
 func TestNetworkModes(t *testing.T) {

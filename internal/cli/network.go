@@ -38,7 +38,10 @@ next start of a container repairs what is missing.`,
 				if b.Exists {
 					state = map[bool]string{true: "up", false: "down"}[b.Up]
 				}
-				fmt.Fprintf(a.stdout, "bridge %s: %s, %d ports, %s", b.Name, state, b.Ports, strings.Join(b.Addresses, " "))
+				fmt.Fprintf(a.stdout, "bridge %s (%s): %s, %d ports", b.Name, strings.Join(b.Subnets, " "), state, b.Ports)
+				if len(b.Addresses) > 0 {
+					fmt.Fprintf(a.stdout, ", %s", strings.Join(b.Addresses, " "))
+				}
 				if b.Exists && len(b.Missing) > 0 {
 					fmt.Fprintf(a.stdout, " (missing %s)", strings.Join(b.Missing, " "))
 				}

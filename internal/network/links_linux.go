@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/nixcell/nixcell/internal/fault"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -35,6 +36,12 @@ func ensureBridge(b Bridge) (created bool, err error) {
 	if _, ok := link.(*netlink.Bridge); !ok {
 		return false, fmt.Errorf("%s exists and is a %s, not a bridge; remove it or choose other subnets", b.Name, link.Type())
 	}
+	if created {
+		if err := subnetFree(b, link.Attrs().Index); err != nil {
+			_ = netlink.LinkDel(link)
+			return false, err
+		}
+	}
 	for _, p := range []netip.Prefix{b.IPv4, b.IPv6} {
 		if err := addAddr(nil, link, p); err != nil {
 			return created, err
@@ -44,6 +51,47 @@ func ensureBridge(b Bridge) (created bool, err error) {
 		return created, err
 	}
 	return created, netlink.LinkSetUp(link)
+}
+
+// ErrSubnetInUse is the class of a bridge subnet that another interface of
+// the host has addresses in.
+var ErrSubnetInUse = fault.New(fault.Conflict, "subnet in use on the host")
+
+// subnetFree checks that no interface of the host but the bridge (index
+// self) has an address in the bridge's subnets. Two networks of one
+// subnet on a host break each other's traffic (the routes of one hide
+// the other's containers), as two nixcell instances with the default
+// subnets would; the bridge is checked when it is made, so whichever
+// came second is refused.
+func subnetFree(b Bridge, self int) error {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("listing the host's addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if a.LinkIndex == self || a.IPNet == nil {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok {
+			continue
+		}
+		ones, _ := a.Mask.Size()
+		theirs := netip.PrefixFrom(ip.Unmap(), ones)
+		for _, ours := range []netip.Prefix{b.IPv4, b.IPv6} {
+			if !ours.IsValid() || !ours.Masked().Overlaps(theirs.Masked()) || theirs.Addr().IsLinkLocalUnicast() {
+				continue
+			}
+			name := fmt.Sprintf("interface %d", a.LinkIndex)
+			if l, err := netlink.LinkByIndex(a.LinkIndex); err == nil {
+				name = l.Attrs().Name
+			}
+			return fmt.Errorf("%w: %s of bridge %s overlaps %s on %s (another nixcell instance's bridge, or another network): "+
+				"choose other subnets for this instance (NIXCELL_HOSTONLY_SUBNET and NIXCELL_NAT_SUBNET, "+
+				"or the NixOS module's networking options) or remove %s", ErrSubnetInUse, ours.Masked(), b.Name, theirs, name, name)
+		}
+	}
+	return nil
 }
 
 // addAddr adds p to link unless it is there already; IPv6 addresses skip

@@ -115,6 +115,32 @@ func TestLinksBridge(t *testing.T) {
 	host.do(func() error { return deleteLink(hostOnly.Name) }) // idempotent
 }
 
+// TestLinksBridgeSubnetInUse: a bridge whose subnet another interface of
+// the host has an address in (another instance's bridge with the same
+// subnets) is refused, naming that interface, and nothing is left; the
+// bridge is made once the subnet is free.
+func TestLinksBridgeSubnetInUse(t *testing.T) {
+	host := newTestNS(t)
+	s := testSettings(t)
+	hostOnly, _ := s.Bridges()
+	other := hostOnly
+	other.Name = "other0"
+	other.IPv6 = netip.MustParsePrefix("fd00:5ab:5ab::1/64")
+	host.do(func() error { _, err := ensureBridge(other); return err })
+	err := host.try(func() error { _, err := ensureBridge(hostOnly); return err })
+	if !errors.Is(err, ErrSubnetInUse) || !strings.Contains(err.Error(), "other0") || !strings.Contains(err.Error(), "NIXCELL_HOSTONLY_SUBNET") {
+		t.Errorf("a bridge of a subnet in use: %v", err)
+	}
+	if host.link(hostOnly.Name) != nil {
+		t.Errorf("the refused bridge %s was left", hostOnly.Name)
+	}
+	host.do(func() error { return deleteLink(other.Name) })
+	host.do(func() error { _, err := ensureBridge(hostOnly); return err })
+	if host.link(hostOnly.Name) == nil {
+		t.Error("no bridge once the subnet was free")
+	}
+}
+
 // TestLinksAttachBridged attaches a NAT container's interfaces (eth0 on
 // the host-only bridge, internet on the NAT bridge) into a second
 // namespace that stands in for the container's, checks its addresses,

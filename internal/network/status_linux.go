@@ -12,6 +12,7 @@ import (
 // BridgeStatus is what the kernel says of a managed bridge.
 type BridgeStatus struct {
 	Name      string   `json:"name"`
+	Subnets   []string `json:"subnets"` // the instance's settings: its containers' subnets
 	Exists    bool     `json:"exists"`
 	Up        bool     `json:"up"`
 	Addresses []string `json:"addresses"`
@@ -40,7 +41,7 @@ func ReadStatus(s Settings, uplink string) Status {
 	}
 	hostOnly, nat := s.Bridges()
 	for _, b := range []Bridge{hostOnly, nat} {
-		bs := BridgeStatus{Name: b.Name, Addresses: []string{}, Missing: []string{}}
+		bs := BridgeStatus{Name: b.Name, Subnets: []string{b.IPv4.Masked().String(), b.IPv6.Masked().String()}, Addresses: []string{}, Missing: []string{}}
 		link, err := netlink.LinkByName(b.Name)
 		if err == nil {
 			bs.Exists = true
