@@ -4,10 +4,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net/netip"
 	"path/filepath"
 	"strings"
 
 	"github.com/hashicorp/nomad/plugins/shared/hclspec"
+	"github.com/nixcell/nixcell/internal/cell"
 )
 
 // DefaultStateDir is the driver's own nixcell state directory, apart from
@@ -26,13 +28,53 @@ var configSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 	// Tasks may set privileged = true only when this is true.
 	"allow_privileged": hclspec.NewDefault(hclspec.NewAttr("allow_privileged", "bool", false),
 		hclspec.NewLiteral("false")),
+	// The IPv4 subnets of the driver's bridges, when its network is first
+	// made: apart from the default instance's (10.101.0.0/16 and
+	// 10.102.0.0/16), since two networks of one subnet on a host break
+	// each other.
+	"hostonly_subnet": hclspec.NewDefault(hclspec.NewAttr("hostonly_subnet", "string", false),
+		hclspec.NewLiteral(fmt.Sprintf("%q", DefaultHostOnlySubnet))),
+	"nat_subnet": hclspec.NewDefault(hclspec.NewAttr("nat_subnet", "string", false),
+		hclspec.NewLiteral(fmt.Sprintf("%q", DefaultNATSubnet))),
 })
+
+// The driver's default subnets, apart from the default instance's.
+const (
+	DefaultHostOnlySubnet = "10.103.0.0/16"
+	DefaultNATSubnet      = "10.104.0.0/16"
+)
 
 // Config is the plugin's configuration.
 type Config struct {
 	StateDir        string   `codec:"state_dir"`
 	NixArgs         []string `codec:"nix_args"`
 	AllowPrivileged bool     `codec:"allow_privileged"`
+	HostOnlySubnet  string   `codec:"hostonly_subnet"`
+	NATSubnet       string   `codec:"nat_subnet"`
+}
+
+// network is the nixcell network configuration of c's subnets, the
+// driver's defaults for those it leaves empty.
+func (c Config) network() (cell.NetworkConfig, error) {
+	var n cell.NetworkConfig
+	for _, f := range []struct {
+		option, value, def string
+		to                 *netip.Prefix
+	}{
+		{"hostonly_subnet", c.HostOnlySubnet, DefaultHostOnlySubnet, &n.HostOnlySubnet},
+		{"nat_subnet", c.NATSubnet, DefaultNATSubnet, &n.NATSubnet},
+	} {
+		v := f.value
+		if v == "" {
+			v = f.def
+		}
+		p, err := netip.ParsePrefix(v)
+		if err != nil || !p.Addr().Is4() {
+			return n, fmt.Errorf("%s %q is not an IPv4 subnet (such as %s)", f.option, v, f.def)
+		}
+		*f.to = p
+	}
+	return n, nil
 }
 
 // taskConfigSpec is a task's config { ... } block.

@@ -1,6 +1,8 @@
 package driver
 
 import (
+	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/nixcell/nixcell/internal/spec"
@@ -46,6 +48,28 @@ func TestParseSignal(t *testing.T) {
 		got, err := parseSignal(c.name, c.forStop)
 		if (err != nil) != c.bad || got != c.want {
 			t.Errorf("parseSignal(%q, %v) = %+v, %v", c.name, c.forStop, got, err)
+		}
+	}
+}
+
+// TestNetworkConfig: the driver's subnets default apart from the default
+// instance's, take the plugin's options, and refuse what is not an IPv4
+// subnet.
+func TestNetworkConfig(t *testing.T) {
+	n, err := Config{}.network()
+	if err != nil || n.HostOnlySubnet.String() != DefaultHostOnlySubnet || n.NATSubnet.String() != DefaultNATSubnet {
+		t.Errorf("defaults: %+v, %v", n, err)
+	}
+	if n.HostOnlySubnet.Overlaps(netip.MustParsePrefix("10.101.0.0/16")) || n.NATSubnet.Overlaps(netip.MustParsePrefix("10.102.0.0/16")) {
+		t.Errorf("the driver's defaults %+v meet the default instance's", n)
+	}
+	n, err = Config{HostOnlySubnet: "10.242.7.0/24", NATSubnet: "10.243.7.0/24"}.network()
+	if err != nil || n.HostOnlySubnet.String() != "10.242.7.0/24" || n.NATSubnet.String() != "10.243.7.0/24" {
+		t.Errorf("options: %+v, %v", n, err)
+	}
+	for _, bad := range []Config{{HostOnlySubnet: "10.1.2.3"}, {NATSubnet: "fd00::/64"}, {HostOnlySubnet: "x"}} {
+		if _, err := bad.network(); err == nil || !strings.Contains(err.Error(), "not an IPv4 subnet") {
+			t.Errorf("%+v: %v", bad, err)
 		}
 	}
 }

@@ -99,6 +99,9 @@ func (d *Driver) SetConfig(c *base.Config) error {
 	if !filepath.IsAbs(cfg.StateDir) {
 		return fmt.Errorf("state_dir %q must be an absolute path", cfg.StateDir)
 	}
+	if _, err := cfg.network(); err != nil {
+		return err
+	}
 	d.mu.Lock()
 	d.config = cfg
 	d.mu.Unlock()
@@ -189,6 +192,7 @@ func (d *Driver) StartTask(cfg *drivers.TaskConfig) (*drivers.TaskHandle, *drive
 		return nil, nil, errors.New("privileged = true needs allow_privileged = true in the nixcell plugin's configuration")
 	}
 	c := cells{dir: conf.StateDir}
+	c.net, _ = conf.network() // checked by SetConfig
 	name := containerName(cfg.AllocID, cfg.Name)
 
 	stdout, stderr, err := openLogs(cfg)

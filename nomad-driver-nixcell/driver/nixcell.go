@@ -23,12 +23,18 @@ import (
 // cells are the containers of the driver's nixcell state directory.
 type cells struct {
 	dir string
+	// net shapes the instance's network when it is first made (by the
+	// first task); zero: the driver's default subnets.
+	net cell.NetworkConfig
 }
 
 // open returns a manager of the state directory whose progress and Nix
 // build output go to log.
 func (c cells) open(log io.Writer) (*cell.Manager, error) {
-	m, err := cell.Open(cell.Config{StateDir: c.dir})
+	if !c.net.HostOnlySubnet.IsValid() {
+		c.net, _ = Config{}.network() // the defaults parse
+	}
+	m, err := cell.Open(cell.Config{StateDir: c.dir, Network: c.net})
 	if err != nil {
 		return nil, fmt.Errorf("opening the nixcell state directory %s: %w", c.dir, err)
 	}

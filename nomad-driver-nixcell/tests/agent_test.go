@@ -50,6 +50,7 @@ func startAgent(t *testing.T, in *instance) *agent {
 	}
 	http, rpc, serf := freePort(t), freePort(t), freePort(t)
 	a.addr = fmt.Sprintf("http://127.0.0.1:%d", http)
+	hostOnly, nat := in.subnets()
 	config := fmt.Sprintf(`
 data_dir   = %q
 plugin_dir = %q
@@ -69,11 +70,13 @@ client {
 }
 plugin "nixcell" {
   config {
-    state_dir = %q
-    nix_args  = ["-I", "nixpkgs=%s"]
+    state_dir       = %q
+    nix_args        = ["-I", "nixpkgs=%s"]
+    hostonly_subnet = %q
+    nat_subnet      = %q
   }
 }
-`, filepath.Join(a.dir, "data"), pluginDir, http, rpc, serf, in.dir, fixtureNixpkgs())
+`, filepath.Join(a.dir, "data"), pluginDir, http, rpc, serf, in.dir, fixtureNixpkgs(), hostOnly, nat)
 	cfgFile := filepath.Join(a.dir, "agent.hcl")
 	if err := os.WriteFile(cfgFile, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
@@ -359,14 +362,24 @@ func TestAgent(t *testing.T) {
 		}
 		p := full.AllocatedResources.Shared.Ports[0]
 		url := fmt.Sprintf("http://%s:%d/", p.HostIP, p.Value)
+		var last string
+		defer func() {
+			if t.Failed() {
+				state, _ := in.nixcell("state", "--json", container)
+				network, _ := in.nixcell("network", "status")
+				t.Logf("GET %s, the last answer: %s\nnixcell state:\n%s\nnixcell network:\n%s", url, last, state, network)
+			}
+		}()
 		a.eventually(20*time.Second, "GET "+url, func() bool {
 			c := http.Client{Timeout: time.Second}
 			r, err := c.Get(url)
 			if err != nil {
+				last = err.Error()
 				return false
 			}
 			defer r.Body.Close()
 			b, _ := io.ReadAll(r.Body)
+			last = fmt.Sprintf("%s: %q", r.Status, b)
 			return string(b) == "hello from nomad\n"
 		})
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	hclog "github.com/hashicorp/go-hclog"
@@ -110,12 +111,29 @@ func (in *instance) containers() []string {
 	return names
 }
 
+// subnets are the instance's own subnets (subnetEnv's), which the plugin
+// is configured with.
+func (in *instance) subnets() (hostOnly, nat string) {
+	for _, kv := range in.env {
+		if v, ok := strings.CutPrefix(kv, "NIXCELL_HOSTONLY_SUBNET="); ok {
+			hostOnly = v
+		}
+		if v, ok := strings.CutPrefix(kv, "NIXCELL_NAT_SUBNET="); ok {
+			nat = v
+		}
+	}
+	return hostOnly, nat
+}
+
 // pluginConfig is the plugin's configuration for the instance.
 func (in *instance) pluginConfig() []byte {
 	var b []byte
+	hostOnly, nat := in.subnets()
 	err := base.MsgPackEncode(&b, map[string]any{
-		"state_dir": in.dir,
-		"nix_args":  []string{"-I", "nixpkgs=" + fixtureNixpkgs()},
+		"state_dir":       in.dir,
+		"nix_args":        []string{"-I", "nixpkgs=" + fixtureNixpkgs()},
+		"hostonly_subnet": hostOnly,
+		"nat_subnet":      nat,
 	})
 	if err != nil {
 		in.t.Fatal(err)
