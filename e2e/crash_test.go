@@ -300,6 +300,12 @@ func TestKilledAnywhere(t *testing.T) {
 			}
 			after(when)
 		})
+		// What the killed exports left beside the file goes with the
+		// next export to it.
+		in.must("export", name, "-o", filepath.Join(dir, "killed.nixcell"))
+		if left, _ := filepath.Glob(filepath.Join(dir, ".killed.nixcell.partial-*")); len(left) > 0 {
+			t.Errorf("after the killed exports, a whole one left %v", left)
+		}
 		probe := testutil.Name("ki")
 		whole = in.timed([]string{"destroy", probe}, "import", archive, probe)
 		spread(whole, killsEach(20), func(d time.Duration) {

@@ -6,10 +6,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/nixcell/nixcell/internal/cell"
 	"github.com/nixcell/nixcell/internal/spec"
@@ -287,13 +289,23 @@ A FILE is written under a temporary name and renamed when complete.`,
 }
 
 // archiveOutput opens where an export goes; commit, given the export's
-// error, renames a file into place or removes it.
+// error, renames a file into place or removes it. The archive is written
+// as .FILE.partial-N beside FILE, locked while it is written: what an
+// export that was killed left there, nobody holds, and the next export to
+// FILE removes it.
 func (a *app) archiveOutput(out string) (io.Writer, func(error) error, error) {
 	if out == "-" {
 		return a.stdout, func(err error) error { return err }, nil
 	}
-	f, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".partial-")
+	prefix := "." + filepath.Base(out) + ".partial-"
+	removeKilledPartials(filepath.Dir(out), prefix)
+	f, err := os.CreateTemp(filepath.Dir(out), prefix)
 	if err != nil {
+		return nil, nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		os.Remove(f.Name())
 		return nil, nil, err
 	}
 	return f, func(err error) error {
@@ -314,6 +326,35 @@ func (a *app) archiveOutput(out string) (io.Writer, func(error) error, error) {
 		}
 		return err
 	}, nil
+}
+
+// removeKilledPartials removes the files named prefix+N in dir that no
+// export holds: those of exports that were killed. Best effort: what it
+// cannot remove stays, as before.
+func removeKilledPartials(dir, prefix string) {
+	found, _ := filepath.Glob(filepath.Join(dir, globEscape(prefix)+"*"))
+	for _, p := range found {
+		f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+		if err != nil {
+			continue
+		}
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() && unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
+			_ = os.Remove(p)
+		}
+		f.Close()
+	}
+}
+
+// globEscape quotes the characters filepath.Match treats specially.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 func (a *app) importCommand() *cobra.Command {
