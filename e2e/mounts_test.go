@@ -263,6 +263,11 @@ func TestClosureStore(t *testing.T) {
 	if got, want := storeNames(in.exec(name, "ls", "/nix/store")), closure(i.System); strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("after update /nix/store inside holds %v, want %v", got, want)
 	}
+	// The mount points are kept between starts, one view for the system
+	// it runs: the first system's went with the update's restart.
+	if views, err := os.ReadDir(in.store.ClosureViewDir(name)); err != nil || len(views) != 1 {
+		t.Errorf("closure views kept: %v, %v; want the current system's alone", views, err)
+	}
 }
 
 // TestHostInterface checks what the container gets from the host besides

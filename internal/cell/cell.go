@@ -400,6 +400,7 @@ func (m *Manager) runtimeContainer(rec *state.Container) (*runtime.Container, er
 	_, err = os.Stat(filepath.Join(system, "systemd"))
 	c.Systemd = err == nil
 	if rec.Spec.Store == "closure" {
+		c.ClosureViewDir = m.Store.ClosureViewDir(rec.Name)
 		if c.StorePaths, err = m.closure(rec.Name, system); err != nil {
 			return nil, err
 		}

@@ -66,6 +66,9 @@ type Container struct {
 	// StorePaths, when not nil, is all the container sees of /nix/store
 	// (its system's closure) instead of the whole store.
 	StorePaths []string
+	// ClosureViewDir keeps the mount points of that view between starts
+	// (see closureView); a directory only the host's root may pass.
+	ClosureViewDir string
 	// Binds are host paths mounted inside; Tmpfs are paths inside that get
 	// an empty tmpfs. Both are sorted by destination.
 	Binds []Bind

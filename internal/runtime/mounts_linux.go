@@ -2,6 +2,8 @@ package runtime
 
 import (
 	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -160,12 +162,21 @@ func (c *Container) mountRoot(userns *os.File) error {
 }
 
 // mountClosureStore builds the closure view of /nix/store at
-// HostDir/store: a tmpfs holding a read-only bind of each closure path,
+// HostDir/store: the directory of mount points closureView keeps, bound
+// there, with a read-only bind of each closure path on its mount point,
 // taken from one idmapped mount of the host's store, so every path appears
 // root-owned inside as the full store does. Bind mounts of the container
-// that go below /nix/store get their mount points here too, since the
-// tmpfs ends up read-only.
+// that go below /nix/store have their mount points there too, since the
+// view ends up read-only.
 func (c *Container) mountClosureStore(userns *os.File) error {
+	view, err := c.closureView()
+	if err != nil {
+		return fmt.Errorf("the closure store's mount points: %w", err)
+	}
+	links, err := symlinksIn(view)
+	if err != nil {
+		return fmt.Errorf("the closure store's mount points: %w", err)
+	}
 	store := c.closureStore()
 	src := "/nix/store"
 	if userns != nil {
@@ -175,19 +186,108 @@ func (c *Container) mountClosureStore(userns *os.File) error {
 			return fmt.Errorf("mounting /nix/store: %w", err)
 		}
 	}
-	if err := unix.Mount("tmpfs", store, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
-		return fmt.Errorf("mounting the closure store's tmpfs: %w", err)
-	}
-	root := int(c.IDs.Start)
-	if err := os.Chown(store, root, root); err != nil {
-		return err
+	if err := unix.Mount(view, store, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("mounting the closure store's mount points: %w", err)
 	}
 	for _, p := range c.StorePaths {
 		base := filepath.Base(p)
-		if filepath.Dir(p) != "/nix/store" || base == "." || base == ".." {
-			return fmt.Errorf("%q is not a store path", p)
+		if links[base] {
+			continue // a symbolic link in the view itself
 		}
-		from, to := filepath.Join(src, base), filepath.Join(store, base)
+		to := filepath.Join(store, base)
+		if err := unix.Mount(filepath.Join(src, base), to, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("binding %s: %w", p, err)
+		}
+		if userns == nil {
+			if err := unix.Mount("", to, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+				return fmt.Errorf("making %s read-only: %w", p, err)
+			}
+		}
+	}
+	if err := unix.Mount("", store, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+		return fmt.Errorf("making the closure store read-only: %w", err)
+	}
+	return nil
+}
+
+// closureView returns the directory of the closure view's mount points
+// (ClosureViewDir/KEY): for each closure path an empty directory, an empty
+// file, or the symbolic link it is; mount points for the bind mounts below
+// /nix/store; the directory itself owned by the container's root. KEY
+// names all of that, so a view is made once and used by every start until
+// the system, the ID range or those bind mounts change; a new one replaces
+// the old. Making the mount points of a closure of a thousand paths takes
+// tens of milliseconds; a start only binds the paths on them. It is made
+// under a temporary name and renamed whole, so a start killed meanwhile
+// leaves at most that temporary directory, which the next one (or
+// state.Store.RemovePartial) removes. Preconditions: the container's lock
+// is held.
+func (c *Container) closureView() (string, error) {
+	var points []bindPoint
+	for _, b := range c.Binds {
+		if rel, ok := strings.CutPrefix(b.Destination, "/nix/store/"); ok {
+			fi, err := os.Stat(b.Source)
+			points = append(points, bindPoint{rel, err != nil || fi.IsDir()})
+		}
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "nixcell closure view 1\n%d\n", c.IDs.Start)
+	for _, p := range c.StorePaths {
+		base := filepath.Base(p)
+		if filepath.Dir(p) != "/nix/store" || base == "." || base == ".." {
+			return "", fmt.Errorf("%q is not a store path", p)
+		}
+		fmt.Fprintf(h, "%s\n", base)
+	}
+	for _, b := range points {
+		fmt.Fprintf(h, "bind %s %t\n", b.dest, b.isDir)
+	}
+	dir := c.ClosureViewDir
+	view := filepath.Join(dir, hex.EncodeToString(h.Sum(nil))[:32])
+	if fi, err := os.Lstat(view); err == nil && fi.IsDir() {
+		return view, nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	// The views of earlier systems, and what a killed start left.
+	old, err := os.ReadDir(dir)
+	if err != nil {
+		return "", err
+	}
+	for _, e := range old {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return "", err
+		}
+	}
+	tmp, err := os.MkdirTemp(dir, ".tmp-")
+	if err != nil {
+		return "", err
+	}
+	if err := c.makeClosureView(tmp, points); err != nil {
+		os.RemoveAll(tmp)
+		return "", err
+	}
+	if err := os.Rename(tmp, view); err != nil {
+		os.RemoveAll(tmp)
+		return "", err
+	}
+	return view, nil
+}
+
+// makeClosureView makes closureView's content in dir, which nothing but
+// this process writes (it is below ClosureViewDir, which only root may
+// pass).
+func (c *Container) makeClosureView(dir string, points []bindPoint) error {
+	root := int(c.IDs.Start)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.Chown(dir, root, root); err != nil {
+		return err
+	}
+	for _, p := range c.StorePaths {
+		from, to := p, filepath.Join(dir, filepath.Base(p))
 		fi, err := os.Lstat(from)
 		if err != nil {
 			return fmt.Errorf("closure path %s: %w", p, err)
@@ -201,10 +301,7 @@ func (c *Container) mountClosureStore(userns *os.File) error {
 			if err := os.Symlink(target, to); err != nil {
 				return err
 			}
-			if err := os.Lchown(to, root, root); err != nil {
-				return err
-			}
-			continue
+			err = os.Lchown(to, root, root)
 		case fi.IsDir():
 			err = os.Mkdir(to, 0o555)
 		default:
@@ -213,40 +310,47 @@ func (c *Container) mountClosureStore(userns *os.File) error {
 		if err != nil {
 			return fmt.Errorf("mount point for %s: %w", p, err)
 		}
-		if err := unix.Mount(from, to, "", unix.MS_BIND, ""); err != nil {
-			return fmt.Errorf("binding %s: %w", p, err)
-		}
-		if userns == nil {
-			if err := unix.Mount("", to, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
-				return fmt.Errorf("making %s read-only: %w", p, err)
-			}
-		}
 	}
-	for _, b := range c.Binds {
-		rel, ok := strings.CutPrefix(b.Destination, "/nix/store/")
-		if !ok {
-			continue
+	for _, b := range points {
+		if err := bindMountPoint(filepath.Join(dir, b.dest), b.isDir); err != nil {
+			return fmt.Errorf("bind mount /nix/store/%s: %w", b.dest, err)
 		}
-		if err := mountPointFor(b.Source, filepath.Join(store, rel)); err != nil {
-			return fmt.Errorf("bind mount %s: %w", b.Destination, err)
-		}
-	}
-	if err := unix.Mount("", store, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
-		return fmt.Errorf("making the closure store read-only: %w", err)
 	}
 	return nil
 }
 
-// mountPointFor creates at dst (and its parents) a directory, or an empty
-// file when src is not a directory, unless something is there already.
-func mountPointFor(src, dst string) error {
+// bindPoint is the mount point of a bind mount below /nix/store: its path
+// there, and whether it is a directory.
+type bindPoint struct {
+	dest  string
+	isDir bool
+}
+
+// symlinksIn tells which entries of dir are symbolic links.
+func symlinksIn(dir string) (map[string]bool, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	links := map[string]bool{}
+	for _, e := range entries {
+		if e.Type()&fs.ModeSymlink != 0 {
+			links[e.Name()] = true
+		}
+	}
+	return links, nil
+}
+
+// bindMountPoint creates at dst (and its parents) a directory, or an
+// empty file when isDir is false, unless something is there already.
+func bindMountPoint(dst string, isDir bool) error {
 	if _, err := os.Lstat(dst); err == nil {
 		return nil
 	}
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
 	}
-	if fi, err := os.Stat(src); err == nil && !fi.IsDir() {
+	if !isDir {
 		return os.WriteFile(dst, nil, 0o444)
 	}
 	return os.Mkdir(dst, 0o755)

@@ -11,6 +11,7 @@
 //	STATE/containers/NAME/console.log      the init's console output (and console.log.1; the console agent writes them)
 //	STATE/containers/NAME/last-exit.json   how its last init ended (and init-exit.PID; see runtime)
 //	STATE/containers/NAME/closure.json     the closure of its system, for store = "closure"
+//	STATE/containers/NAME/closure-view/    the mount points of that closure's view (see runtime)
 //	STATE/containers/NAME/root/            the container's root, owned by its ID range
 //	STATE/idmap.json                       ID ranges of before they were host-wide (idmap adopts and removes it)
 //	STATE/network.json                     network settings and addresses held by containers
@@ -215,6 +216,10 @@ func (s Store) ConsoleLog(name string) string { return filepath.Join(s.Dir(name)
 // DeviceDir holds the container's copies of its allowed device nodes.
 func (s Store) DeviceDir(name string) string { return filepath.Join(s.Dir(name), "devices") }
 
+// ClosureViewDir keeps the mount points of the container's closure store
+// between starts (runtime.Container.ClosureViewDir).
+func (s Store) ClosureViewDir(name string) string { return filepath.Join(s.Dir(name), "closure-view") }
+
 // InlineConfig is where an inline (-c) configuration is kept.
 func (s Store) InlineConfig(name string) string {
 	return filepath.Join(s.Dir(name), "configuration.nix")
@@ -336,7 +341,9 @@ func (s Store) Partial(name string) []string {
 			found = append(found, f)
 		}
 	}
-	return found
+	// A closure view a killed start was making.
+	views, _ := filepath.Glob(filepath.Join(s.ClosureViewDir(name), ".tmp-*"))
+	return append(found, views...)
 }
 
 // RemovePartial removes what Partial lists. Preconditions: the
@@ -344,7 +351,7 @@ func (s Store) Partial(name string) []string {
 // only while it holds the lock).
 func (s Store) RemovePartial(name string) error {
 	for _, f := range s.Partial(name) {
-		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := os.RemoveAll(f); err != nil {
 			return err
 		}
 	}
@@ -374,10 +381,10 @@ func (s Store) Remove(name string) error {
 }
 
 // RemoveRoot deletes the container's root file system and what its runtime
-// made beside it (device copies), keeping its record. The caller holds the
+// made beside it (device copies, the closure view), keeping its record. The caller holds the
 // container's lock and has stopped it.
 func (s Store) RemoveRoot(name string) error {
-	for _, d := range []string{s.RootFS(name), s.DeviceDir(name)} {
+	for _, d := range []string{s.RootFS(name), s.DeviceDir(name), s.ClosureViewDir(name)} {
 		if err := os.RemoveAll(d); err != nil {
 			return fmt.Errorf("removing %s: %w", d, err)
 		}
