@@ -258,6 +258,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (retErr error) 
 		return err
 	}
 	m.autostartUnit(ctx, rec.Name, rec.Spec.Autostart)
+	m.prepareStore(rec)
 	return nil
 }
 

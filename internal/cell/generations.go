@@ -353,6 +353,7 @@ func forgetGeneration(ctx context.Context, profile nix.Profile, gen, previous in
 // one to apply.
 func (m *Manager) applyLocked(ctx context.Context, rec *state.Container, st lifecycle.State, restart bool) (Applied, error) {
 	if st != lifecycle.Running {
+		m.prepareStore(rec)
 		return AppliedNextStart, nil
 	}
 	gen, system, err := nix.Profile{Name: rec.Name}.Current()

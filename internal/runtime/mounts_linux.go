@@ -210,6 +210,14 @@ func (c *Container) mountClosureStore(userns *os.File) error {
 	return nil
 }
 
+// PrepareClosureView makes the closure view a start of c uses (see
+// closureView) ahead of that start. Preconditions: the container's lock is
+// held.
+func (c *Container) PrepareClosureView() error {
+	_, err := c.closureView()
+	return err
+}
+
 // closureView returns the directory of the closure view's mount points
 // (ClosureViewDir/KEY): for each closure path an empty directory, an empty
 // file, or the symbolic link it is; mount points for the bind mounts below
