@@ -76,14 +76,15 @@ func (m *Manager) changeNetwork(ctx context.Context, f func(st *network.State, r
 			}
 		}
 		m.prune(runs)
-		if err := st.Apply(members(runs), m.host); err != nil {
+		desired := st.Desired(members(runs), m.host)
+		if err := st.ApplyDesired(desired); err != nil {
 			return err
 		}
 		if err := m.Store.SaveRuns(runs); err != nil {
 			return err
 		}
 		// The name server follows the run table through its own table.
-		if err := network.WriteNameTable(m.Store.NameServerTablePath(), st.Desired(members(runs), m.host), len(runs)); err != nil {
+		if err := network.WriteNameTable(m.Store.NameServerTablePath(), desired, len(runs)); err != nil {
 			return err
 		}
 		m.removeCgroupParent(runs)

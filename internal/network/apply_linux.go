@@ -47,7 +47,12 @@ func Apply(d Desired, last string) (applied string, err error) {
 // Apply converges the host to the state with members running, and
 // remembers what it applied. The caller holds the global lock.
 func (st *State) Apply(members []Member, host Host) error {
+	return st.ApplyDesired(st.Desired(members, host))
+}
+
+// ApplyDesired is Apply of what st.Desired returned.
+func (st *State) ApplyDesired(d Desired) error {
 	var err error
-	st.Applied, err = Apply(st.Desired(members, host), st.Applied)
+	st.Applied, err = Apply(d, st.Applied)
 	return err
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -518,16 +519,36 @@ func exitCode(ps *os.ProcessState) int {
 }
 
 // bootTime and ticksToDuration turn /proc start times (clock ticks since
-// boot) into wall-clock times.
+// boot) into wall-clock times. /proc/stat is long (a line per processor
+// and interrupt) and costly to make, and the liveness checks of a start or
+// a list read the boot time for every running container: a value read
+// less than a second ago is taken again. (The kernel moves the boot time
+// when the clock is set; a long-running process, such as the Nomad
+// driver, reads it anew.)
 func bootTime() time.Time {
+	bootTimeCache.Lock()
+	defer bootTimeCache.Unlock()
+	if bootTimeCache.read.IsZero() || time.Since(bootTimeCache.read) > time.Second {
+		bootTimeCache.value, bootTimeCache.read = readBootTime(), time.Now()
+	}
+	return bootTimeCache.value
+}
+
+var bootTimeCache struct {
+	sync.Mutex
+	value, read time.Time
+}
+
+func readBootTime() time.Time {
 	data, err := os.ReadFile("/proc/stat")
 	if err != nil {
 		return time.Time{}
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		var sec int64
-		if _, err := fmt.Sscanf(line, "btime %d", &sec); err == nil {
-			return time.Unix(sec, 0)
+	for line := range strings.Lines(string(data)) {
+		if v, ok := strings.CutPrefix(line, "btime "); ok {
+			if sec, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
+				return time.Unix(sec, 0)
+			}
 		}
 	}
 	return time.Time{}
@@ -558,14 +579,22 @@ func Alive(pid int, startedAt time.Time) bool {
 
 // startTicks reads when a live (not zombie) process started, in clock
 // ticks since boot, from /proc/PID/stat.
+// It is read with one open, read and close into a buffer of its own (no
+// stat, no growing): a start checks every running container's init.
 func startTicks(pid int) (uint64, bool) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	fd, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/stat", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
+		return 0, false
+	}
+	var buf [1024]byte // the line is a few hundred bytes; its end is not needed
+	n, err := unix.Read(fd, buf[:])
+	unix.Close(fd)
+	if err != nil || n <= 0 {
 		return 0, false
 	}
 	// The command name may hold spaces and parentheses: fields are counted
 	// after its closing parenthesis.
-	s := string(data)
+	s := string(buf[:n])
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
 		return 0, false
