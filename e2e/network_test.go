@@ -715,3 +715,44 @@ func TestNetworkDiedOnItsOwn(t *testing.T) {
 		t.Errorf("rules of %s remain after its init exited:\n%s", brief, rules)
 	}
 }
+
+// TestClockStep: setting the host's clock (an NTP step, a resumed VM)
+// moves the kernel's boot time, from which the start times recorded with
+// the inits' PIDs are made. A running container must stay running to
+// every later command: doctor finds nothing wrong, another start keeps its
+// run record, rules and name, and it stops cleanly.
+func TestClockStep(t *testing.T) {
+	in := newInstance(t)
+	running, other := testutil.Name("clk"), testutil.Name("clk")
+	in.create(running, labelled("running"))
+	in.create(other, labelled("other"))
+	in.must("start", running)
+	step := func(d time.Duration) {
+		t.Helper()
+		now := time.Now().Add(d)
+		ts := unix.NsecToTimespec(now.UnixNano())
+		if err := unix.ClockSettime(unix.CLOCK_REALTIME, &ts); err != nil {
+			t.Fatalf("setting the clock: %v", err)
+		}
+	}
+	step(7 * time.Second)
+	t.Cleanup(func() { step(-7 * time.Second) })
+	if r := in.run("doctor"); r.code != 0 {
+		t.Errorf("doctor after the clock was set: %s", r)
+	}
+	in.must("start", other)
+	if out, err := exec.Command("getent", "hosts", running).Output(); err != nil {
+		t.Errorf("%s no longer resolves after another start: %v %s", running, err, out)
+	}
+	if out := in.must("network", "status"); !strings.Contains(out, "2 with their network up") {
+		t.Errorf("after another start, network status says\n%s\nwant both containers' networks up", out)
+	}
+	if got := in.info(running).State; got != "running" {
+		t.Errorf("%s is %s", running, got)
+	}
+	in.must("stop", running)
+	in.must("stop", other)
+	if r := in.run("doctor"); r.code != 0 {
+		t.Errorf("doctor after the stops: %s", r)
+	}
+}

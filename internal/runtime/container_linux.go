@@ -519,27 +519,66 @@ func exitCode(ps *os.ProcessState) int {
 }
 
 // bootTime and ticksToDuration turn /proc start times (clock ticks since
-// boot) into wall-clock times. /proc/stat is long (a line per processor
-// and interrupt) and costly to make, and the liveness checks of a start or
-// a list read the boot time for every running container: a value read
-// less than a second ago is taken again. (The kernel moves the boot time
-// when the clock is set; a long-running process, such as the Nomad
-// driver, reads it anew.)
-func bootTime() time.Time {
-	bootTimeCache.Lock()
-	defer bootTimeCache.Unlock()
-	if bootTimeCache.read.IsZero() || time.Since(bootTimeCache.read) > time.Second {
-		bootTimeCache.value, bootTimeCache.read = readBootTime(), time.Now()
+// boot) into wall-clock times, which the run table and Nomad's task state
+// record with a process's PID so that a recycled PID does not pass for it.
+//
+// The kernel's boot time (btime in /proc/stat) is the clock's time now
+// less the time since boot, so it moves whenever the clock is set (an NTP
+// step, date -s, a resumed VM): a process's start time read after that
+// no longer matched the one recorded before, and every running container
+// looked gone (a start then dropped their run records and their rules,
+// doctor offered to remove their interfaces). So the boot time is read
+// once per boot, by the first nixcell process that needs it, and kept in
+// bootTimeFile (on /run, a tmpfs: it goes with the boot) with the boot's
+// ID; every later process takes it from there, so all of them turn the
+// same ticks into the same time. Start times shown are then off by the
+// clock's later steps; the comparisons stay right.
+func bootTime() time.Time { return bootTimeOnce() }
+
+var bootTimeOnce = sync.OnceValue(func() time.Time { return keptBootTime(bootTimeFile) })
+
+// bootTimeFile keeps this boot's ID and boot time: "BOOT-ID SECONDS".
+var bootTimeFile = "/run/nixcell-boot-time"
+
+// keptBootTime is the boot time kept in file for this boot, or the
+// kernel's, which it keeps there (when it can: without it every process
+// reads the kernel's).
+func keptBootTime(file string) time.Time {
+	id, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	boot := strings.TrimSpace(string(id))
+	if data, err := os.ReadFile(file); err == nil && boot != "" {
+		if f := strings.Fields(string(data)); len(f) == 2 && f[0] == boot {
+			if sec, err := strconv.ParseInt(f[1], 10, 64); err == nil && sec > 0 {
+				return time.Unix(sec, 0)
+			}
+		}
 	}
-	return bootTimeCache.value
+	t := kernelBootTime()
+	if t.IsZero() || boot == "" {
+		return t
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".tmp-*")
+	if err != nil {
+		return t
+	}
+	_, err = fmt.Fprintf(tmp, "%s %d\n", boot, t.Unix())
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), file)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+	}
+	return t
 }
 
-var bootTimeCache struct {
-	sync.Mutex
-	value, read time.Time
-}
-
-func readBootTime() time.Time {
+// kernelBootTime is btime of /proc/stat.
+func kernelBootTime() time.Time {
 	data, err := os.ReadFile("/proc/stat")
 	if err != nil {
 		return time.Time{}
