@@ -66,7 +66,7 @@ func Open(cfg Config) (*Manager, error) {
 	return &Manager{
 		Store: st,
 		IDs:   idmap.New(idmap.Config{Instance: st.Root, LegacyPath: st.IDMapPath()}),
-		Net: network.Store{Path: st.NetworkPath(), LockPath: st.GlobalLockPath(), ID: st.ID,
+		Net: network.Store{Path: st.NetworkPath(), LockPath: st.GlobalLockPath(), ID: st.ID, AppliedPath: st.NetworkAppliedPath(),
 			HostPorts: network.DefaultHostPortsPath, Instance: st.Root,
 			Config: network.Config{HostOnly: n.HostOnlySubnet, NAT: n.NATSubnet, ULA: n.ULAPrefix, NAT6: n.NATIPv6Prefix}},
 		host:   network.Host{Uplink: n.Uplink, HostsFile: n.HostsFile},

@@ -136,7 +136,7 @@ func (m *Manager) removeCgroupParent(runs state.Runs) {
 
 // instanceFiles are the instance's files that the global lock guards.
 func (m *Manager) instanceFiles() []string {
-	return []string{m.Net.Path, m.Store.RunsPath(), m.Store.NameServerTablePath()}
+	return []string{m.Net.Path, m.Store.RunsPath(), m.Store.NameServerTablePath(), m.Store.NetworkAppliedPath()}
 }
 
 // removeInstanceLeftovers removes what writes of the instance's files

@@ -7,6 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/nixcell/nixcell/internal/atomicfile"
 	"github.com/nixcell/nixcell/internal/lockfile"
@@ -26,8 +29,11 @@ type State struct {
 	// and update so no two containers forward the same one.
 	Ports map[string][]spec.PortForward `json:"ports,omitempty"`
 	// Applied is a digest of the rules last applied, so Apply can skip nft
-	// when nothing changed.
-	Applied string `json:"applied,omitempty"`
+	// when nothing changed. It describes the kernel's rules, which a
+	// reboot loses, and changes with every start and stop: it is kept in
+	// the run directory (Store.AppliedPath), so those need no durable
+	// write of the state file.
+	Applied string `json:"-"`
 }
 
 // Store keeps an instance's State.
@@ -39,6 +45,9 @@ type Store struct {
 	ID string
 	// Config shapes the settings of an instance that has none yet.
 	Config Config
+	// AppliedPath keeps State.Applied, in the instance's run directory
+	// ("": nowhere, and Apply runs nft every time).
+	AppliedPath string
 	// HostPorts is the host-wide registry of forwarded ports
 	// (DefaultHostPortsPath), which every instance on a host shares; the
 	// instance is named there by its state directory, Instance. Empty: no
@@ -64,7 +73,42 @@ func (s Store) Load() (State, error) {
 	if st.Addresses == nil {
 		st.Addresses = map[string]Addresses{}
 	}
+	st.Applied = s.loadApplied()
 	return st, nil
+}
+
+// loadApplied reads the digest AppliedPath keeps: "" (nft runs) when
+// there is none or it is not one.
+func (s Store) loadApplied() string {
+	if s.AppliedPath == "" {
+		return ""
+	}
+	data, err := os.ReadFile(s.AppliedPath)
+	if err != nil {
+		return ""
+	}
+	d := strings.TrimSpace(string(data))
+	if len(d) > 128 || strings.Trim(d, "0123456789abcdef") != "" {
+		return ""
+	}
+	return d
+}
+
+// saveApplied keeps the digest d: written without a sync (the run
+// directory is a tmpfs, which a reboot clears with the rules), or removed
+// when it cannot be written, so that the next change runs nft.
+func (s Store) saveApplied(d string) {
+	if s.AppliedPath == "" {
+		return
+	}
+	if d != "" {
+		if err := os.MkdirAll(filepath.Dir(s.AppliedPath), 0o711); err == nil {
+			if atomicfile.WriteFile(s.AppliedPath, []byte(d+"\n"), 0o600) == nil {
+				return
+			}
+		}
+	}
+	_ = os.Remove(s.AppliedPath)
 }
 
 // Update runs f on the state under the global lock and saves the result
@@ -82,8 +126,12 @@ func (s Store) Update(ctx context.Context, f func(*State) error) error {
 	}
 	before, _ := json.Marshal(st)
 	ports, _ := json.Marshal(st.Ports)
+	applied := st.Applied
 	if err := f(&st); err != nil {
 		return err
+	}
+	if st.Applied != applied {
+		s.saveApplied(st.Applied)
 	}
 	// Most starts and stops change nothing of it: no write, no sync.
 	if after, _ := json.Marshal(st); bytes.Equal(before, after) {

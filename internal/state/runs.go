@@ -130,6 +130,10 @@ func (s Store) NameServerLockPath() string { return filepath.Join(s.Run, "dns.lo
 // container runs (see network.WriteNameTable).
 func (s Store) NameServerTablePath() string { return filepath.Join(s.Run, "dns.table") }
 
+// NetworkAppliedPath keeps the digest of the rules the instance last
+// applied (network.Store.AppliedPath).
+func (s Store) NetworkAppliedPath() string { return filepath.Join(s.Run, "network.applied") }
+
 // ConsoleSocketPath and ConsoleLockPath are the console agent's socket
 // and lock (see internal/console).
 func (s Store) ConsoleSocketPath() string { return filepath.Join(s.Run, "console.sock") }
@@ -157,7 +161,7 @@ func (s Store) RemoveRunIfEmpty() error {
 			}
 		}
 	}
-	for _, f := range []string{s.NameServerTablePath(), s.runsPath()} {
+	for _, f := range []string{s.NameServerTablePath(), s.runsPath(), s.NetworkAppliedPath()} {
 		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}

@@ -21,6 +21,7 @@
 //	RUN/containers/NAME/                   libcontainer's state of a running container
 //	RUN/host/NAME/                         files the host gives a running container (HostDir)
 //	RUN/runs.json                          which containers start or run, and what (Runs)
+//	RUN/network.applied                    the digest of the rules last applied (network.Store)
 //	RUN/console.sock, console.lock         the instance's console agent (package console)
 package state
 
