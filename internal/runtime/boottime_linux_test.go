@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nixcell/nixcell/internal/atomicfile"
 )
 
 // TestKeptBootTime: the first read keeps the kernel's boot time with the
@@ -46,7 +48,7 @@ func TestKeptBootTime(t *testing.T) {
 	if data, _ := os.ReadFile(file); !strings.HasPrefix(string(data), boot+" ") {
 		t.Errorf("another boot's file was not replaced: %q", data)
 	}
-	if left, _ := filepath.Glob(file + "*tmp*"); len(left) > 0 {
+	if left := atomicfile.Leftovers(file); len(left) > 0 {
 		t.Errorf("left %v", left)
 	}
 }

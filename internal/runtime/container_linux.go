@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nixcell/nixcell/internal/atomicfile"
 	"github.com/nixcell/nixcell/internal/hostfs"
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/utils"
@@ -557,23 +558,7 @@ func keptBootTime(file string) time.Time {
 	if t.IsZero() || boot == "" {
 		return t
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".tmp-*")
-	if err != nil {
-		return t
-	}
-	_, err = fmt.Fprintf(tmp, "%s %d\n", boot, t.Unix())
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), file)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-	}
+	_ = atomicfile.WriteFile(file, fmt.Appendf(nil, "%s %d\n", boot, t.Unix()), 0o644)
 	return t
 }
 
