@@ -12,6 +12,7 @@ import (
 	goruntime "runtime"
 	"strings"
 
+	"github.com/nixcell/nixcell/internal/hostfs"
 	"github.com/nixcell/nixcell/internal/kernel"
 	"github.com/opencontainers/cgroups"
 	"golang.org/x/sys/unix"
@@ -234,8 +235,7 @@ func (c *Container) closureView() (string, error) {
 	var points []bindPoint
 	for _, b := range c.Binds {
 		if rel, ok := strings.CutPrefix(b.Destination, "/nix/store/"); ok {
-			fi, err := os.Stat(b.Source)
-			points = append(points, bindPoint{rel, err != nil || fi.IsDir()})
+			points = append(points, bindPoint{rel, !isFile(b.Source)})
 		}
 	}
 	h := sha256.New()
@@ -332,6 +332,19 @@ func (c *Container) makeClosureView(dir string, points []bindPoint) error {
 type bindPoint struct {
 	dest  string
 	isDir bool
+}
+
+// isFile tells whether the host path src is a file other than a
+// directory, looked at without following a link (a bind source may lie in
+// a tree a container writes; prepareBinds refuses one with a link).
+func isFile(src string) bool {
+	f, err := hostfs.Open(src, unix.O_PATH)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	return err == nil && !fi.IsDir()
 }
 
 // symlinksIn tells which entries of dir are symbolic links.
