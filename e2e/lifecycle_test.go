@@ -380,7 +380,10 @@ func TestStartTrace(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("start --trace: %s", r)
 	}
-	for _, phase := range []string{"record and lock", "host network", "root prepared", "host mounts", "namespaces, cgroup, mounts", "network interfaces", "init running", "run recorded", "total"} {
+	// The host's network and the container's interfaces are set up beside
+	// the other phases: their lines say so, and one marks the wait for them.
+	for _, phase := range []string{"record and lock", "host network (beside)", "root prepared", "host mounts", "namespaces, cgroup, mounts",
+		"network interfaces (beside)", "network interfaces waited", "init running", "run recorded", "total"} {
 		if !regexpLine(r.stderr, `trace: `+regexp.QuoteMeta(phase)+`\s+[0-9.]+ ms$`) {
 			t.Errorf("no line for %q in:\n%s", phase, r.stderr)
 		}

@@ -13,12 +13,14 @@ import (
 	"time"
 
 	"github.com/nixcell/nixcell/internal/atomicfile"
+	"github.com/nixcell/nixcell/internal/failpoint"
 	"github.com/nixcell/nixcell/internal/lockfile"
 	"github.com/nixcell/nixcell/internal/network"
 	"github.com/nixcell/nixcell/internal/runtime"
 	"github.com/nixcell/nixcell/internal/spec"
 	"github.com/nixcell/nixcell/internal/state"
 	"github.com/nixcell/nixcell/internal/systemd"
+	"github.com/nixcell/nixcell/internal/trace"
 )
 
 // allocateAddresses gives the container the addresses its network settings
@@ -125,13 +127,38 @@ func (m *Manager) changeRuns(ctx context.Context, f func(runs state.Runs) error)
 }
 
 // removeCgroupParent removes the cgroup its containers' cgroups are made
-// in once none runs or starts (runs, the run table, holds none): a start
-// enters the run table under the global lock before it makes its cgroup,
-// so none makes one meanwhile. Preconditions: the global lock is held.
+// in once none runs or starts: runs, the run table, holds none, and no
+// start claims it (claimCgroupParent). A start makes its cgroup while its
+// network, which enters it in the run table, comes up beside; its claim
+// covers the time until then. Preconditions: the global lock is held.
 func (m *Manager) removeCgroupParent(runs state.Runs) {
-	if len(runs) == 0 {
-		runtime.RemoveEmptyCgroup(m.Store.CgroupParent)
+	if len(runs) > 0 {
+		return
 	}
+	claims, err := lockfile.TryLock(m.Store.CgroupParentLockPath())
+	if err != nil {
+		return // a start makes its cgroup there; the next change removes it
+	}
+	defer claims.Unlock()
+	runtime.RemoveEmptyCgroup(m.Store.CgroupParent)
+}
+
+// claimCgroupParent keeps the cgroup parent (see removeCgroupParent) until
+// release is called.
+func (m *Manager) claimCgroupParent(ctx context.Context) (release func(), err error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	h, err := lockfile.LockShared(ctx, m.Store.CgroupParentLockPath())
+	if err != nil {
+		return nil, err
+	}
+	return func() { _ = h.Unlock() }, nil
+}
+
+// tidyCgroupParent removes the cgroup parent if nothing uses it, after a
+// start that failed before it entered the run table.
+func (m *Manager) tidyCgroupParent(ctx context.Context) error {
+	return m.changeRuns(ctx, func(state.Runs) error { return nil })
 }
 
 // instanceFiles are the instance's files that the global lock guards.
@@ -216,6 +243,51 @@ func (m *Manager) netStart(ctx context.Context, name string, run state.Run) (net
 		return nil
 	})
 	return plan, err
+}
+
+// besideNetwork is a start's netStart running beside the container's
+// creation.
+type besideNetwork struct {
+	done chan struct{}
+	// plan and err are netStart's; applied tells that it changed the host
+	// (the start's undo takes it back), even when err is set by what came
+	// after it.
+	plan    network.Plan
+	err     error
+	applied bool
+}
+
+// netStartBeside runs netStart on its own goroutine, then makes sure the
+// container names resolve. The start goes on meanwhile: most of its time
+// is the runtime's setup of the init, which needs the network only when
+// the init's interfaces are configured.
+func (m *Manager) netStartBeside(ctx context.Context, name string, run state.Run) *besideNetwork {
+	n := &besideNetwork{done: make(chan struct{})}
+	go func() {
+		defer close(n.done)
+		end := trace.From(ctx).Beside("host network")
+		defer end()
+		n.plan, n.err = m.netStart(ctx, name, run)
+		if n.err != nil {
+			return
+		}
+		n.applied = true
+		if n.err = failpoint.Hit("start/network-ready"); n.err != nil {
+			return
+		}
+		if len(n.plan.Interfaces) > 0 && n.plan.Interfaces[0].Bridge != "" {
+			if err := m.ensureDNS(); err != nil {
+				m.warnf("container names will not resolve in %s: %v", name, err)
+			}
+		}
+	}()
+	return n
+}
+
+// wait waits for netStart and tells whether it changed the host.
+func (n *besideNetwork) wait() (applied bool) {
+	<-n.done
+	return n.applied
 }
 
 // checkRunPorts refuses forwards of a run that another container claims

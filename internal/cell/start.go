@@ -81,11 +81,12 @@ type foreground struct {
 }
 
 // startLocked boots rec. Its steps, each undone when a later one fails:
-// the leftovers of an earlier init are removed; the run table records the
-// start (phase starting, owned by this process) and the host's network
-// is brought to what the container needs; the runtime creates the
-// container and configures its interfaces before its init runs; the run
-// table records the running init. A container that is not ready in time
+// the leftovers of an earlier init are removed; the runtime creates the
+// container while, beside it, the run table records the start (phase
+// starting, owned by this process) and the host's network is brought to
+// what the container needs; the container's interfaces are configured
+// once both are done, before its init runs; the run table records the
+// running init. A container that is not ready in time
 // keeps running (the error says so). Preconditions: the container's lock
 // is held and it is not running.
 func (m *Manager) startLocked(ctx context.Context, rec *state.Container, req startRequest) (_ Init, retErr error) {
@@ -119,29 +120,45 @@ func (m *Manager) startLocked(ctx context.Context, rec *state.Container, req sta
 	if err != nil {
 		return Init{}, err
 	}
-	plan, err := m.netStart(ctx, rec.Name, run)
+	// The host's side of the network comes up beside the container's
+	// creation; the init's interfaces are configured once both are done
+	// (BeforeInit), and whatever happens to the start, it is waited for
+	// before the start returns, so that its undo finds it.
+	releaseClaim, err := m.claimCgroupParent(ctx)
 	if err != nil {
 		return Init{}, err
 	}
-	u.Push("taking down its network", func(ctx context.Context) error { return m.netStop(ctx, rec.Name, true) })
-	tr.Mark("host network")
-	if err := failpoint.Hit("start/network-ready"); err != nil {
-		return Init{}, err
+	net := m.netStartBeside(ctx, rec.Name, run)
+	joined := false
+	joinNet := func() {
+		if joined {
+			return
+		}
+		joined = true
+		applied := net.wait()
+		releaseClaim()
+		if applied {
+			u.Push("taking down its network", func(ctx context.Context) error { return m.netStop(ctx, rec.Name, true) })
+		} else {
+			u.Push("removing the cgroup parent if unused", m.tidyCgroupParent)
+		}
 	}
-	c.HostNetwork, c.NetNS = plan.HostNetwork, req.opts.NetNS
-	if c.NetNS == "" {
-		c.BeforeInit = func(pid int) error { return network.Attach(pid, plan) }
+	defer joinNet()
+	c.HostNetwork, c.NetNS = run.NetNS == "" && run.Network.HostNetwork, req.opts.NetNS
+	c.BeforeInit = func(pid int) error {
+		if net.wait(); net.err != nil {
+			return net.err
+		}
+		if c.NetNS != "" {
+			return nil
+		}
+		return network.Attach(pid, net.plan)
 	}
 	c.Stdout, c.Stderr = req.opts.Stdout, req.opts.Stderr
 	for _, b := range req.opts.Binds {
 		c.Binds = append(c.Binds, runtime.Bind{Source: b.HostPath, Destination: b.Destination, ReadOnly: b.ReadOnly})
 	}
 	c.Env = append(c.Env, req.opts.Env...)
-	if len(plan.Interfaces) > 0 && plan.Interfaces[0].Bridge != "" {
-		if err := m.ensureDNS(); err != nil {
-			m.warnf("container names will not resolve in %s: %v", rec.Name, err)
-		}
-	}
 
 	if f := req.foreground; f != nil {
 		// Run as its unit (nixcell@NAME.service): the container goes into
@@ -165,6 +182,7 @@ func (m *Manager) startLocked(ctx context.Context, rec *state.Container, req sta
 		if err == nil {
 			err = recordErr
 		}
+		joinNet()
 		// The init has ended, or never ran: its network goes, as the undo
 		// would take it.
 		u.Release()
@@ -180,6 +198,7 @@ func (m *Manager) startLocked(ctx context.Context, rec *state.Container, req sta
 	} else {
 		err = c.Start()
 	}
+	joinNet()
 	warm()
 	var notReady *runtime.NotReadyError
 	if err != nil && !errors.As(err, &notReady) {

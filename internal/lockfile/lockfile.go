@@ -1,6 +1,6 @@
-// Package lockfile owns nixcell's inter-process locks: exclusive advisory
-// flock(2) locks on files, one per container and one global lock for
-// allocations. A lock is held by an open file, so the kernel releases it
+// Package lockfile owns nixcell's inter-process locks: advisory flock(2)
+// locks on files, one per container and one global lock for allocations,
+// exclusive but for the claims that LockShared takes. A lock is held by an open file, so the kernel releases it
 // when the holder exits or is killed; there is never a stale lock to clean up.
 //
 // A holder may delete its lock file (Handle.Remove). Every acquirer checks,
@@ -53,12 +53,24 @@ type Handle struct {
 // running under a cancelled context still gets a free lock. When ctx ends
 // first the error matches both ErrLocked and ctx.Err().
 func Lock(ctx context.Context, path string) (*Handle, error) {
+	return lock(ctx, path, unix.LOCK_EX)
+}
+
+// LockShared takes a shared lock on path as Lock takes the exclusive one:
+// any number of holders share it, and it waits while an exclusive holder
+// has it; Lock waits, and TryLock is refused, while any shared holder has
+// it.
+func LockShared(ctx context.Context, path string) (*Handle, error) {
+	return lock(ctx, path, unix.LOCK_SH)
+}
+
+func lock(ctx context.Context, path string, how int) (*Handle, error) {
 	for {
 		f, err := open(path)
 		if err != nil {
 			return nil, err
 		}
-		if err := wait(ctx, f, path); err != nil {
+		if err := wait(ctx, f, path, how); err != nil {
 			f.Close()
 			return nil, err
 		}
@@ -84,7 +96,7 @@ func TryLock(path string) (*Handle, error) {
 		if err != nil {
 			return nil, err
 		}
-		ok, err := try(f, path)
+		ok, err := try(f, path, unix.LOCK_EX)
 		if err == nil && !ok {
 			err = fmt.Errorf("lock %s: %w", path, ErrLocked)
 		}
@@ -156,11 +168,11 @@ func open(path string) (*os.File, error) {
 	return f, nil
 }
 
-// try attempts LOCK_EX without blocking. ok is false when someone else
-// holds the lock.
-func try(f *os.File, path string) (ok bool, err error) {
+// try attempts the lock (LOCK_EX or LOCK_SH) without blocking. ok is
+// false when someone else holds it.
+func try(f *os.File, path string, how int) (ok bool, err error) {
 	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
 		switch {
 		case err == nil:
 			return true, nil
@@ -175,8 +187,8 @@ func try(f *os.File, path string) (ok bool, err error) {
 }
 
 // wait polls try until it succeeds or ctx ends.
-func wait(ctx context.Context, f *os.File, path string) error {
-	ok, err := try(f, path)
+func wait(ctx context.Context, f *os.File, path string, how int) error {
+	ok, err := try(f, path, how)
 	if ok || err != nil {
 		return err
 	}
@@ -192,7 +204,7 @@ func wait(ctx context.Context, f *os.File, path string) error {
 			return fmt.Errorf("lock %s: %w (gave up waiting: %w)", path, ErrLocked, ctx.Err())
 		case <-timer.C:
 		}
-		ok, err := try(f, path)
+		ok, err := try(f, path, how)
 		if ok || err != nil {
 			return err
 		}

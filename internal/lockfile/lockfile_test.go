@@ -265,6 +265,46 @@ func TestTryLock(t *testing.T) {
 	b.Unlock()
 }
 
+// TestLockShared: shared holders share; an exclusive TryLock is refused
+// while any holds it, and a shared lock waits for an exclusive holder.
+func TestLockShared(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "a.lock")
+	a, err := LockShared(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := LockShared(ctx, path)
+	if err != nil {
+		t.Fatalf("second LockShared while one is held: %v", err)
+	}
+	for _, h := range []*Handle{a, b} {
+		if _, err := TryLock(path); !errors.Is(err, ErrLocked) {
+			t.Fatalf("TryLock with a shared holder: %v, want ErrLocked", err)
+		}
+		if err := h.Unlock(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	x, err := TryLock(path)
+	if err != nil {
+		t.Fatalf("TryLock once the shared holders are gone: %v", err)
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if _, err := LockShared(short, path); !errors.Is(err, ErrLocked) {
+		t.Fatalf("LockShared with an exclusive holder: %v, want ErrLocked", err)
+	}
+	if err := x.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LockShared(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Unlock()
+}
+
 func TestUnlockTwice(t *testing.T) {
 	h, err := Lock(context.Background(), filepath.Join(t.TempDir(), "a.lock"))
 	if err != nil {

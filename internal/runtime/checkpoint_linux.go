@@ -390,15 +390,21 @@ func giveImages(dir string, uid int) error {
 // timensImage is CRIU's image of the time namespace's clock offsets.
 const timensImage = "timens-0.img"
 
-// restoreHooks give a restored container its network once CRIU has made
-// its namespaces, as BeforeInit does before a started init runs.
-func (c *Container) restoreHooks() configs.Hooks {
-	if c.restore == nil || c.BeforeInit == nil {
+// hooks run BeforeInit: for a restored container once CRIU has made its
+// namespaces (it waits for it), for a started one beside the init's setup
+// (see attachment).
+func (c *Container) hooks() configs.Hooks {
+	switch {
+	case c.BeforeInit == nil:
 		return nil
+	case c.restore != nil:
+		return configs.Hooks{configs.CreateRuntime: {configs.NewFunctionHook(func(s *specs.State) error {
+			return c.BeforeInit(s.Pid)
+		})}}
+	case c.attach != nil:
+		return c.attach.hooks()
 	}
-	return configs.Hooks{configs.CreateRuntime: {configs.NewFunctionHook(func(s *specs.State) error {
-		return c.BeforeInit(s.Pid)
-	})}}
+	return nil
 }
 
 // criuFailure is the error of a failed CRIU call, with the error lines of

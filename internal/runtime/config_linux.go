@@ -129,6 +129,8 @@ type Container struct {
 	// restore, set by Restore, brings the init back from a CRIU
 	// checkpoint instead of starting it (checkpoint_linux.go).
 	restore *RestoreFrom
+	// attach runs BeforeInit during a start (attach_linux.go).
+	attach *attachment
 }
 
 // Bind is a host path mounted into the container. By default it is a
@@ -288,7 +290,7 @@ func (c *Container) config() (*configs.Config, []hostMount, error) {
 	cfg := &configs.Config{
 		Rootfs:     c.bootRoot(),
 		Labels:     []string{hostDirLabel + "=" + c.HostDir, consoleDirLabel + "=" + filepath.Dir(c.ConsoleLog), criuConfigLabel + "=" + c.criuConfig()},
-		Hooks:      c.restoreHooks(),
+		Hooks:      c.hooks(),
 		Hostname:   c.Name,
 		Namespaces: namespaces,
 		Capabilities: &configs.Capabilities{

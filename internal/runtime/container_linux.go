@@ -343,6 +343,10 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 			notify.Close()
 		}
 	}()
+	c.attach = nil
+	if c.BeforeInit != nil && c.restore == nil {
+		c.attach = newAttachment(c.BeforeInit, c.Trace)
+	}
 	cfg, hostMounts, err := c.config()
 	if err != nil {
 		return nil, err
@@ -423,6 +427,9 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 		}
 		if err := c.startInit(lc, proc); err != nil {
 			_ = lc.Destroy()
+			if c.attach != nil {
+				c.attach.drain()
+			}
 			return fmt.Errorf("starting container: %w", err)
 		}
 		c.Trace.Mark("namespaces, cgroup, mounts")
@@ -442,6 +449,13 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 			s.log = log
 		}
 	}
+	// An error from here on still waits for the network's setup, which
+	// may run (see attachment).
+	defer func() {
+		if retErr != nil && c.attach != nil {
+			c.attach.drain()
+		}
+	}()
 	if err := c.delegateCgroup(lc); err != nil {
 		s.abort(c)
 		return nil, err
@@ -456,12 +470,12 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 		return nil, err
 	}
 	c.Trace.Mark("guest view")
-	if c.BeforeInit != nil && c.restore == nil { // a restore ran it from a hook
-		if err := c.BeforeInit(pid); err != nil {
+	if c.attach != nil { // a restore ran BeforeInit from its hook
+		if err := c.attach.wait(pid); err != nil {
 			s.abort(c)
 			return nil, err
 		}
-		c.Trace.Mark("network interfaces")
+		c.Trace.Mark("network interfaces waited")
 	}
 	return s, nil
 }

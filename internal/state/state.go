@@ -285,6 +285,11 @@ func (s Store) NetworkPath() string { return filepath.Join(s.Root, "network.json
 // name, whatever it is, never names one of nixcell's own files.
 func (s Store) GlobalLockPath() string { return filepath.Join(s.Root, "global.lock") }
 
+// CgroupParentLockPath is where starts claim the instance's cgroup parent
+// while they make their cgroups in it (shared locks; removing it takes the
+// exclusive one).
+func (s Store) CgroupParentLockPath() string { return filepath.Join(s.Root, "cgroups.lock") }
+
 // ContainerLockPath is the container's lock file.
 func (s Store) ContainerLockPath(name string) string {
 	return filepath.Join(s.locksDir(), name+".lock")

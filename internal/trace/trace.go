@@ -38,6 +38,21 @@ func (t *Trace) Mark(phase string) {
 	t.last = now
 }
 
+// Beside starts a phase that runs beside the marked ones, on another
+// goroutine; the function it returns ends it and prints its duration
+// (the name ends in "(beside)") without ending the current phase.
+func (t *Trace) Beside(phase string) (end func()) {
+	if t == nil {
+		return func() {}
+	}
+	begin := time.Now()
+	return func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		fmt.Fprintf(t.w, "trace: %-28s %8.2f ms\n", phase+" (beside)", float64(time.Since(begin).Microseconds())/1000)
+	}
+}
+
 // Done prints the total.
 func (t *Trace) Done() {
 	if t == nil {
