@@ -100,7 +100,7 @@ func (m *Manager) startLocked(ctx context.Context, rec *state.Container, req sta
 	// where it stays (it moves this process into the cgroup it is in).
 	warm := func() {}
 	if req.foreground == nil {
-		warm = runtime.WarmCgroupMoves()
+		warm = runtime.WarmCgroupMoves(tr)
 	}
 	defer func() { warm() }()
 	c, err := m.runtimeContainer(rec)
@@ -170,7 +170,7 @@ func (m *Manager) startLocked(ctx context.Context, rec *state.Container, req sta
 			}
 			c.CgroupPath, c.SystemdSlice = payload, ""
 		}
-		warm = runtime.WarmCgroupMoves()
+		warm = runtime.WarmCgroupMoves(tr)
 		var recordErr error
 		exit, err := c.Run(f.stdio.runtime(), f.stop, f.timeout, func() {
 			warm()

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nixcell/nixcell/internal/trace"
 	"github.com/opencontainers/runc/libcontainer"
 	"golang.org/x/sys/unix"
 )
@@ -85,7 +86,9 @@ func (c *Container) delegateCgroup(lc *libcontainer.Container) error {
 // Forks and exits on the host take the slower path only for those
 // milliseconds. It does nothing where this process's own cgroup cannot be
 // found or written.
-func WarmCgroupMoves() (stop func()) {
+//
+// The trace shows how long the first move took ("cgroup lock warmed").
+func WarmCgroupMoves(tr *trace.Trace) (stop func()) {
 	procs := ownCgroupProcs()
 	done := make(chan struct{})
 	var once sync.Once
@@ -102,9 +105,14 @@ func WarmCgroupMoves() (stop func()) {
 		pid := []byte(strconv.Itoa(os.Getpid()))
 		tick := time.NewTicker(time.Millisecond)
 		defer tick.Stop()
+		warmed := tr.Beside("cgroup lock warmed")
 		for {
 			if _, err := f.Write(pid); err != nil {
 				return
+			}
+			if warmed != nil {
+				warmed()
+				warmed = nil
 			}
 			select {
 			case <-done:
