@@ -311,6 +311,9 @@ func (m *Manager) finishStopped(ctx context.Context, name string) error {
 	if err := runtime.Cleanup(m.place(name)); err != nil {
 		return fmt.Errorf("removing what a stopped run of %s left: %w", name, err)
 	}
+	if may, err := m.Store.MayHaveRun(name); err != nil || !may {
+		return err
+	}
 	runs, err := m.Store.LoadRuns()
 	if err != nil {
 		return err

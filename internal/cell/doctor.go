@@ -125,9 +125,8 @@ func (m *Manager) leftovers() ([]leftover, error) {
 		return nil, err
 	}
 	resync := func(ctx context.Context) error { return m.resyncNetwork(ctx) }
-	alive := func(p state.Process) bool { return runtime.Alive(p.Pid, p.StartedAt) }
 	for _, name := range sortedKeys(runs) {
-		if !runs[name].Holds(alive) {
+		if !runs[name].Holds(exactlyAlive) {
 			add("run-records", fmt.Sprintf("run record of %s, whose start or init is gone", name), resync)
 		}
 	}
@@ -181,7 +180,7 @@ func (m *Manager) leftovers() ([]leftover, error) {
 	}
 	members := map[string]bool{}
 	for name := range runs {
-		if runs[name].Holds(alive) {
+		if runs[name].Holds(exactlyAlive) {
 			members[name] = true
 		}
 	}
@@ -318,8 +317,9 @@ func networkProblem(st network.State, runs state.Runs) string {
 // resyncNetwork drops run records that no longer hold and applies the
 // network from scratch (nft included), as the next change would.
 func (m *Manager) resyncNetwork(ctx context.Context) error {
-	return m.changeNetwork(ctx, func(st *network.State, _ state.Runs) error {
+	return m.changeNetwork(ctx, func(st *network.State, runs state.Runs) error {
 		st.Applied = ""
+		m.prune(runs, exactlyAlive)
 		return nil
 	})
 }

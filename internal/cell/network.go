@@ -77,7 +77,7 @@ func (m *Manager) changeNetwork(ctx context.Context, f func(st *network.State, r
 				return err
 			}
 		}
-		m.prune(runs)
+		m.prune(runs, exists)
 		desired := st.Desired(members(runs), m.host)
 		if err := st.ApplyDesired(desired); err != nil {
 			return err
@@ -201,11 +201,11 @@ func members(runs state.Runs) []network.Member {
 	return ms
 }
 
-// prune drops the run records that no longer hold. A start whose command
-// was killed after the init was made counts as running when that init
-// lives. Preconditions: the global lock is held.
-func (m *Manager) prune(runs state.Runs) {
-	alive := func(p state.Process) bool { return runtime.Alive(p.Pid, p.StartedAt) }
+// prune drops the run records that no longer hold by alive (exists or
+// exactlyAlive). A start whose command was killed after the init was made
+// counts as running when that init lives. Preconditions: the global lock
+// is held.
+func (m *Manager) prune(runs state.Runs, alive func(state.Process) bool) {
 	for name, r := range runs {
 		if r.Holds(alive) {
 			continue
@@ -220,6 +220,17 @@ func (m *Manager) prune(runs state.Runs) {
 		delete(runs, name)
 	}
 }
+
+// exists is how every network change prunes, a start's among them: it
+// only asks whether each record's process exists (≈ 0.5 µs) instead of
+// reading when it started (≈ 20 µs each, 4 ms with 200 running). The
+// record of an init that died and whose PID went to another process stays
+// until the next command on that container, which checks it exactly (runOf)
+// and replaces or removes it, or until doctor finds it (exactlyAlive).
+func exists(p state.Process) bool { return runtime.Exists(p.Pid) }
+
+// exactlyAlive tells whether the very process that p names still runs.
+func exactlyAlive(p state.Process) bool { return runtime.Alive(p.Pid, p.StartedAt) }
 
 // netStart records a start of the container in the run table and brings
 // the host's network to what it needs (its addresses, the bridges, the

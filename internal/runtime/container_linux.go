@@ -615,6 +615,30 @@ func Alive(pid int, startedAt time.Time) bool {
 	return ok && bootTime().Add(ticksToDuration(ticks)).Equal(startedAt)
 }
 
+// Exists tells whether a process pid runs, not counting one that has
+// exited and waits to be reaped (an init whose parent, the host's init,
+// has not reaped it yet): its pidfd is readable once it exited. Cheaper
+// than Alive by the read of /proc/PID/stat (≈ 20 µs, more on a busy host),
+// but a PID the kernel has given to another process since fools it.
+func Exists(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(fds, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		return err == nil && n == 0
+	}
+}
+
 // startTicks reads when a live (not zombie) process started, in clock
 // ticks since boot, from /proc/PID/stat.
 // It is read with one open, read and close into a buffer of its own (no

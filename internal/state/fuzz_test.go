@@ -104,6 +104,18 @@ func FuzzRunTable(f *testing.F) {
 		if first, second := testutil.Reencoded(t, runs); !bytes.Equal(first, second) {
 			t.Fatalf("the run table %s is saved as\n%s\nand then as\n%s", data, first, second)
 		}
+		// MayHaveRun never misses a container's record in a saved table.
+		if err := s.SaveRuns(runs); err != nil {
+			t.Fatal(err)
+		}
+		for name := range runs {
+			if may, err := s.MayHaveRun(name); spec.ValidateName(name) == nil && (err != nil || !may) {
+				t.Fatalf("MayHaveRun(%q) = %v, %v of a saved table that holds it", name, may, err)
+			}
+		}
+		if may, err := s.MayHaveRun("absent"); err != nil || may && !bytes.Contains(data, []byte(`absent`)) {
+			t.Fatalf("MayHaveRun of a name the table lacks: %v, %v", may, err)
+		}
 	})
 }
 

@@ -1,11 +1,13 @@
 package state
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -111,6 +113,22 @@ func (s Store) LoadRuns() (Runs, error) {
 		return Runs{}, nil
 	}
 	return runs, nil
+}
+
+// MayHaveRun tells, without decoding the table, whether it may hold a
+// record of name: false is sure, true means it may (LoadRuns tells). A
+// command on a stopped container asks it of every run table, which holds
+// a record per running container. A record's key is the name quoted and
+// followed by a colon; names need no escaping in JSON.
+func (s Store) MayHaveRun(name string) (bool, error) {
+	data, err := os.ReadFile(s.runsPath())
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return bytes.Contains(data, []byte(strconv.Quote(name)+":")), nil
 }
 
 // SaveRuns replaces the run table, making the run directory if needed
