@@ -4,8 +4,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -17,6 +19,8 @@ import (
 // lock it holds while it runs (both in the instance's run directory).
 type Agent struct {
 	Socket, Lock string
+	// spawnedAt is when this process last started an agent (Prepare).
+	spawnedAt time.Time
 }
 
 // Console is what the agent keeps of one running container.
@@ -48,14 +52,30 @@ const MinLogBytes = 128 << 10
 // requestMagic and the request's layout are agent.c's.
 const requestMagic = 0x4e58434f
 
+// Prepare starts an agent, without waiting for it, when none seems to run
+// (its socket is missing from a directory that exists). A start calls it
+// before it makes the container: starting an agent takes a few
+// milliseconds, which pass while the container is made, and Keep then
+// finds it listening instead of starting one itself.
+func (a *Agent) Prepare() {
+	if _, err := os.Lstat(filepath.Dir(a.Socket)); err != nil {
+		return // the agent makes no directory; Keep starts it later
+	}
+	if _, err := os.Lstat(a.Socket); !errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	a.spawnedAt = time.Now()
+	go func() { _ = a.spawn() }() // should it fail, Keep starts one
+}
+
 // Keep hands c to the agent, starting one when none runs. The agent has
 // its own copies of the descriptors; the caller still closes its own.
-func (a Agent) Keep(c Console) error {
+func (a *Agent) Keep(c Console) error {
 	if c.MaxBytes < MinLogBytes {
 		c.MaxBytes = MinLogBytes
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	var spawned time.Time
+	spawned := a.spawnedAt
 	wait := time.Millisecond
 	for {
 		retry, err := a.send(c)

@@ -129,6 +129,9 @@ func waitsOnExecFifo(pid int) bool {
 // remains, except after a readiness timeout: then the container keeps
 // running and the error says so.
 func (c *Container) Start() error {
+	if !c.fileConsole() {
+		c.ConsoleAgent.Prepare()
+	}
 	s, err := c.create(nil)
 	if err != nil {
 		return err
