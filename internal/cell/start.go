@@ -34,12 +34,17 @@ func (m *Manager) Start(ctx context.Context, name string) error {
 // READY=1 (systemd does), or when the init runs if it is not one that
 // reports. A container not ready in time keeps running; the error says so.
 func (m *Manager) StartWait(ctx context.Context, name string, wait time.Duration) error {
+	// The cgroup lock's warm-up (see startLocked) is begun before the
+	// container's lock is taken: the sooner it has paid its wait, the
+	// likelier the init's move finds it paid.
+	warm := runtime.WarmCgroupMoves(trace.From(ctx))
+	defer warm()
 	rec, _, unlock, err := m.locked(ctx, name, lifecycle.Start)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	_, err = m.startLocked(ctx, rec, startRequest{wait: wait})
+	_, err = m.startLocked(ctx, rec, startRequest{wait: wait, warm: warm})
 	return err
 }
 
@@ -64,6 +69,9 @@ type startRequest struct {
 	// restore brings the init back from a CRIU checkpoint instead of
 	// starting it (RestoreCheckpoint).
 	restore *runtime.RestoreFrom
+	// warm, when set, stops a warm-up of the cgroup lock the caller began
+	// (WarmCgroupMoves); else the start begins its own.
+	warm func()
 	// foreground runs the init with stdio and returns when it ends (Run):
 	// stop delivers the signals that shut it down, and timeout is how long
 	// that shutdown waits before it kills.
@@ -99,7 +107,10 @@ func (m *Manager) startLocked(ctx context.Context, rec *state.Container, req sta
 	// only once it has moved itself into its unit's supervisor cgroup,
 	// where it stays (it moves this process into the cgroup it is in).
 	warm := func() {}
-	if req.foreground == nil {
+	switch {
+	case req.warm != nil:
+		warm = req.warm
+	case req.foreground == nil:
 		warm = runtime.WarmCgroupMoves(tr)
 	}
 	defer func() { warm() }()

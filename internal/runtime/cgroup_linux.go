@@ -87,8 +87,12 @@ func (c *Container) delegateCgroup(lc *libcontainer.Container) error {
 // milliseconds. It does nothing where this process's own cgroup cannot be
 // found or written.
 //
+// It stops by itself after warmLimit, should its caller wait that long
+// for something else (a container's lock behind a long update).
+//
 // The trace shows how long the first move took ("cgroup lock warmed").
 func WarmCgroupMoves(tr *trace.Trace) (stop func()) {
+	const warmLimit = 10 * time.Second
 	procs := ownCgroupProcs()
 	done := make(chan struct{})
 	var once sync.Once
@@ -106,7 +110,8 @@ func WarmCgroupMoves(tr *trace.Trace) (stop func()) {
 		tick := time.NewTicker(time.Millisecond)
 		defer tick.Stop()
 		warmed := tr.Beside("cgroup lock warmed")
-		for {
+		limit := time.Now().Add(warmLimit)
+		for time.Now().Before(limit) {
 			if _, err := f.Write(pid); err != nil {
 				return
 			}
