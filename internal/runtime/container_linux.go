@@ -473,7 +473,7 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 		return nil, err
 	}
 	c.Trace.Mark("guest view")
-	if c.attach != nil { // a restore ran BeforeInit from its hook
+	if c.attach != nil { // nil for a restore, whose hook ran BeforeInit
 		if err := c.attach.wait(pid); err != nil {
 			s.abort(c)
 			return nil, err
@@ -629,7 +629,9 @@ func Exists(pid int) bool {
 	}
 	fd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
-		return false
+		// Only ESRCH says it does not run; with any other error (out of
+		// descriptors) it is kept, as a prune must not drop a live record.
+		return err != unix.ESRCH
 	}
 	defer unix.Close(fd)
 	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
