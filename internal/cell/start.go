@@ -185,6 +185,7 @@ func (m *Manager) startLocked(ctx context.Context, rec *state.Container, req sta
 		var recordErr error
 		exit, err := c.Run(f.stdio.runtime(), f.stop, f.timeout, func() {
 			warm()
+			joinNet() // the run table holds the start now: its claim on the cgroup parent ends
 			recordErr = m.recordInit(ctx, rec.Name)
 			m.registerMachine(rec)
 			f.started()
