@@ -94,9 +94,10 @@ func (s Store) loadApplied() string {
 	return d
 }
 
-// saveApplied keeps the digest d: written without a sync (the run
-// directory is a tmpfs, which a reboot clears with the rules), or removed
-// when it cannot be written, so that the next change runs nft.
+// saveApplied keeps the digest d, written atomically in the run
+// directory (the host's tmpfs, which a reboot clears with the rules, so
+// its sync costs nothing and keeps nothing), or removed when it cannot be
+// written, so that the next change runs nft.
 func (s Store) saveApplied(d string) {
 	if s.AppliedPath == "" {
 		return
