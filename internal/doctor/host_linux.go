@@ -5,7 +5,6 @@ import (
 	"errors"
 	"os"
 	"os/exec"
-	goruntime "runtime"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -50,13 +49,7 @@ var IdmappedStore = Check{Name: "idmapped-mounts", Run: func() Result {
 	if _, err := os.Stat("/nix/store"); err != nil {
 		return fail("install Nix (Debian: apt-get install nix-bin)", "no /nix/store")
 	}
-	errc := make(chan error, 1)
-	go func() {
-		goruntime.LockOSThread()
-		defer goruntime.UnlockOSThread()
-		errc <- kernel.ProbeIdmap("/nix/store")
-	}()
-	if err := <-errc; err != nil {
+	if err := kernel.ProbeIdmap("/nix/store"); err != nil {
 		var u *kernel.UnsupportedError
 		if errors.As(err, &u) {
 			return fail(u.Need, "%s", u.Feature)
