@@ -103,21 +103,14 @@ func (c *Container) stagedPath(i int) string {
 	return filepath.Join(c.mountDir(), strconv.Itoa(i))
 }
 
-// libcontainerMount is how libcontainer binds a staged mount.
+// libcontainerMount is how libcontainer binds a staged mount. The bind
+// carries the staged clone's attributes (read-only, nosuid, nodev, noexec,
+// the ID mapping; each submount's own, for a recursive one), locked in
+// the container's mount namespace, so no flag is given: flags would make
+// libcontainer remount the bind to set them again (a second mount, with
+// its path checks, of every host mount of every start).
 func (m hostMount) libcontainerMount(staged string) *configs.Mount {
-	flags := unix.MS_BIND | unix.MS_REC
-	if m.readOnly {
-		flags |= unix.MS_RDONLY
-	}
-	for _, f := range []struct {
-		attr uint64
-		ms   int
-	}{{unix.MOUNT_ATTR_NOSUID, unix.MS_NOSUID}, {unix.MOUNT_ATTR_NODEV, unix.MS_NODEV}, {unix.MOUNT_ATTR_NOEXEC, unix.MS_NOEXEC}} {
-		if m.attrs&f.attr != 0 {
-			flags |= f.ms
-		}
-	}
-	return &configs.Mount{Source: staged, Destination: m.dest, Device: "bind", Flags: flags}
+	return &configs.Mount{Source: staged, Destination: m.dest, Device: "bind", Flags: unix.MS_BIND | unix.MS_REC}
 }
 
 // stageHostMounts attaches every host mount at its staged path. userns
