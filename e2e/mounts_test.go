@@ -26,6 +26,38 @@ func owner(t *testing.T, path string) string {
 	return fmt.Sprintf("%d:%d", st.Uid, st.Gid)
 }
 
+// TestDevContents checks the /dev a container gets (staged on the host's
+// side and bound whole): the standard nodes work, the usual links and
+// mounts are there, and its root owns it and /dev/shm.
+func TestDevContents(t *testing.T) {
+	in := newInstance(t)
+	name := testutil.Name("dev")
+	in.create(name, `{ }`)
+	in.must("start", name)
+	script := `set -e
+echo x > /dev/null
+test "$(head -c 3 /dev/zero | wc -c)" = 3
+test "$(head -c 3 /dev/urandom | wc -c)" = 3
+test "$(head -c 3 /dev/random | wc -c)" = 3
+! echo x 2>/dev/null > /dev/full
+test -c /dev/tty
+test "$(readlink /dev/fd)" = /proc/self/fd
+test "$(readlink /dev/stdin)" = /proc/self/fd/0
+test "$(readlink /dev/ptmx)" = pts/ptmx
+test -c /dev/pts/ptmx
+test -c /dev/console
+test "$(stat -c %u:%a /dev)" = 0:755
+test "$(stat -c %u:%a /dev/shm)" = 0:1777
+mkdir /dev/mine && rmdir /dev/mine
+echo shared > /dev/shm/f && rm /dev/shm/f
+grep -q " /dev/mqueue mqueue " /proc/mounts
+grep -q " /dev/pts devpts " /proc/mounts
+echo ok`
+	if out := in.exec(name, "sh", "-c", script); strings.TrimSpace(out) != "ok" {
+		t.Errorf("/dev inside: %q", out)
+	}
+}
+
 // TestBindMounts checks bindMounts and tmpfs: a read-write bind is a
 // plain bind (the container's IDs are its range's on the host; the
 // ownership cases, writeAsHostRoot among them, are TestBindOwnership's),

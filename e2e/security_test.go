@@ -223,6 +223,12 @@ func TestEscapeAttempts(t *testing.T) {
 			}
 		}
 	})
+	t.Run("make-a-device-in-dev", func(t *testing.T) {
+		// /dev is a tmpfs the host mounted for it (nodev, its root's):
+		// no node made there opens, and the flag is locked.
+		fails(t, "Operation not permitted", "mknod", "/dev/evil", "c", "1", "1")
+		fails(t, "permission denied", "mount", "-o", "remount,dev", "/dev")
+	})
 	t.Run("load-a-module", func(t *testing.T) {
 		fails(t, "Operation not permitted", "sh", "-c", "echo x > /tmp/evil.ko && insmod /tmp/evil.ko")
 	})

@@ -196,9 +196,8 @@ func (c *Container) config() (*configs.Config, []hostMount, error) {
 	)
 	mounts := []*configs.Mount{
 		{Source: "proc", Destination: "/proc", Device: "proc", Flags: noExec},
-		{Source: "tmpfs", Destination: "/dev", Device: "tmpfs", Flags: unix.MS_NOSUID | unix.MS_STRICTATIME, Data: "mode=755,size=65536k"},
+		{Source: c.devDir(), Destination: "/dev", Device: "bind", Flags: unix.MS_BIND | unix.MS_REC},
 		{Source: "devpts", Destination: "/dev/pts", Device: "devpts", Flags: unix.MS_NOSUID | unix.MS_NOEXEC, Data: "newinstance,ptmxmode=0666,mode=0620,gid=5"},
-		{Source: "shm", Destination: "/dev/shm", Device: "tmpfs", Flags: noExec, Data: "mode=1777,size=65536k"},
 		{Source: "mqueue", Destination: "/dev/mqueue", Device: "mqueue", Flags: noExec},
 		c.sysMount(noExec),
 	}
@@ -232,7 +231,7 @@ func (c *Container) config() (*configs.Config, []hostMount, error) {
 	// tmpfs mounts in destination order (a parent before what it holds),
 	// then the device copies.
 	hostMounts := c.hostMounts()
-	extraRules, extraNodes, deviceMounts, err := c.extraDevices()
+	extraRules, deviceMounts, err := c.extraDevices()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -298,7 +297,9 @@ func (c *Container) config() (*configs.Config, []hostMount, error) {
 		},
 		Cgroups: c.cgroup(resources),
 		Seccomp: seccompFilter(),
-		Devices: append(append([]*devconfig.Device(nil), specconv.AllowedDevices...), extraNodes...),
+		// No node is made from these (/dev is a bind: stageDev); CRIU
+		// takes them as the external mounts they are.
+		Devices: slices.Clone(specconv.AllowedDevices),
 		Mounts:  mounts,
 		MaskPaths: []string{
 			"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",

@@ -411,6 +411,9 @@ func (c *Container) create(stdio *Stdio) (_ *started, retErr error) {
 		if err := c.stageHostMounts(hostMounts, userns); err != nil {
 			return err
 		}
+		if err := c.stageDev(); err != nil {
+			return err
+		}
 		if err := c.mountPrivate(userns); err != nil {
 			return err
 		}

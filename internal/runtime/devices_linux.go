@@ -21,23 +21,24 @@ type Device struct {
 }
 
 // extraDevices turns the allowed devices into device cgroup rules and into
-// nodes inside. A privileged container gets a node made by libcontainer.
-// An unprivileged one cannot use the host's node (owned by the host's root,
-// whom its root cannot act as: a 0600 node such as /dev/net/tun would not
-// open), nor a node of its own on a file system it mounted (those ignore
-// device nodes), and devtmpfs has no idmapped mounts. So the host makes a
-// copy of the node, owned by the container's root, in DeviceDir on the
-// host's own file system, and binds that. DeviceDir is closed to everyone
-// but root: the container's root owns its copies and could open their
-// modes, which must not let host users reach the device.
-func (c *Container) extraDevices() (rules []*devconfig.Rule, nodes []*devconfig.Device, mounts []hostMount, err error) {
+// nodes inside, bound by libcontainer. A privileged container gets the
+// host's node. An unprivileged one cannot use the host's node (owned by
+// the host's root, whom its root cannot act as: a 0600 node such as
+// /dev/net/tun would not open), nor a node of its own on a file system it
+// mounted (those ignore device nodes), and devtmpfs has no idmapped
+// mounts. So the host makes a copy of the node, owned by the container's
+// root, in DeviceDir on the host's own file system, and binds that.
+// DeviceDir is closed to everyone but root: the container's root owns its
+// copies and could open their modes, which must not let host users reach
+// the device.
+func (c *Container) extraDevices() (rules []*devconfig.Rule, mounts []hostMount, err error) {
 	for _, d := range c.Devices {
 		var st unix.Stat_t
 		if err := unix.Stat(d.Path, &st); err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
-				return nil, nil, nil, fmt.Errorf("allowedDevices: %s does not exist on the host", d.Path)
+				return nil, nil, fmt.Errorf("allowedDevices: %s does not exist on the host", d.Path)
 			}
-			return nil, nil, nil, fmt.Errorf("allowedDevices: %s: %w", d.Path, err)
+			return nil, nil, fmt.Errorf("allowedDevices: %s: %w", d.Path, err)
 		}
 		var typ devconfig.Type
 		switch st.Mode & unix.S_IFMT {
@@ -46,25 +47,23 @@ func (c *Container) extraDevices() (rules []*devconfig.Rule, nodes []*devconfig.
 		case unix.S_IFBLK:
 			typ = devconfig.BlockDevice
 		default:
-			return nil, nil, nil, fmt.Errorf("allowedDevices: %s is not a device node", d.Path)
+			return nil, nil, fmt.Errorf("allowedDevices: %s is not a device node", d.Path)
 		}
 		rule := devconfig.Rule{
 			Type: typ, Major: int64(unix.Major(st.Rdev)), Minor: int64(unix.Minor(st.Rdev)),
 			Permissions: devconfig.Permissions(d.Permissions), Allow: true,
 		}
 		rules = append(rules, &rule)
-		if c.Privileged() {
-			nodes = append(nodes, &devconfig.Device{Rule: rule, Path: d.Path, FileMode: fs.FileMode(st.Mode & 0o7777)})
-			continue
+		source := d.Path
+		if !c.Privileged() {
+			if source, err = c.deviceCopy(d.Path, st); err != nil {
+				return nil, nil, err
+			}
 		}
-		copyPath, err := c.deviceCopy(d.Path, st)
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		mounts = append(mounts, hostMount{source: copyPath, dest: d.Path, kind: deviceCopy,
+		mounts = append(mounts, hostMount{source: source, dest: d.Path, kind: deviceCopy,
 			attrs: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NOEXEC, what: "allowedDevices " + d.Path})
 	}
-	return rules, nodes, mounts, nil
+	return rules, mounts, nil
 }
 
 // deviceCopy makes (or remakes) the container's copy of a host device node

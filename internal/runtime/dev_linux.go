@@ -1,0 +1,110 @@
+package runtime
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/opencontainers/runc/libcontainer/specconv"
+	"golang.org/x/sys/unix"
+)
+
+// The container's /dev is made on the host's side, in the start's private
+// mount namespace, at paths only the host controls, and libcontainer binds
+// it whole (a /dev bind tells it to make no nodes or links of its own).
+// libcontainer would make the same inside, each piece through its
+// path-checked steps: a tmpfs, /dev/shm, a bind of every standard node and
+// six links cost ≈ 3 ms of a start's 23 in its init (traces, medians of
+// 20); made here they cost ≈ 0.3 ms.
+//
+// What differs from a tmpfs mounted inside: its owner is the host's user
+// namespace, so the container cannot remount it, and for an unprivileged
+// container it is nodev outright (as a tmpfs of the container's own user
+// namespace is); a checkpoint does not carry what the guest adds at its
+// top (CRIU sees an external bind mount), so the links a systemd guest
+// makes there are made here.
+
+// devDir is where the container's /dev is staged during a start.
+func (c *Container) devDir() string { return filepath.Join(c.mountDir(), "dev") }
+
+// devLinks are the links of /dev: every Linux system's (libcontainer makes
+// the same), and systemd's /dev/log, which its journal socket would make.
+func (c *Container) devLinks() [][2]string {
+	links := [][2]string{
+		{"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"},
+		{"stderr", "/proc/self/fd/2"}, {"ptmx", "pts/ptmx"},
+	}
+	if _, err := os.Stat("/proc/kcore"); err == nil {
+		links = append(links, [2]string{"core", "/proc/kcore"})
+	}
+	if c.Systemd {
+		links = append(links, [2]string{"log", "/run/systemd/journal/dev-log"})
+	}
+	return links
+}
+
+// stageDev makes the container's /dev at devDir: a tmpfs owned by the
+// container's root holding the standard device nodes, bound from the
+// host's, the links, /dev/shm, and mount points for what libcontainer
+// mounts inside (pts, mqueue, the console).
+// Preconditions: runs inside inPrivateMounts; mountDir exists.
+func (c *Container) stageDev() error {
+	dir := c.devDir()
+	if err := os.Mkdir(dir, 0o711); err != nil {
+		return fmt.Errorf("staging /dev: %w", err)
+	}
+	root := int(c.IDs.Start) // 0 for a privileged container
+	owned := fmt.Sprintf("size=65536k,uid=%d,gid=%d", root, root)
+	flags := uintptr(unix.MS_NOSUID | unix.MS_STRICTATIME)
+	if !c.Privileged() {
+		flags |= unix.MS_NODEV // its nodes are the binds below, each a mount of its own
+	}
+	if err := unix.Mount("tmpfs", dir, "tmpfs", flags, "mode=755,"+owned); err != nil {
+		return fmt.Errorf("mounting /dev: %w", err)
+	}
+	for _, d := range []string{"pts", "shm", "mqueue"} {
+		if err := mkdirOwned(filepath.Join(dir, d), root); err != nil {
+			return fmt.Errorf("staging /dev: %w", err)
+		}
+	}
+	if err := unix.Mount("shm", filepath.Join(dir, "shm"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,"+owned); err != nil {
+		return fmt.Errorf("mounting /dev/shm: %w", err)
+	}
+	// libcontainer binds the console there; a restore needs the point
+	// before CRIU mounts the console's terminal on it.
+	console := filepath.Join(dir, "console")
+	if err := mountPoint(console, false); err != nil {
+		return fmt.Errorf("staging /dev/console: %w", err)
+	}
+	if err := os.Lchown(console, root, root); err != nil { // libcontainer opens it inside
+		return fmt.Errorf("staging /dev/console: %w", err)
+	}
+	for _, d := range specconv.AllowedDevices {
+		if d.Path == "" || d.Path == "/dev/ptmx" { // ptmx is a link to the container's devpts
+			continue
+		}
+		if err := stage(hostMount{source: d.Path}, filepath.Join(dir, strings.TrimPrefix(d.Path, "/dev/")), nil); err != nil {
+			return fmt.Errorf("binding %s: %w", d.Path, err)
+		}
+	}
+	for _, l := range c.devLinks() {
+		p := filepath.Join(dir, l[0])
+		if err := os.Symlink(l[1], p); err != nil {
+			return fmt.Errorf("staging /dev: %w", err)
+		}
+		if err := os.Lchown(p, root, root); err != nil {
+			return fmt.Errorf("staging /dev: %w", err)
+		}
+	}
+	return nil
+}
+
+// mkdirOwned makes the directory path, owned by uid (and the group of that
+// number).
+func mkdirOwned(path string, uid int) error {
+	if err := os.Mkdir(path, 0o755); err != nil {
+		return err
+	}
+	return os.Lchown(path, uid, uid)
+}
