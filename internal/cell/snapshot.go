@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -63,10 +62,25 @@ var ErrNoSnapshot = fault.New(fault.NotFound, "no such snapshot")
 // ErrSnapshotExists is the class of snapshot tags taken already.
 var ErrSnapshotExists = fault.New(fault.Exists, "snapshot exists")
 
-var tagPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+// tagShaped tells whether tag is 1 to 64 letters, digits, '.', '_' and
+// '-', starting with a letter or digit. (A regular expression of it
+// expands its repetition into a program compiled at every command's start,
+// ≈ 0.3 ms.)
+func tagShaped(tag string) bool {
+	if len(tag) == 0 || len(tag) > 64 {
+		return false
+	}
+	for i, r := range tag {
+		alnum := 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9'
+		if !alnum && (i == 0 || r != '.' && r != '_' && r != '-') {
+			return false
+		}
+	}
+	return true
+}
 
 func validTag(tag string) error {
-	if !tagPattern.MatchString(tag) || strings.HasSuffix(tag, partialSuffix) {
+	if !tagShaped(tag) || strings.HasSuffix(tag, partialSuffix) {
 		return fmt.Errorf("%w: snapshot tag %q: use up to 64 letters, digits, '.', '_' and '-', starting with a letter or digit", ErrBadRequest, tag)
 	}
 	return nil
