@@ -198,6 +198,7 @@ func (c *Container) config() (*configs.Config, []hostMount, error) {
 		{Source: "proc", Destination: "/proc", Device: "proc", Flags: noExec},
 		{Source: c.devDir(), Destination: "/dev", Device: "bind", Flags: unix.MS_BIND | unix.MS_REC},
 		{Source: "devpts", Destination: "/dev/pts", Device: "devpts", Flags: unix.MS_NOSUID | unix.MS_NOEXEC, Data: "newinstance,ptmxmode=0666,mode=0620,gid=5"},
+		{Source: "shm", Destination: "/dev/shm", Device: "tmpfs", Flags: noExec, Data: "mode=1777,size=65536k"},
 		{Source: "mqueue", Destination: "/dev/mqueue", Device: "mqueue", Flags: noExec},
 		c.sysMount(noExec),
 	}
@@ -297,9 +298,9 @@ func (c *Container) config() (*configs.Config, []hostMount, error) {
 		},
 		Cgroups: c.cgroup(resources),
 		Seccomp: seccompFilter(),
-		// No node is made from these (/dev is a bind: stageDev); CRIU
-		// takes them as the external mounts they are.
-		Devices: slices.Clone(specconv.AllowedDevices),
+		// None: /dev is a bind (stageDev), on which libcontainer makes
+		// no nodes, and its nodes are no mounts (for CRIU).
+		Devices: nil,
 		Mounts:  mounts,
 		MaskPaths: []string{
 			"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
