@@ -60,8 +60,12 @@ func (c *Container) stageDev() error {
 		return fmt.Errorf("staging /dev: %w", err)
 	}
 	root := int(c.IDs.Start) // 0 for a privileged container
+	flags, err := devFlags()
+	if err != nil {
+		return fmt.Errorf("staging /dev: %w", err)
+	}
 	opts := fmt.Sprintf("mode=755,size=65536k,uid=%d,gid=%d", root, root)
-	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_STRICTATIME, opts); err != nil {
+	if err := unix.Mount("tmpfs", dir, "tmpfs", flags, opts); err != nil {
 		return fmt.Errorf("mounting /dev: %w", err)
 	}
 	for _, d := range []string{"pts", "shm", "mqueue"} {
@@ -104,6 +108,33 @@ func (c *Container) stageDev() error {
 		}
 	}
 	return nil
+}
+
+// devFlags are the mount flags of the staged /dev: nosuid, and the host's
+// /dev's own noexec and access time mode. The masked paths of /proc are
+// binds of /dev/null, so they take these flags; a restore binds the host's
+// /dev/null there and remounts it with them, which the kernel refuses in
+// the container's user namespace if that changes the access time mode or
+// clears a flag (a tmpfs of libcontainer's had its /dev/null bound from
+// the host's, with the host's flags).
+func devFlags() (uintptr, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs("/dev/null", &st); err != nil {
+		return 0, err
+	}
+	flags := uintptr(unix.MS_NOSUID)
+	for _, f := range []struct{ st, ms uintptr }{
+		{unix.ST_NOEXEC, unix.MS_NOEXEC}, {unix.ST_NOATIME, unix.MS_NOATIME},
+		{unix.ST_NODIRATIME, unix.MS_NODIRATIME}, {unix.ST_RELATIME, unix.MS_RELATIME},
+	} {
+		if uintptr(st.Flags)&f.st != 0 {
+			flags |= f.ms
+		}
+	}
+	if flags&(unix.MS_NOATIME|unix.MS_RELATIME) == 0 {
+		flags |= unix.MS_STRICTATIME
+	}
+	return flags, nil
 }
 
 // mkdirOwned makes the directory path, owned by uid (and the group of that
