@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	devconfig "github.com/opencontainers/cgroups/devices/config"
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	"golang.org/x/sys/unix"
 )
@@ -87,7 +88,11 @@ func (c *Container) stageDev() error {
 			continue
 		}
 		p := filepath.Join(dir, strings.TrimPrefix(d.Path, "/dev/"))
-		if err := unix.Mknod(p, unix.S_IFCHR|uint32(d.FileMode.Perm()), int(unix.Mkdev(uint32(d.Major), uint32(d.Minor)))); err != nil {
+		kind := uint32(unix.S_IFCHR)
+		if d.Type == devconfig.BlockDevice {
+			kind = unix.S_IFBLK
+		}
+		if err := unix.Mknod(p, kind|uint32(d.FileMode.Perm()), int(unix.Mkdev(uint32(d.Major), uint32(d.Minor)))); err != nil {
 			return fmt.Errorf("staging %s: %w", d.Path, err)
 		}
 		// umask may have narrowed the mode mknod got.
