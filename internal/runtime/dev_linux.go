@@ -92,14 +92,7 @@ func (c *Container) stageDev() error {
 		if d.Type == devconfig.BlockDevice {
 			kind = unix.S_IFBLK
 		}
-		if err := unix.Mknod(p, kind|uint32(d.FileMode.Perm()), int(unix.Mkdev(uint32(d.Major), uint32(d.Minor)))); err != nil {
-			return fmt.Errorf("staging %s: %w", d.Path, err)
-		}
-		// umask may have narrowed the mode mknod got.
-		if err := unix.Chmod(p, uint32(d.FileMode.Perm())); err != nil {
-			return fmt.Errorf("staging %s: %w", d.Path, err)
-		}
-		if err := os.Lchown(p, root, root); err != nil {
+		if err := makeNode(p, kind|uint32(d.FileMode.Perm()), int(unix.Mkdev(uint32(d.Major), uint32(d.Minor))), root); err != nil {
 			return fmt.Errorf("staging %s: %w", d.Path, err)
 		}
 	}

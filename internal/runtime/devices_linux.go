@@ -81,15 +81,22 @@ func (c *Container) deviceCopy(path string, st unix.Stat_t) (string, error) {
 	}
 	copyPath := filepath.Join(c.DeviceDir, strings.ReplaceAll(strings.TrimPrefix(path, "/"), "/", "-"))
 	_ = os.Remove(copyPath)
-	if err := unix.Mknod(copyPath, st.Mode&(unix.S_IFMT|0o777), int(st.Rdev)); err != nil {
+	if err := makeNode(copyPath, st.Mode&(unix.S_IFMT|0o777), int(st.Rdev), int(c.IDs.Start)); err != nil {
 		return "", fmt.Errorf("allowedDevices: copying %s: %w", path, err)
 	}
-	// umask may have narrowed the mode mknod got.
-	if err := unix.Chmod(copyPath, st.Mode&0o777); err != nil {
-		return "", err
-	}
-	if err := os.Lchown(copyPath, int(c.IDs.Start), int(c.IDs.Start)); err != nil {
-		return "", err
-	}
 	return copyPath, nil
+}
+
+// makeNode makes the device node path (mode holds its type and
+// permissions) with those permissions, whatever the umask, owned by uid
+// and the group of that number.
+func makeNode(path string, mode uint32, dev, uid int) error {
+	if err := unix.Mknod(path, mode, dev); err != nil {
+		return err
+	}
+	// umask may have narrowed the mode mknod got.
+	if err := unix.Chmod(path, mode&0o777); err != nil {
+		return err
+	}
+	return os.Lchown(path, uid, uid)
 }
