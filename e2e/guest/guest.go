@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -172,7 +173,9 @@ func Boot(t testing.TB, img Image, opts Options) *VM {
 	vm.port = freePort(t)
 	acc := Accelerator(t, img)
 	args := []string{"-accel", acc, "-m", strconv.Itoa(opts.MemoryMB), "-smp", strconv.Itoa(opts.CPUs),
-		"-nodefaults", "-vga", "none", "-display", "none", "-monitor", "none",
+		"-nodefaults", "-vga", "none", "-display", "none",
+		// The monitor answers diagnosis (is the guest running, halted?).
+		"-monitor", "unix:" + vm.monitorPath() + ",server=on,wait=off",
 		"-serial", "file:" + vm.ConsolePath(),
 		"-kernel", img.Kernel, "-initrd", img.Initrd, "-append", "root=/dev/vda rw console=ttyS0 panic=-1",
 		"-drive", "file=" + overlay + ",format=qcow2,if=virtio",
@@ -256,8 +259,11 @@ func (vm *VM) waitUp(t testing.TB, start time.Time, gone string) {
 		time.Sleep(time.Second)
 	}
 	// One connection that the commands share: a new ssh handshake takes
-	// seconds under emulation, a new session on it a tenth of one.
-	vm.master = exec.Command("ssh", vm.sshArgs("-M", "-N", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3")...)
+	// seconds under emulation, a new session on it a tenth of one. It
+	// gives up on a guest that does not answer for two minutes, not
+	// sooner: under emulation on a busy host a guest can stall for many
+	// seconds, and a master that gave up takes its sessions with it.
+	vm.master = exec.Command("ssh", vm.sshArgs("-M", "-N", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=24")...)
 	vm.master.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := vm.master.Start(); err != nil {
 		t.Fatalf("starting the ssh master connection: %v", err)
@@ -328,7 +334,7 @@ func (vm *VM) RunIn(t testing.TB, stdin []byte, command string) Result {
 	case errors.As(err, &ee) && ee.ExitCode() != 255:
 		r.Code = ee.ExitCode()
 	case err != nil:
-		t.Fatalf("ssh to the guest (%q): %v: %s", command, err, stderr.String())
+		t.Fatalf("ssh to the guest (%q): %v: %s\n%s", command, err, stderr.String(), vm.diagnosis())
 	}
 	return r
 }
@@ -383,8 +389,80 @@ func (vm *VM) PowerOff(t testing.TB) {
 	select {
 	case <-vm.exited:
 	case <-time.After(poweroffTimeout):
-		t.Fatalf("the guest did not power off within %v\nconsole:\n%s", poweroffTimeout, lastLines(vm.Console(), 30))
+		t.Fatalf("the guest did not power off within %v\n%s", poweroffTimeout, vm.diagnosis())
 	}
+}
+
+func (vm *VM) monitorPath() string { return filepath.Join(vm.dir, "monitor.sock") }
+
+// diagnosis says what state a guest that stopped answering is in: whether
+// the shared ssh connection still stands, whether qemu runs the guest
+// (its monitor's status; its CPUs, halted or not) and burns CPU doing it
+// (a busy guest) or not (an idle or hung one), and the console's last
+// lines.
+func (vm *VM) diagnosis() string {
+	var b strings.Builder
+	master := "up"
+	if err := exec.Command("ssh", vm.sshArgs("-O", "check")...).Run(); err != nil {
+		master = "gone (" + err.Error() + ")"
+	}
+	fmt.Fprintf(&b, "ssh master connection: %s\n", master)
+	select {
+	case <-vm.exited:
+		fmt.Fprintf(&b, "qemu: exited (%v)\n", vm.qemu.ProcessState)
+	default:
+		before := cpuTicks(vm.qemu.Process.Pid)
+		time.Sleep(2 * time.Second)
+		used := float64(cpuTicks(vm.qemu.Process.Pid)-before) / 100 / 2 // USER_HZ is 100
+		fmt.Fprintf(&b, "qemu: %.0f%% of a CPU over 2 s; monitor: %s\n%s\n", used*100, vm.monitor("info status"), vm.monitor("info cpus"))
+	}
+	fmt.Fprintf(&b, "console (last lines):\n%s", lastLines(vm.Console(), 30))
+	return b.String()
+}
+
+// cpuTicks is the user and system time process pid used, in clock ticks.
+func cpuTicks(pid int) int {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	user, _ := strconv.Atoi(f[11])
+	sys, _ := strconv.Atoi(f[12])
+	return user + sys
+}
+
+// monitor sends one command to qemu's monitor and returns its answer.
+func (vm *VM) monitor(command string) string {
+	c, err := net.DialTimeout("unix", vm.monitorPath(), 2*time.Second)
+	if err != nil {
+		return err.Error()
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := io.WriteString(c, command+"\n"); err != nil {
+		return err.Error()
+	}
+	// The monitor greets, echoes the command, answers and prompts again.
+	var out bytes.Buffer
+	buf := make([]byte, 4096)
+	for !bytes.HasSuffix(bytes.TrimRight(out.Bytes(), " "), []byte("(qemu)")) || bytes.Count(out.Bytes(), []byte("(qemu)")) < 2 {
+		n, err := c.Read(buf)
+		out.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	// The echo redraws the line at each key; the answer follows its last
+	// drawing.
+	answer := out.String()
+	if i := strings.LastIndex(answer, command); i >= 0 {
+		answer = strings.ReplaceAll(answer[i+len(command):], "\x1b[K", "")
+	}
+	return strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(answer), "(qemu)"))
 }
 
 // freePort returns a TCP port on 127.0.0.1 that nothing listens on now.

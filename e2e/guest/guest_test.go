@@ -67,6 +67,10 @@ func TestInGuest(t *testing.T) {
 	vm := Boot(t, img, Options{Shares: []Share{{Host: root, Guest: root}, {Host: bin, Guest: binDir}}})
 
 	t.Run("host", func(t *testing.T) {
+		// The monitor that a failure's diagnosis asks.
+		if got := vm.monitor("info status"); got != "VM status: running" {
+			t.Errorf("qemu's monitor says %q", got)
+		}
 		if got := vm.Must(t, "uname -r"); !strings.HasPrefix(got, "6.1.") {
 			t.Errorf("guest kernel %q, want 6.1", got)
 		}
