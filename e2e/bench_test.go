@@ -219,7 +219,7 @@ func BenchmarkScale(b *testing.B) {
 	in := benchInstance(b)
 	in.env = append(in.env, "NIXCELL_HOSTONLY_SUBNET=10.250.0.0/16", "NIXCELL_NAT_SUBNET=10.251.0.0/16")
 	system := prebuilt(b, `{ services.httpd.enable = true; }`)
-	const count, scaleRounds = 201, 7
+	const count, scaleRounds = 201, 15
 	names := make([]string, count)
 	for i := range names {
 		names[i] = testutil.Name(fmt.Sprintf("bs%d", i))
