@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -149,6 +150,7 @@ type VM struct {
 	qemu     *exec.Cmd
 	exited   chan struct{} // closed when qemu has exited
 	master   *exec.Cmd     // ssh connection that later commands share
+	lost     bool          // an ssh to it failed (see RunIn)
 	bootID   string
 	BootTime time.Duration // of the last boot, until systemd was up
 }
@@ -177,7 +179,7 @@ func Boot(t testing.TB, img Image, opts Options) *VM {
 		// The monitor answers diagnosis (is the guest running, halted?).
 		"-monitor", "unix:" + vm.monitorPath() + ",server=on,wait=off",
 		"-serial", "file:" + vm.ConsolePath(),
-		"-kernel", img.Kernel, "-initrd", img.Initrd, "-append", "root=/dev/vda rw console=ttyS0 panic=-1",
+		"-kernel", img.Kernel, "-initrd", img.Initrd, "-append", "root=/dev/vda rw console=ttyS0 panic=-1 nokaslr",
 		"-drive", "file=" + overlay + ",format=qcow2,if=virtio",
 		// The guest reaches nothing but its forwarded ssh port (restrict=on).
 		"-netdev", fmt.Sprintf("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:%d-:22", vm.port),
@@ -334,6 +336,7 @@ func (vm *VM) RunIn(t testing.TB, stdin []byte, command string) Result {
 	case errors.As(err, &ee) && ee.ExitCode() != 255:
 		r.Code = ee.ExitCode()
 	case err != nil:
+		vm.lost = true
 		t.Fatalf("ssh to the guest (%q): %v: %s\n%s", command, err, stderr.String(), vm.diagnosis())
 	}
 	return r
@@ -397,9 +400,9 @@ func (vm *VM) monitorPath() string { return filepath.Join(vm.dir, "monitor.sock"
 
 // diagnosis says what state a guest that stopped answering is in: whether
 // the shared ssh connection still stands, whether qemu runs the guest
-// (its monitor's status; its CPUs, halted or not) and burns CPU doing it
-// (a busy guest) or not (an idle or hung one), and the console's last
-// lines.
+// (its monitor's status) and burns CPU doing it (a busy guest) or not
+// (an idle or hung one), where its CPUs are (kernel or user space), and
+// the console's last lines.
 func (vm *VM) diagnosis() string {
 	var b strings.Builder
 	master := "up"
@@ -414,11 +417,33 @@ func (vm *VM) diagnosis() string {
 		before := cpuTicks(vm.qemu.Process.Pid)
 		time.Sleep(2 * time.Second)
 		used := float64(cpuTicks(vm.qemu.Process.Pid)-before) / 100 / 2 // USER_HZ is 100
-		fmt.Fprintf(&b, "qemu: %.0f%% of a CPU over 2 s; monitor: %s\n%s\n", used*100, vm.monitor("info status"), vm.monitor("info cpus"))
+		fmt.Fprintf(&b, "qemu: %.0f%% of a CPU over 2 s; monitor: %s\n", used*100, vm.monitor("info status"))
+		// Where each CPU is, three times: kernel (CPL 0) or user space (3),
+		// halted or not; the kernel runs without KASLR, so a kernel
+		// address reads against the image kernel's System.map.
+		for range 3 {
+			fmt.Fprintf(&b, "  %s\n", cpuPlaces(vm.monitor("info registers -a")))
+			time.Sleep(500 * time.Millisecond)
+		}
 	}
 	fmt.Fprintf(&b, "console (last lines):\n%s", lastLines(vm.Console(), 30))
 	return b.String()
 }
+
+// cpuPlaces sums up the monitor's "info registers -a": each CPU's
+// instruction pointer, privilege level and whether it is halted.
+func cpuPlaces(registers string) string {
+	var places []string
+	for _, m := range cpuRegisters.FindAllStringSubmatch(registers, -1) {
+		places = append(places, fmt.Sprintf("CPU%s %sIP=%s CPL=%s HLT=%s", m[1], m[2], m[3], m[4], m[5]))
+	}
+	if places == nil {
+		return "no registers: " + lastLines(registers, 2)
+	}
+	return strings.Join(places, "; ")
+}
+
+var cpuRegisters = regexp.MustCompile(`(?s)CPU#(\d+).*?([RE])IP=([0-9a-f]+).*?CPL=(\d).*?HLT=(\d)`)
 
 // cpuTicks is the user and system time process pid used, in clock ticks.
 func cpuTicks(pid int) int {

@@ -71,6 +71,9 @@ func TestInGuest(t *testing.T) {
 		if got := vm.monitor("info status"); got != "VM status: running" {
 			t.Errorf("qemu's monitor says %q", got)
 		}
+		if got := cpuPlaces(vm.monitor("info registers -a")); !strings.HasPrefix(got, "CPU0 RIP=") || !strings.Contains(got, "; CPU1 RIP=") {
+			t.Errorf("the places of the guest's CPUs: %s", got)
+		}
 		if got := vm.Must(t, "uname -r"); !strings.HasPrefix(got, "6.1.") {
 			t.Errorf("guest kernel %q, want 6.1", got)
 		}
@@ -96,6 +99,11 @@ func TestInGuest(t *testing.T) {
 	}
 	testLine := regexp.MustCompile(`(?m)^\s*--- (PASS|FAIL|SKIP): .*$`)
 	for _, name := range selectedTests() {
+		if vm.lost {
+			// Each would wait for ssh in vain; the first failure's
+			// diagnosis says what state the guest is in.
+			t.Fatalf("the guest stopped answering; %s and the tests after it did not run", name)
+		}
 		t.Run(name, func(t *testing.T) {
 			start := time.Now()
 			r := vm.Run(t, fmt.Sprintf("cd /tmp && CI=%s NIXCELL_BIN=%s/nixcell timeout -s KILL 11m %s/e2e.test -test.run '^%s$' -test.v -test.count=1 -test.timeout 10m 2>&1",
@@ -150,4 +158,19 @@ func build() (string, error) {
 		}
 	}
 	return dir, nil
+}
+
+// TestCPUPlaces reads the monitor's registers as qemu prints them for a
+// 64-bit guest: one line of places per sample in a failure's diagnosis.
+func TestCPUPlaces(t *testing.T) {
+	registers := "info registers -a\r\n\r\nCPU#0\r\nRAX=0000000000000000 RBX=ffffffff82613940\r\n" +
+		"RIP=ffffffff81b2f1ce RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1\r\nES =0000\r\n" +
+		"CPU#1\r\nRAX=0000000000000001\r\nRIP=00007f3a1c2b9e0d RFL=00000202 [-------] CPL=3 II=0 A20=1 SMM=0 HLT=0\r\n"
+	want := "CPU0 RIP=ffffffff81b2f1ce CPL=0 HLT=1; CPU1 RIP=00007f3a1c2b9e0d CPL=3 HLT=0"
+	if got := cpuPlaces(registers); got != want {
+		t.Errorf("cpuPlaces:\n got %s\nwant %s", got, want)
+	}
+	if got := cpuPlaces("Could not open\r\n(qemu)"); !strings.HasPrefix(got, "no registers") {
+		t.Errorf("cpuPlaces of no registers: %s", got)
+	}
 }
