@@ -471,10 +471,11 @@ func (vm *VM) monitor(command string) string {
 	if _, err := io.WriteString(c, command+"\n"); err != nil {
 		return err.Error()
 	}
-	// The monitor greets, echoes the command, answers and prompts again.
+	// The monitor greets, prompts, echoes the command, answers and prompts
+	// again: the answer is complete at the second prompt.
 	var out bytes.Buffer
 	buf := make([]byte, 4096)
-	for !bytes.HasSuffix(bytes.TrimRight(out.Bytes(), " "), []byte("(qemu)")) || bytes.Count(out.Bytes(), []byte("(qemu)")) < 2 {
+	for bytes.Count(out.Bytes(), []byte("(qemu)")) < 2 {
 		n, err := c.Read(buf)
 		out.Write(buf[:n])
 		if err != nil {
